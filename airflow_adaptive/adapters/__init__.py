@@ -1,0 +1,1 @@
+"""I/O adapters: trace files, MLflow, Kubernetes, cgroups."""

@@ -1,0 +1,1 @@
+"""Pure domain types: no I/O, stdlib and numpy only."""

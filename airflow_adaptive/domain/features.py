@@ -1,0 +1,143 @@
+"""Feature schemas: the named, versioned set of features a profiler is trained on.
+
+A loader produces records under its own schema (``swf/1``, ``pai/1``, ``stage-run/1``); a
+profiler remembers the schema it was fitted with and refuses jobs that do not match it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from airflow_adaptive.domain.errors import FeatureSchemaMismatch
+
+FeatureKind = Literal["numeric", "categorical"]
+
+#: The resources a profile can hold, in the order reports print them.
+RESOURCES: tuple[str, ...] = ("cpu", "memory", "gpu", "gpu_memory")
+RESOURCE_UNITS: Mapping[str, str] = {
+    "cpu": "cores",
+    "memory": "bytes",
+    "gpu": "GPUs (fraction when shared)",
+    "gpu_memory": "bytes",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: FeatureKind
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """A named, versioned feature set.
+
+    ``key`` names the features that identify a workload (the unit whose history predicts the
+    next run, for example ``("user", "executable")``); ``resources`` the resources whose usage
+    the records carry.
+    """
+
+    name: str
+    version: int
+    features: tuple[Feature, ...]
+    key: tuple[str, ...]
+    resources: tuple[str, ...]
+    description: str = ""
+    _by_name: dict[str, Feature] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {f.name: f for f in self.features})
+        missing = [k for k in self.key if k not in self._by_name]
+        if missing:
+            raise ValueError(f"schema {self.id}: key names unknown features {missing}")
+        unknown = [r for r in self.resources if r not in RESOURCES]
+        if unknown:
+            raise ValueError(f"schema {self.id}: unknown resources {unknown}; known: {RESOURCES}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def feature(self, name: str) -> Feature:
+        return self._by_name[name]
+
+    def validate_job(self, job: Mapping[str, Any], where: str = "job") -> dict[str, Any]:
+        """Check one job's features against the schema and return them normalised.
+
+        Numeric features become floats (missing or null is NaN: the profiler handles unknowns),
+        categorical ones strings. Unknown names and wrong types are a ``FeatureSchemaMismatch``
+        that names every offending field.
+        """
+        problems: list[str] = []
+        extra = sorted(set(job) - set(self.names))
+        if extra:
+            problems.append(f"unknown feature(s) {extra}")
+        out: dict[str, Any] = {}
+        for feat in self.features:
+            value = job.get(feat.name)
+            if feat.kind == "numeric":
+                if value is None:
+                    out[feat.name] = math.nan
+                elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                    problems.append(f"'{feat.name}' must be a number, got {value!r}")
+                else:
+                    out[feat.name] = float(value)
+            else:
+                if value is None:
+                    problems.append(f"'{feat.name}' is required (a string or integer id)")
+                elif isinstance(value, (str, int)) and not isinstance(value, bool):
+                    out[feat.name] = str(value)
+                else:
+                    problems.append(f"'{feat.name}' must be a string or integer id, got {value!r}")
+        if problems:
+            raise FeatureSchemaMismatch(
+                f"{where} does not match feature schema {self.id}: " + "; ".join(problems)
+                + f". Expected features: {', '.join(self.names)}."
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "key": list(self.key),
+            "resources": list(self.resources),
+            "features": [
+                {"name": f.name, "kind": f.kind, "unit": f.unit, "description": f.description}
+                for f in self.features
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSchema":
+        try:
+            return cls(
+                name=str(data["name"]),
+                version=int(data["version"]),
+                description=str(data.get("description", "")),
+                key=tuple(data["key"]),
+                resources=tuple(data["resources"]),
+                features=tuple(
+                    Feature(f["name"], f["kind"], f.get("unit", ""), f.get("description", ""))
+                    for f in data["features"]
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeatureSchemaMismatch(f"malformed feature schema: {exc}") from exc
+
+    def require_same(self, other: "FeatureSchema", what: str = "data") -> None:
+        """Raise when ``other`` is not this schema (a model meets jobs of another schema)."""
+        if self.id != other.id or self.names != other.names:
+            raise FeatureSchemaMismatch(
+                f"{what} uses feature schema {other.id} but the profiler was trained on {self.id}: "
+                "train a profiler on records of that schema, or convert the jobs."
+            )

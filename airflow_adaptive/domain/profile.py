@@ -1,0 +1,81 @@
+"""A predicted profile: what one stage is expected to need, per resource.
+
+``median`` is the typical need; ``upper`` the covering quantile (calibrated so that the share
+of runs exceeding it is ``1 - coverage`` on recent data). Sizing uses ``upper`` for limits and
+may use ``median`` for requests; the monitor compares observations with both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from airflow_adaptive.domain.features import RESOURCES
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    median: float
+    upper: float
+
+    def __post_init__(self) -> None:
+        for name in ("median", "upper"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if self.upper < self.median:
+            raise ValueError(f"upper ({self.upper}) is below median ({self.median})")
+
+
+@dataclass(frozen=True)
+class PredictedProfile:
+    """Per-resource estimates (units of ``RESOURCE_UNITS``), duration in seconds, provenance."""
+
+    resources: Mapping[str, ResourceEstimate]
+    coverage: float
+    duration: ResourceEstimate | None = None
+    cold_start: bool = False
+    schema_id: str = ""
+    model_uri: str = ""
+    model_version: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.resources if r not in RESOURCES]
+        if unknown:
+            raise ValueError(f"unknown resources {unknown}; known: {RESOURCES}")
+        if not 0.0 < self.coverage < 1.0:
+            raise ValueError(f"coverage must be in (0, 1), got {self.coverage}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "coverage": self.coverage,
+            "cold_start": self.cold_start,
+            "schema": self.schema_id,
+            "model_uri": self.model_uri,
+            "model_version": self.model_version,
+            "resources": {r: {"median": e.median, "upper": e.upper} for r, e in self.resources.items()},
+        }
+        if self.duration is not None:
+            out["duration_seconds"] = {"median": self.duration.median, "upper": self.duration.upper}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PredictedProfile":
+        duration = data.get("duration_seconds")
+        return cls(
+            resources={
+                r: ResourceEstimate(float(e["median"]), float(e["upper"]))
+                for r, e in data["resources"].items()
+            },
+            coverage=float(data["coverage"]),
+            duration=ResourceEstimate(float(duration["median"]), float(duration["upper"])) if duration else None,
+            cold_start=bool(data.get("cold_start", False)),
+            schema_id=str(data.get("schema", "")),
+            model_uri=str(data.get("model_uri", "")),
+            model_version=str(data.get("model_version", "")),
+            notes=tuple(data.get("notes", ())),
+        )

@@ -1,0 +1,84 @@
+"""The resize signal: the one message the monitor sends to a Resource Manager.
+
+It travels in-process (local runner) or as one JSON line on the monitor's log stream, read by
+the operator through ``pods/log``; so it must round-trip through JSON unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Mapping
+
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.features import RESOURCES
+
+Direction = Literal["increase", "decrease"]
+
+#: Marker that lets a reader pick signal lines out of a log stream that also carries other text.
+SIGNAL_MARKER = "airflow-adaptive/resize"
+
+
+@dataclass(frozen=True)
+class ResizeSignal:
+    """Resize ``resource`` from ``old`` to ``new`` (resource units: cores, bytes, GPUs)."""
+
+    resource: str
+    old: float
+    new: float
+    reason: str
+    time: float  # Unix seconds when the monitor decided
+    sequence: int  # per-monitor counter: a reader applies each sequence number once, in order
+    container: str = ""
+
+    def __post_init__(self) -> None:
+        if self.resource not in RESOURCES:
+            raise ValueError(f"unknown resource {self.resource!r}; known: {RESOURCES}")
+        for name in ("old", "new", "time"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ValueError(f"resize signal {name} must be a non-negative number, got {value!r}")
+        if self.new == self.old:
+            raise ValueError("a resize signal must change the size")
+        if self.sequence < 0:
+            raise ValueError(f"sequence must be >= 0, got {self.sequence}")
+
+    @property
+    def direction(self) -> Direction:
+        return "increase" if self.new > self.old else "decrease"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": SIGNAL_MARKER, **asdict(self)}
+
+    def to_line(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ResizeSignal":
+        try:
+            return cls(
+                resource=str(data["resource"]),
+                old=float(data["old"]),
+                new=float(data["new"]),
+                reason=str(data["reason"]),
+                time=float(data["time"]),
+                sequence=int(data["sequence"]),
+                container=str(data.get("container", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"malformed resize signal {dict(data)!r}: {exc}") from exc
+
+
+def parse_signal_line(line: str) -> ResizeSignal | None:
+    """The signal on one log line, or None when the line is not a signal (ordinary log text)."""
+    text = line.strip()
+    if not text.startswith("{") or SIGNAL_MARKER not in text:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("kind") != SIGNAL_MARKER:
+        return None
+    return ResizeSignal.from_dict(data)

@@ -1,0 +1,213 @@
+"""The stage-run schema: what one MLflow run of one pipeline stage holds.
+
+Writers (the operator at sizing time, the monitor while the stage runs) and the reader (the
+``records`` loader that feeds retraining) share this module, so the names live in one place.
+
+One MLflow run per stage *try*:
+
+| MLflow field | name | written by | meaning |
+|---|---|---|---|
+| tag | ``airflow_adaptive.schema`` | operator | ``stage-run/1`` |
+| tag | ``airflow_adaptive.dag_id`` / ``task_id`` / ``run_id`` / ``try_number`` | operator | which Airflow task try |
+| tag | ``airflow_adaptive.feature_schema`` | operator | feature schema id of the features below |
+| tag | ``airflow_adaptive.model_uri`` / ``model_version`` | operator | the profiler that predicted |
+| tag | ``airflow_adaptive.outcome`` | monitor | ``success``, ``failed``, ``oom_killed`` |
+| param | ``feature.<name>`` | operator | one job feature (string form) |
+| param | ``predicted.<resource>.median`` / ``.upper`` | operator | the prediction |
+| param | ``allocated.<resource>`` | operator | what the stage was given at start |
+| param | ``requested.<resource>`` | operator | the user's own request (the prior) |
+| metric | ``usage.<resource>`` | monitor | time series, ``step`` = sample number, timestamp = sample time |
+| metric | ``observed.<resource>.peak`` / ``.mean`` | monitor | summary at the end |
+| metric | ``stage.start_time`` / ``stage.end_time`` | monitor | Unix seconds |
+| metric | ``oom_kills`` | monitor / operator | kernel OOM kills seen in this try |
+| artifact | ``oom_events.json`` | monitor / operator | list of {time, container, limit_bytes, try_number, kind} |
+
+A stage run becomes a training record when it has an end time and an observed peak for at
+least one resource; ``used`` is the observed peak (a covering need, which is what sizing must
+meet), ``submit`` the start time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from airflow_adaptive.domain.features import RESOURCES, Feature, FeatureSchema
+from airflow_adaptive.domain.profile import PredictedProfile
+
+SCHEMA_ID = "stage-run/1"
+TAG_PREFIX = "airflow_adaptive."
+TAG_SCHEMA = TAG_PREFIX + "schema"
+TAG_DAG = TAG_PREFIX + "dag_id"
+TAG_TASK = TAG_PREFIX + "task_id"
+TAG_RUN = TAG_PREFIX + "run_id"
+TAG_TRY = TAG_PREFIX + "try_number"
+TAG_FEATURE_SCHEMA = TAG_PREFIX + "feature_schema"
+TAG_MODEL_URI = TAG_PREFIX + "model_uri"
+TAG_MODEL_VERSION = TAG_PREFIX + "model_version"
+TAG_OUTCOME = TAG_PREFIX + "outcome"
+OUTCOMES = ("success", "failed", "oom_killed")
+METRIC_START = "stage.start_time"
+METRIC_END = "stage.end_time"
+METRIC_OOM_KILLS = "oom_kills"
+OOM_EVENTS_ARTIFACT = "oom_events.json"
+
+
+def feature_param(name: str) -> str:
+    return f"feature.{name}"
+
+
+def usage_metric(resource: str) -> str:
+    return f"usage.{resource}"
+
+
+def observed_metric(resource: str, stat: str) -> str:
+    return f"observed.{resource}.{stat}"
+
+
+#: The feature schema of pipeline stages (what the operator knows before a stage runs).
+STAGE_FEATURES = FeatureSchema(
+    name="stage",
+    version=1,
+    description="Features of an Airflow pipeline stage known before it runs.",
+    key=("dag_id", "task_id"),
+    resources=("cpu", "memory", "gpu", "gpu_memory"),
+    features=(
+        Feature("dag_id", "categorical", description="Airflow DAG id"),
+        Feature("task_id", "categorical", description="Airflow task id (the stage)"),
+        Feature("algorithm", "categorical", description="e.g. random_forest, resnet50"),
+        Feature("framework", "categorical", description="e.g. sklearn, pytorch"),
+        Feature("data_rows", "numeric", "rows", "rows of input data"),
+        Feature("data_bytes", "numeric", "bytes", "size of input data"),
+        Feature("n_features", "numeric", "columns", "input dimensionality"),
+        Feature("epochs", "numeric", "", "passes over the data (1 for non-iterative stages)"),
+        Feature("requested_cpu", "numeric", "cores", "the user's own CPU request"),
+        Feature("requested_memory", "numeric", "bytes", "the user's own memory request"),
+        Feature("requested_gpu", "numeric", "GPUs", "the user's own GPU request"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class StageIdentity:
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+
+    def tags(self) -> dict[str, str]:
+        return {
+            TAG_SCHEMA: SCHEMA_ID,
+            TAG_DAG: self.dag_id,
+            TAG_TASK: self.task_id,
+            TAG_RUN: self.run_id,
+            TAG_TRY: str(self.try_number),
+        }
+
+
+@dataclass(frozen=True)
+class OomEvent:
+    time: float
+    container: str
+    limit_bytes: float
+    try_number: int
+    kind: str = "kernel"  # "kernel" (cgroup OOM kill) or "gpu" (CUDA out of memory in the log)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "container": self.container,
+            "limit_bytes": self.limit_bytes,
+            "try_number": self.try_number,
+            "kind": self.kind,
+        }
+
+
+@dataclass
+class ObservedSummary:
+    """The monitor's summary of one try: peaks and means per resource, times, outcome."""
+
+    start_time: float
+    end_time: float
+    outcome: str
+    peak: dict[str, float] = field(default_factory=dict)
+    mean: dict[str, float] = field(default_factory=dict)
+    oom_events: list[OomEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+
+    def metrics(self) -> dict[str, float]:
+        out = {METRIC_START: self.start_time, METRIC_END: self.end_time, METRIC_OOM_KILLS: float(len(self.oom_events))}
+        for r, v in self.peak.items():
+            out[observed_metric(r, "peak")] = float(v)
+        for r, v in self.mean.items():
+            out[observed_metric(r, "mean")] = float(v)
+        return out
+
+
+def sizing_params(
+    features: Mapping[str, Any],
+    profile: PredictedProfile,
+    allocated: Mapping[str, float],
+    requested: Mapping[str, float],
+) -> dict[str, str]:
+    """The params the operator logs when it sizes a stage."""
+    params = {feature_param(k): str(v) for k, v in features.items()}
+    for r, est in profile.resources.items():
+        params[f"predicted.{r}.median"] = repr(float(est.median))
+        params[f"predicted.{r}.upper"] = repr(float(est.upper))
+    params.update({f"allocated.{r}": repr(float(v)) for r, v in allocated.items()})
+    params.update({f"requested.{r}": repr(float(v)) for r, v in requested.items()})
+    return params
+
+
+def record_from_run(
+    schema: FeatureSchema,
+    run_id: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+) -> dict[str, Any] | None:
+    """One stage run as a record row (``JobTable.from_rows`` shape), or None when unfinished.
+
+    Returns None for runs without an end time or without any observed peak: they cannot teach
+    the profiler anything yet (the caller counts them as excluded).
+    """
+    end = metrics.get(METRIC_END)
+    start = metrics.get(METRIC_START)
+    used = {r: metrics.get(observed_metric(r, "peak")) for r in schema.resources}
+    if end is None or start is None or all(v is None for v in used.values()):
+        return None
+    features: dict[str, Any] = {}
+    for feat in schema.features:
+        raw = params.get(feature_param(feat.name))
+        if feat.kind == "numeric":
+            features[feat.name] = _float_or_none(raw)
+        else:
+            features[feat.name] = raw
+    return {
+        "job_id": run_id,
+        "submit": float(start),
+        "end": float(end),
+        "run_time": max(0.0, float(end) - float(start)),
+        "features": features,
+        "used": used,
+        "requested": {r: _float_or_none(params.get(f"requested.{r}")) for r in schema.resources},
+        "outcome": tags.get(TAG_OUTCOME, ""),
+    }
+
+
+def _float_or_none(raw: Any) -> float | None:
+    if raw is None or raw == "" or raw == "None":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+__all__ = [name for name in dir() if not name.startswith("_")] + ["RESOURCES"]

@@ -1,0 +1,1 @@
+"""Pure decisions: estimators, policies, replay metrics. No I/O."""
