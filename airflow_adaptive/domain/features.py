@@ -47,6 +47,9 @@ class FeatureSchema:
     key: tuple[str, ...]
     resources: tuple[str, ...]
     description: str = ""
+    #: Groupings whose past runs predict the next one, finest first (default: the key, then each
+    #: key feature alone, which is what lets an unseen key borrow from its user or executable).
+    levels: tuple[tuple[str, ...], ...] = ()
     _by_name: dict[str, Feature] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,12 @@ class FeatureSchema:
         missing = [k for k in self.key if k not in self._by_name]
         if missing:
             raise ValueError(f"schema {self.id}: key names unknown features {missing}")
+        if not self.levels:
+            default = (self.key, *((k,) for k in self.key)) if len(self.key) > 1 else (self.key,)
+            object.__setattr__(self, "levels", tuple(default))
+        bad = [lv for lv in self.levels if any(f not in self._by_name for f in lv)]
+        if bad:
+            raise ValueError(f"schema {self.id}: levels name unknown features {bad}")
         unknown = [r for r in self.resources if r not in RESOURCES]
         if unknown:
             raise ValueError(f"schema {self.id}: unknown resources {unknown}; known: {RESOURCES}")
@@ -111,6 +120,7 @@ class FeatureSchema:
             "description": self.description,
             "key": list(self.key),
             "resources": list(self.resources),
+            "levels": [list(lv) for lv in self.levels],
             "features": [
                 {"name": f.name, "kind": f.kind, "unit": f.unit, "description": f.description}
                 for f in self.features
@@ -126,6 +136,7 @@ class FeatureSchema:
                 description=str(data.get("description", "")),
                 key=tuple(data["key"]),
                 resources=tuple(data["resources"]),
+                levels=tuple(tuple(lv) for lv in data.get("levels", ())),
                 features=tuple(
                     Feature(f["name"], f["kind"], f.get("unit", ""), f.get("description", ""))
                     for f in data["features"]

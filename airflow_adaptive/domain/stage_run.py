@@ -73,6 +73,7 @@ STAGE_FEATURES = FeatureSchema(
     description="Features of an Airflow pipeline stage known before it runs.",
     key=("dag_id", "task_id"),
     resources=("cpu", "memory", "gpu", "gpu_memory"),
+    levels=(("dag_id", "task_id"), ("task_id",), ("algorithm", "framework"), ("algorithm",)),
     features=(
         Feature("dag_id", "categorical", description="Airflow DAG id"),
         Feature("task_id", "categorical", description="Airflow task id (the stage)"),

@@ -1,0 +1,176 @@
+"""``airflow-adaptive``: train, predict and replay from the command line.
+
+A user's mistake (a bad file, flag, feature or an unreachable registry) prints one line,
+``airflow-adaptive: error: ...``, and exits 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from airflow_adaptive.domain.errors import UserError
+
+log = logging.getLogger("airflow_adaptive.cli")
+DEFAULT_MODEL_URI = "models:/job-profiler@champion"
+
+
+def _load(args) -> Any:
+    from airflow_adaptive.adapters.traces import guess_format, load_trace
+
+    fmt = args.format or guess_format(args.trace)
+    loaded = load_trace(args.trace, fmt)
+    r = loaded.report
+    if r.malformed:
+        log.warning("%s: %d malformed line(s) skipped, e.g. %s", args.trace, r.malformed, "; ".join(r.malformed_examples))
+    return loaded
+
+
+def cmd_replay(args) -> int:
+    from tqdm import tqdm
+
+    from airflow_adaptive.cli.report import replay_plot, replay_table
+    from airflow_adaptive.logic.replay import ReplayConfig, replay
+
+    if not 0 < args.target_under < 1:
+        raise UserError(f"--target-under must be between 0 and 1 (a fraction of jobs), got {args.target_under}")
+    loaded = _load(args)
+    table = loaded.table
+    bars: dict[str, tqdm] = {}
+
+    def progress(resource: str, jobs: int) -> None:
+        bar = bars.get(resource)
+        if bar is None:
+            bar = bars[resource] = tqdm(total=len(table), desc=f"replay {resource}", unit="job", file=sys.stderr, leave=False)
+        bar.update(jobs)
+
+    config = ReplayConfig(target_under=args.target_under, refit_days=args.refit_days)
+    report = replay(table, config, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    report = {"trace": Path(args.trace).name, **report, "load": loaded.report.to_dict()}
+    print(replay_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.plot:
+        replay_plot(report, args.plot)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from airflow_adaptive.logic.profiler import JobProfiler
+
+    loaded = _load(args)
+    profiler = JobProfiler(coverage=args.coverage).fit(loaded.table)
+    rows = ", ".join(f"{t}: {n}" for t, n in profiler.training_rows_.items())
+    print(f"trained profiler on {len(loaded.table)} records of schema {profiler.schema_.id} ({rows})")
+    if args.output:
+        import pickle
+
+        Path(args.output).write_bytes(pickle.dumps(profiler))
+        print(f"saved to {args.output}")
+    if args.register:
+        from airflow_adaptive.adapters.mlflow.registry import log_profiler
+
+        run_id, version = log_profiler(profiler, name=args.register, metrics={}, plot_path=None, register=True)
+        print(f"registered {args.register} version {version} (run {run_id})")
+    return 0
+
+
+def _profiler_from(args):
+    if args.model_file:
+        import pickle
+
+        path = Path(args.model_file)
+        if not path.is_file():
+            raise UserError(f"--model-file {path}: no such file; create one with `airflow-adaptive train --output`")
+        return pickle.loads(path.read_bytes()), str(path)
+    from airflow_adaptive.adapters.mlflow.registry import load_profiler
+
+    profiler, version = load_profiler(args.model)
+    return profiler, f"{args.model} (version {version})"
+
+
+def read_jobs(path: str) -> dict[str, dict[str, Any]]:
+    """Stages from a job file: ``{"stages": {name: features}}``, a list, or one feature object."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--job {path}: no such file")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--job {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if isinstance(data, dict) and "stages" in data:
+        stages = data["stages"]
+        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+            raise UserError(f"--job {path}: 'stages' must map stage names to feature objects")
+        return stages
+    if isinstance(data, list) and all(isinstance(v, dict) for v in data):
+        return {f"job-{i}": v for i, v in enumerate(data)}
+    if isinstance(data, dict):
+        return {"job": data}
+    raise UserError(f"--job {path}: expected an object of features, a list of them, or {{\"stages\": {{...}}}}")
+
+
+def cmd_predict(args) -> int:
+    stages = read_jobs(args.job)
+    profiler, source = _profiler_from(args)
+    out = {}
+    for name, features in stages.items():
+        profile = profiler.predict_profile(features, where=f"{args.job}: stage '{name}'")
+        out[name] = profile.to_dict() | {"model": source}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airflow-adaptive", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def trace_args(p):
+        p.add_argument("--trace", required=True, help="trace file (swf), directory (pai) or MLflow experiment (records)")
+        p.add_argument("--format", choices=("swf", "pai", "records"), help="default: guessed from --trace")
+
+    p = sub.add_parser("train", help="fit the Job Profiler on a trace")
+    trace_args(p)
+    p.add_argument("--register", metavar="NAME", help="log and register the profiler in MLflow under NAME")
+    p.add_argument("--output", metavar="FILE", help="also save the fitted profiler to FILE (pickle)")
+    p.add_argument("--coverage", type=float, default=0.99, help="coverage of the upper estimate (default 0.99)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict the resources of each stage of a job file")
+    p.add_argument("--job", required=True, help="JSON: {feature: value} or {\"stages\": {name: {...}}}")
+    p.add_argument("--model", default=DEFAULT_MODEL_URI, help=f"registry URI (default {DEFAULT_MODEL_URI})")
+    p.add_argument("--model-file", help="a profiler saved by `train --output` instead of the registry")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("replay", help="replay a trace: every policy sizes every job from the past only")
+    trace_args(p)
+    p.add_argument("--target-under", type=float, default=0.01, help="under-provisioning to compare at (default 0.01)")
+    p.add_argument("--refit-days", type=float, default=45.0, help="trace days between refits of the adaptive model")
+    p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
+    p.add_argument("--plot", metavar="OUT.png", help="plot every policy's trade-off curve")
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"airflow-adaptive: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("airflow-adaptive: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

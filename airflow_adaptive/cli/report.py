@@ -1,0 +1,63 @@
+"""Printing and plotting replay reports (the table on stdout, the trade-off plot)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def replay_table(report: dict[str, Any]) -> str:
+    target = report["target_under"]
+    lines = [
+        f"trace: {report['trace']}   jobs: {report['jobs']}   seconds: {report['seconds']}",
+        "",
+        f"{'resource':<9} {'policy':<25} {'under@default':>13} {'A/U@default':>11} {'slack':>7} {'attempts':>8}"
+        f" {'A/U@' + format(target, '.1%'):>10}",
+    ]
+    for resource in report["population"]:
+        for policy, by_resource in report["policies"].items():
+            e = by_resource.get(resource)
+            if not e:
+                continue
+            at = e["at_target"]
+            star = "" if at["reached"] else f" (closest: {at['under_provisioned_fraction']:.2%})"
+            lines.append(
+                f"{resource:<9} {policy:<25} {e['under_provisioned_fraction']:>13.2%} {e['allocated_over_used']:>11.3f}"
+                f" {e['relative_slack']:>7.1%} {e['attempts_per_job']:>8.3f} {at['allocated_over_used']:>10.3f}{star}"
+            )
+        pop = report["population"][resource]
+        lines.append(f"{'':<9} population: {pop['kept']} jobs kept; excluded: {pop['excluded'] or 'none'}")
+        cold = report["policies"]["adaptive"].get(resource, {}).get("cold_start")
+        if cold and cold.get("jobs"):
+            lines.append(
+                f"{'':<9} adaptive cold-start jobs: {cold['jobs']}, under-provisioned {cold['under_provisioned_fraction']:.2%}"
+                f" at the default knob, A/U {cold['allocated_over_used']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def replay_plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    resources = list(report["population"])
+    fig, axes = plt.subplots(1, len(resources), figsize=(6 * len(resources), 4.5), squeeze=False)
+    for ax, resource in zip(axes[0], resources):
+        for policy, by_resource in report["policies"].items():
+            e = by_resource.get(resource)
+            if not e:
+                continue
+            pts = sorted((p["under_provisioned_fraction"], p["allocated_over_used"]) for p in e["tradeoff"])
+            ax.plot([max(u, 1e-4) for u, _ in pts], [a for _, a in pts], marker="o", ms=3, label=policy)
+        ax.axvline(report["target_under"], color="grey", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("under-provisioned fraction (first attempt)")
+        ax.set_ylabel("allocated / used (resource x time, failures charged)")
+        ax.set_title(f"{report['trace']}: {resource}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

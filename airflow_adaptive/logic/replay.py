@@ -1,0 +1,346 @@
+"""Trace replay: size every job with each policy, charge failures, compare at equal risk.
+
+Rules of the replay (what makes the comparison fair):
+
+* Jobs are sized in submit order; a policy sees a job's usage only once that job **ended before**
+  the sizing moment (``end < submit``).
+* A job whose use exceeds its allocation is OOM-killed: the attempt costs its allocation for the
+  job's run time, and the job is retried with the policy's OOM rule until it fits. CPU is
+  compressible: an under-sized job is throttled (counted as under-provisioned; it runs
+  ``used/allocated`` times longer on its allocation, so its cost is its usage).
+* Each policy has one safety knob; the replay sweeps it and reports the trade-off curve between
+  ``under_provisioned_fraction`` and ``allocated_over_used``, and compares the policies where
+  each curve crosses ``target_under``.
+* The adaptive policy refits its median model every ``refit_days`` of trace time on the jobs
+  finished by then, and re-calibrates its conformal offsets every 25 finished jobs per stratum.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from airflow_adaptive.domain.records import JobTable
+from airflow_adaptive.logic import conformal
+from airflow_adaptive.logic.baselines import AUTOPILOT_MARGIN, MovingWindowMaxState, VpaState, history_estimates
+from airflow_adaptive.logic.history import STATS
+from airflow_adaptive.logic.profiler import (
+    DURATION,
+    MIN_ROWS,
+    fit_median_model,
+    history_block,
+    learn_categories,
+    level_strings,
+    recency_weight,
+    static_block,
+    stratum_of,
+    target_values,
+)
+from airflow_adaptive.logic.history import level_codes
+from airflow_adaptive.logic.vpa import FIRST_BUCKET_CPU, FIRST_BUCKET_MEMORY, MARGIN as VPA_MARGIN, oom_bump
+
+POLICIES = ("user_request", "vpa", "autopilot_moving_window", "adaptive")
+REQUEST_MULTIPLIERS = np.array([0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0])
+MARGINS = np.array([0.0, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
+#: Adaptive knob: the price of one OOM kill in units of a typical job's memory x run time.
+PRICES = np.array([1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6])
+DEFAULT_PRICE = 1e3
+USER_OOM_FACTOR = 2.0  # a user whose job was OOM-killed doubles the request
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    target_under: float = 0.01
+    refit_days: float = 45.0
+    half_life_days: float = 90.0
+    max_train_rows: int = 15000
+    max_iter: int = 50
+    learning_rate: float = 0.1
+    resources: tuple[str, ...] = ("memory", "cpu")
+    random_state: int = 0
+
+
+@dataclass
+class Simulation:
+    under: np.ndarray  # (n, K) bool: first attempt under-sized
+    cost: np.ndarray  # (n, K) allocated x time over all attempts
+    attempts: np.ndarray  # (n, K)
+    slack: np.ndarray  # (n, K) 1 - used/allocated on the successful attempt
+
+
+def select_population(table: JobTable, resource: str) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows a replay of ``resource`` can judge, and how many were excluded for what."""
+    rt, used = table.run_time, table.used[resource]
+    req = table.requested.get(resource, np.full(len(table), np.nan))
+    reasons = {
+        "run time unknown or zero": ~(rt > 0),
+        f"{resource} usage unknown or zero": (rt > 0) & ~(used > 0),
+        f"no {resource} request in the trace": (rt > 0) & (used > 0) & ~(req > 0),
+    }
+    keep = (rt > 0) & (used > 0) & (req > 0)
+    return np.flatnonzero(keep), {k: int(v.sum()) for k, v in reasons.items() if v.sum()}
+
+
+def simulate(
+    alloc: np.ndarray,
+    used: np.ndarray,
+    run_time: np.ndarray,
+    escalate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    compressible: bool,
+    max_attempts: int = 64,
+) -> Simulation:
+    """Charge every attempt of every job for every knob column of ``alloc`` (n, K)."""
+    used2, rt2 = used[:, None], run_time[:, None]
+    under = used2 > alloc
+    if compressible:
+        cost = np.where(under, used2 * rt2, alloc * rt2)
+        return Simulation(under, cost, np.ones_like(alloc), np.where(under, 0.0, 1 - used2 / alloc))
+    a = alloc.copy()
+    cost = alloc * rt2
+    attempts = np.ones_like(alloc)
+    failing = under.copy()
+    for _ in range(max_attempts):
+        if not failing.any():
+            break
+        rows, cols = np.nonzero(failing)
+        a[rows, cols] = np.maximum(escalate(a[rows, cols], rows), a[rows, cols] * 1.01)
+        cost[rows, cols] += a[rows, cols] * run_time[rows]
+        attempts[rows, cols] += 1
+        failing = used2 > a
+    return Simulation(under, cost, attempts, 1 - used2 / a)
+
+
+def summarise(sim: Simulation, used: np.ndarray, run_time: np.ndarray, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    rows = np.arange(len(used)) if rows is None else rows
+    need = float((used[rows] * run_time[rows]).sum())
+    return {
+        "under_provisioned_fraction": sim.under[rows].mean(axis=0),
+        "allocated_over_used": sim.cost[rows].sum(axis=0) / need,
+        "relative_slack": sim.slack[rows].mean(axis=0),
+        "attempts_per_job": sim.attempts[rows].mean(axis=0),
+    }
+
+
+def at_target(under: np.ndarray, aou: np.ndarray, target: float) -> dict[str, Any]:
+    """The trade-off curve's ``allocated_over_used`` where it crosses ``target`` under-provisioning.
+
+    Interpolates linearly between the two knob settings that bracket the target; when no
+    setting reaches it, reports the closest one with ``reached: false``.
+    """
+    order = np.argsort(under, kind="stable")
+    u, a = under[order], aou[order]
+    # Keep the lower envelope: for a given risk, the cheapest setting.
+    if target < u[0] or target > u[-1]:
+        k = 0 if target < u[0] else len(u) - 1
+        return {"under_provisioned_fraction": float(u[k]), "allocated_over_used": float(a[k]), "reached": False}
+    hi = int(np.searchsorted(u, target, side="left"))
+    if u[hi] == target or hi == 0:
+        return {"under_provisioned_fraction": float(target), "allocated_over_used": float(a[hi]), "reached": True}
+    lo = hi - 1
+    t = (target - u[lo]) / (u[hi] - u[lo])
+    return {"under_provisioned_fraction": float(target), "allocated_over_used": float(a[lo] + t * (a[hi] - a[lo])), "reached": True}
+
+
+# ----------------------------------------------------------------------------- policies
+@dataclass
+class PolicyRun:
+    name: str
+    knob: str
+    knobs: np.ndarray
+    alloc: np.ndarray  # (n, K)
+    escalate: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    default_index: int
+    notes: dict[str, Any]
+
+
+def user_request_policy(request: np.ndarray, resource: str) -> PolicyRun:
+    alloc = request[:, None] * REQUEST_MULTIPLIERS[None, :]
+    return PolicyRun(
+        "user_request", "request_multiplier", REQUEST_MULTIPLIERS, alloc,
+        lambda a, rows: a * USER_OOM_FACTOR, int(np.flatnonzero(REQUEST_MULTIPLIERS == 1.0)[0]), {},
+    )
+
+
+def _margin_policy(name: str, base: np.ndarray, request: np.ndarray, default_margin: float, escalate) -> PolicyRun:
+    cold = ~np.isfinite(base)
+    # A workload with no finished job yet keeps the user's request (the recommender has no
+    # opinion); the knob's margin applies to it too, so the sweep can reach any risk level.
+    base = np.where(cold, request, base)
+    alloc = base[:, None] * (1 + MARGINS[None, :])
+    default = int(np.argmin(np.abs(MARGINS - default_margin)))
+    return PolicyRun(name, "margin", MARGINS, alloc, escalate, default, {"cold_start_jobs": int(cold.sum())})
+
+
+def vpa_policy(keys, submit, end, used, request, resource: str) -> PolicyRun:
+    first = FIRST_BUCKET_MEMORY if resource in ("memory", "gpu_memory") else FIRST_BUCKET_CPU
+    max_value = max(float(np.nanmax(used)) * 4, first * 100)
+    base = history_estimates(keys, submit, end, used, lambda: VpaState(first, max_value))
+    return _margin_policy("vpa", base, request, VPA_MARGIN, lambda a, rows: oom_bump(a))
+
+
+def autopilot_policy(keys, submit, end, used, request, resource: str) -> PolicyRun:
+    base = history_estimates(keys, submit, end, used, MovingWindowMaxState)
+    return _margin_policy("autopilot_moving_window", base, request, AUTOPILOT_MARGIN, lambda a, rows: oom_bump(a))
+
+
+def adaptive_policy(table: JobTable, resource: str, config: ReplayConfig, progress=None) -> PolicyRun:
+    """Online profiler: periodic refits of the median model, online conformal offsets, and a
+    cost-aware choice of quantile per job (expensive jobs get less headroom, cheap ones more)."""
+    n = len(table)
+    y = target_values(table, resource)
+    categories = learn_categories(table)  # category *names* only: no usage leaks through them
+    static = static_block(table, categories)
+    history = history_block(table, resource)
+    design = np.column_stack([static, history])
+    n_static = static.shape[1]
+    names = [f.name for f in table.schema.features if f.kind == "numeric" or f.name in categories]
+    categorical = np.array([nm in categories for nm in names] + [False] * history.shape[1], dtype=bool)
+
+    median = np.full(n, np.nan)
+    period = config.refit_days * 86400.0
+    order_end = np.argsort(table.end, kind="stable")
+    fits = 0
+    t = float(table.submit.min())
+    last = float(table.submit.max())
+    while t <= last:
+        upcoming = np.flatnonzero((table.submit >= t) & (table.submit < t + period))
+        done = order_end[: np.searchsorted(table.end[order_end], t, side="left")]
+        done = done[np.isfinite(y[done])][-config.max_train_rows :]
+        if len(upcoming) and len(done) >= MIN_ROWS:
+            model = fit_median_model(
+                design[done], y[done], recency_weight(table.end[done], t, config.half_life_days),
+                categorical, config.max_iter, config.learning_rate, config.random_state,
+            )
+            median[upcoming] = model.predict(design[upcoming])
+            fits += 1
+        if progress:
+            progress(len(upcoming))
+        t += period
+    no_model = ~np.isfinite(median)
+    request_log = np.log(table.requested[resource])
+    median = np.where(no_model, request_log, median)  # before the first fit: the request
+    residual = np.where(no_model, np.nan, y - median)
+    n_levels = len(table.schema.levels)
+    stratum = stratum_of(history, n_levels)
+    offsets = conformal.online_offsets(stratum, table.submit, table.end, residual)
+
+    # Cost weight: typical memory x expected run time, from past runs only.
+    duration = _expected_duration(table)
+    weight = np.exp(median) * duration
+    weight = weight / np.median(weight)
+    risk = 1 - conformal.QUANTILES
+    alloc = np.empty((n, len(PRICES)))
+    for k, price in enumerate(PRICES):
+        # Expected cost of sizing at each level: the allocation (plus about two more of it when
+        # the job is killed and retried) against the price of the kill itself.
+        objective = weight[:, None] * np.exp(offsets) * (1 + 2 * risk)[None, :] + price * risk[None, :]
+        choice = np.argmin(objective, axis=1)
+        alloc[:, k] = np.exp(median + offsets[np.arange(n), choice])
+    top = np.exp(median + offsets[:, -1])
+
+    def escalate(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.maximum(a * 2.0, top[rows])
+
+    notes = {
+        "refits": fits,
+        "refit_days": config.refit_days,
+        "sized_by_request_before_first_fit": int(no_model.sum()),
+        "stratum_jobs": {name: int((stratum == i).sum()) for i, name in enumerate(conformal.STRATA)},
+    }
+    run = PolicyRun("adaptive", "oom_price", PRICES, alloc, escalate, int(np.flatnonzero(PRICES == DEFAULT_PRICE)[0]), notes)
+    run.cold = stratum == 0  # type: ignore[attr-defined]
+    return run
+
+
+def _expected_duration(table: JobTable) -> np.ndarray:
+    """Median of the workload's recent run times (finest level that has any), else the
+    requested time, else the median of all finished jobs so far."""
+    history = history_block(table, DURATION)
+    width = len(STATS)
+    med = STATS.index("med_k")
+    est = np.full(len(table), np.nan)
+    for level in range(len(table.schema.levels)):
+        est = np.where(np.isfinite(est), est, history[:, level * width + med])
+    est = np.exp(est)
+    if "requested_time" in table.features:
+        est = np.where(np.isfinite(est), est, table.features["requested_time"])
+    fallback = np.nanmedian(table.run_time) if np.isfinite(table.run_time).any() else 1.0
+    return np.where(np.isfinite(est) & (est > 0), est, fallback)
+
+
+# ----------------------------------------------------------------------------- the replay
+def replay(table: JobTable, config: ReplayConfig, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    started = _time.perf_counter()
+    resources = [r for r in config.resources if r in table.used and np.isfinite(table.used[r]).any()]
+    if not resources:
+        from airflow_adaptive.domain.errors import UserError
+
+        raise UserError(f"the trace has no usage for {', '.join(config.resources)}: nothing to replay")
+    report: dict[str, Any] = {
+        "jobs": len(table),
+        "target_under": config.target_under,
+        "population": {},
+        "policies": {p: {} for p in POLICIES},
+        "settings": {
+            "refit_days": config.refit_days,
+            "half_life_days": config.half_life_days,
+            "knobs": {
+                "user_request": REQUEST_MULTIPLIERS.tolist(),
+                "vpa": MARGINS.tolist(),
+                "autopilot_moving_window": MARGINS.tolist(),
+                "adaptive": PRICES.tolist(),
+            },
+        },
+    }
+    for resource in resources:
+        rows, excluded = select_population(table, resource)
+        report["population"][resource] = {"kept": int(len(rows)), "excluded": excluded}
+        if len(rows) < MIN_ROWS:
+            report["population"][resource]["skipped"] = f"fewer than {MIN_ROWS} jobs to replay"
+            continue
+        sub = table.take(rows).sorted_by_submit()
+        used, rt, req = sub.used[resource], sub.run_time, sub.requested[resource]
+        keys = level_codes([level_strings(sub, sub.schema.key)])
+        tick = (lambda k: progress(resource, k)) if progress else None
+        runs = [
+            user_request_policy(req, resource),
+            vpa_policy(keys, sub.submit, sub.end, used, req, resource),
+            autopilot_policy(keys, sub.submit, sub.end, used, req, resource),
+            adaptive_policy(sub, resource, config, tick),
+        ]
+        compressible = resource == "cpu"
+        for run in runs:
+            sim = simulate(run.alloc, used, rt, run.escalate, compressible)
+            summary = summarise(sim, used, rt)
+            entry = _entry(run, summary, config.target_under)
+            if run.name == "adaptive":
+                cold = np.flatnonzero(run.cold)  # type: ignore[attr-defined]
+                entry["cold_start"] = {"jobs": int(len(cold)), "knob": float(run.knobs[run.default_index])}
+                if len(cold):
+                    cs = summarise(sim, used, rt, cold)
+                    for k in ("under_provisioned_fraction", "allocated_over_used", "relative_slack"):
+                        entry["cold_start"][k] = float(cs[k][run.default_index])
+            report["policies"][run.name][resource] = entry
+    report["seconds"] = round(_time.perf_counter() - started, 2)
+    return report
+
+
+def _entry(run: PolicyRun, summary: dict[str, np.ndarray], target: float) -> dict[str, Any]:
+    d = run.default_index
+    entry: dict[str, Any] = {k: float(v[d]) for k, v in summary.items()}
+    entry["knob"] = {"name": run.knob, "default": float(run.knobs[d])}
+    entry["tradeoff"] = [
+        {
+            "knob": float(run.knobs[k]),
+            "under_provisioned_fraction": float(summary["under_provisioned_fraction"][k]),
+            "allocated_over_used": float(summary["allocated_over_used"][k]),
+        }
+        for k in range(len(run.knobs))
+    ]
+    entry["at_target"] = at_target(summary["under_provisioned_fraction"], summary["allocated_over_used"], target)
+    if run.notes:
+        entry["notes"] = run.notes
+    return entry
