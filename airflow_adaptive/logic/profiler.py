@@ -92,9 +92,10 @@ def learn_categories(table: JobTable) -> dict[str, list[str]]:
     out = {}
     for feat in table.schema.features:
         if feat.kind == "categorical":
-            values = np.unique(table.features[feat.name].astype(str))
+            # First-appearance order: a category first seen later never renumbers earlier ones.
+            values = list(dict.fromkeys(str(v) for v in table.features[feat.name]))
             if len(values) <= MAX_CATEGORIES:
-                out[feat.name] = [str(v) for v in values]
+                out[feat.name] = values
     return out
 
 

@@ -40,14 +40,16 @@ from airflow_adaptive.logic.profiler import (
     target_values,
 )
 from airflow_adaptive.logic.history import level_codes
-from airflow_adaptive.logic.vpa import FIRST_BUCKET_CPU, FIRST_BUCKET_MEMORY, MARGIN as VPA_MARGIN, oom_bump
+from airflow_adaptive.logic.vpa import FIRST_BUCKET_CPU, FIRST_BUCKET_MEMORY, MAX_CPU, MAX_MEMORY, oom_bump
+from airflow_adaptive.logic.vpa import MARGIN as VPA_MARGIN
 
 POLICIES = ("user_request", "vpa", "autopilot_moving_window", "adaptive")
 REQUEST_MULTIPLIERS = np.array([0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0])
 MARGINS = np.array([0.0, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
-#: Adaptive knob: the price of one OOM kill in units of a typical job's memory x run time.
-PRICES = np.array([1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6])
-DEFAULT_PRICE = 1e3
+#: Adaptive knob: the price of one OOM kill in resource-hours (GiB-hours for memory).
+PRICES = np.array([0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5])
+DEFAULT_PRICE = 10.0
+UNKNOWN_DURATION = 3600.0  # a job with no run-time history and no requested time
 USER_OOM_FACTOR = 2.0  # a user whose job was OOM-killed doubles the request
 
 
@@ -175,8 +177,8 @@ def _margin_policy(name: str, base: np.ndarray, request: np.ndarray, default_mar
 
 
 def vpa_policy(keys, submit, end, used, request, resource: str) -> PolicyRun:
-    first = FIRST_BUCKET_MEMORY if resource in ("memory", "gpu_memory") else FIRST_BUCKET_CPU
-    max_value = max(float(np.nanmax(used)) * 4, first * 100)
+    memory = resource in ("memory", "gpu_memory")
+    first, max_value = (FIRST_BUCKET_MEMORY, MAX_MEMORY) if memory else (FIRST_BUCKET_CPU, MAX_CPU)
     base = history_estimates(keys, submit, end, used, lambda: VpaState(first, max_value))
     return _margin_policy("vpa", base, request, VPA_MARGIN, lambda a, rows: oom_bump(a))
 
@@ -191,7 +193,7 @@ def adaptive_policy(table: JobTable, resource: str, config: ReplayConfig, progre
     cost-aware choice of quantile per job (expensive jobs get less headroom, cheap ones more)."""
     n = len(table)
     y = target_values(table, resource)
-    categories = learn_categories(table)  # category *names* only: no usage leaks through them
+    categories = learn_categories(table)  # codes in order of first appearance: the future cannot renumber the past
     static = static_block(table, categories)
     history = history_block(table, resource)
     design = np.column_stack([static, history])
@@ -227,10 +229,10 @@ def adaptive_policy(table: JobTable, resource: str, config: ReplayConfig, progre
     stratum = stratum_of(history, n_levels)
     offsets = conformal.online_offsets(stratum, table.submit, table.end, residual)
 
-    # Cost weight: typical memory x expected run time, from past runs only.
-    duration = _expected_duration(table)
-    weight = np.exp(median) * duration
-    weight = weight / np.median(weight)
+    # Cost weight in fixed units (GiB or cores, times hours), from past runs only: a
+    # normalisation over the whole trace would let future jobs move today's sizes.
+    unit = 2.0**30 if resource in ("memory", "gpu_memory") else 1.0
+    weight = np.exp(median) / unit * _expected_duration(table) / 3600.0
     risk = 1 - conformal.QUANTILES
     alloc = np.empty((n, len(PRICES)))
     for k, price in enumerate(PRICES):
@@ -257,7 +259,7 @@ def adaptive_policy(table: JobTable, resource: str, config: ReplayConfig, progre
 
 def _expected_duration(table: JobTable) -> np.ndarray:
     """Median of the workload's recent run times (finest level that has any), else the
-    requested time, else the median of all finished jobs so far."""
+    requested time, else one hour."""
     history = history_block(table, DURATION)
     width = len(STATS)
     med = STATS.index("med_k")
@@ -267,8 +269,7 @@ def _expected_duration(table: JobTable) -> np.ndarray:
     est = np.exp(est)
     if "requested_time" in table.features:
         est = np.where(np.isfinite(est), est, table.features["requested_time"])
-    fallback = np.nanmedian(table.run_time) if np.isfinite(table.run_time).any() else 1.0
-    return np.where(np.isfinite(est) & (est > 0), est, fallback)
+    return np.where(np.isfinite(est) & (est > 0), est, UNKNOWN_DURATION)
 
 
 # ----------------------------------------------------------------------------- the replay

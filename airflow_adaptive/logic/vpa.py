@@ -8,7 +8,7 @@ the target is a percentile of it, times ``1 + margin``.
 |---|---|---|
 | ``FIRST_BUCKET`` | 1e7 bytes | ``model/aggregations_config.go`` memory histogram |
 | ``BUCKET_RATIO`` | 1.05 | same |
-| ``MAX_VALUE`` | 1e12 bytes | same |
+| ``MAX_MEMORY`` / ``MAX_CPU`` | 1e12 bytes / 1000 cores | same |
 | ``HALF_LIFE`` | 24 h | ``MemoryHistogramDecayHalfLife`` |
 | ``PERCENTILE`` | 0.9 | ``--target-memory-percentile`` |
 | ``MARGIN`` | 0.15 | ``--recommendation-margin-fraction`` |
@@ -25,6 +25,8 @@ import numpy as np
 
 FIRST_BUCKET_MEMORY = 1e7
 FIRST_BUCKET_CPU = 0.01
+MAX_MEMORY = 1e12
+MAX_CPU = 1000.0
 BUCKET_RATIO = 1.05
 HALF_LIFE = 24 * 3600.0
 PERCENTILE = 0.9

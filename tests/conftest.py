@@ -1,0 +1,30 @@
+"""Shared fixtures: the real job traces in ../shared/data/traces, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRACES = Path(os.environ.get("AIRFLOW_ADAPTIVE_TRACES", REPO.parent / "shared" / "data" / "traces"))
+LANL = TRACES / "LANL-CM5-1994-4.1-cln.swf.gz"
+HPC2N = TRACES / "HPC2N-2002-2.2-cln.swf.gz"
+
+
+@pytest.fixture(scope="session")
+def lanl():
+    from airflow_adaptive.adapters.traces.swf import load_swf
+
+    assert LANL.is_file(), f"the shared LANL-CM5 trace is missing at {LANL}"
+    return load_swf(LANL)
+
+
+@pytest.fixture(scope="session")
+def lanl_slice(lanl):
+    """The first 6000 jobs with known memory usage and request, in submit order."""
+    t = lanl.table
+    keep = np.flatnonzero((t.used["memory"] > 0) & (t.requested["memory"] > 0) & (t.run_time > 0))
+    return t.take(keep[:6000]).sorted_by_submit()
