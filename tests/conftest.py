@@ -15,6 +15,12 @@ HPC2N = TRACES / "HPC2N-2002-2.2-cln.swf.gz"
 
 
 @pytest.fixture(scope="session")
+def lanl_path() -> Path:
+    assert LANL.is_file(), f"the shared LANL-CM5 trace is missing at {LANL}"
+    return LANL
+
+
+@pytest.fixture(scope="session")
 def lanl():
     from airflow_adaptive.adapters.traces.swf import load_swf
 

@@ -82,7 +82,7 @@ class FeatureSchema:
         """Check one job's features against the schema and return them normalised.
 
         Numeric features become floats (missing or null is NaN: the profiler handles unknowns),
-        categorical ones strings. Unknown names and wrong types are a ``FeatureSchemaMismatch``
+        categorical ones strings (a missing one is "" unless it is part of the workload key). Unknown names and wrong types are a ``FeatureSchemaMismatch``
         that names every offending field.
         """
         problems: list[str] = []
@@ -100,8 +100,10 @@ class FeatureSchema:
                 else:
                     out[feat.name] = float(value)
             else:
-                if value is None:
-                    problems.append(f"'{feat.name}' is required (a string or integer id)")
+                if value is None and feat.name in self.key:
+                    problems.append(f"'{feat.name}' is required (a string or integer id): it names the workload")
+                elif value is None:
+                    out[feat.name] = ""  # unknown category: the profiler treats it as missing
                 elif isinstance(value, (str, int)) and not isinstance(value, bool):
                     out[feat.name] = str(value)
                 else:

@@ -57,8 +57,12 @@ def _fail_fast() -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+_CAUSES = ("Connection refused", "timed out", "Name or service not known", "No route to host", "Max retries exceeded")
+
+
 def _no_answer(uri: str, exc: BaseException) -> RegistryError:
-    cause = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    text = str(exc)
+    cause = next((c for c in _CAUSES if c in text), text.splitlines()[0][:200] if text else type(exc).__name__)
     return RegistryError(
         f"the MLflow registry at {uri} did not answer ({cause}): start the MLflow server, or point "
         f"MLFLOW_TRACKING_URI at a running one (unset it to use the embedded store under {store.home()})"

@@ -21,7 +21,7 @@ def test_valid_job_is_normalised():
     "job, fragment",
     [
         ({"user": "a", "rows": "many"}, "'rows' must be a number, got 'many'"),
-        ({"rows": 1}, "'user' is required"),
+        ({"rows": 1}, "'user' is required (a string or integer id): it names the workload"),
         ({"user": "a", "colour": 1}, "unknown feature(s) ['colour']"),
         ({"user": ["a"]}, "'user' must be a string or integer id"),
         ({"user": "a", "rows": True}, "'rows' must be a number"),

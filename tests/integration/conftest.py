@@ -1,0 +1,111 @@
+"""Real MLflow backends for integration tests: a running ``mlflow server`` and a SQLite store."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MLFLOW = Path(sys.executable).parent / "mlflow"
+LANL = Path("/work/shared/data/traces/LANL-CM5-1994-4.1-cln.swf.gz")
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free port; its URI."""
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(tmp / "server.log", "wb")
+    proc = subprocess.Popen(
+        [
+            str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{tmp}/db.sqlite", "--artifacts-destination", str(tmp / "artifacts"),
+        ],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}: {(tmp / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer /health in {START_TIMEOUT_S} s: "
+                            f"{(tmp / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def closed_port():
+    """A port nothing listens on (just freed by the OS)."""
+    return free_port()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    """A fresh SQLite tracking/registry store URI in the test's tmp dir."""
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A private AIRFLOW_ADAPTIVE_HOME (model cache, embedded store, artifacts)."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("AIRFLOW_ADAPTIVE_HOME", str(path))
+    return path
+
+
+@pytest.fixture(params=["mlflow_server", "sqlite_store"])
+def tracking(request, home, monkeypatch):
+    """Both backends in turn, selected through MLFLOW_TRACKING_URI; yields the URI."""
+    uri = request.getfixturevalue(request.param)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+
+
+@pytest.fixture(scope="session")
+def lanl_table():
+    from airflow_adaptive.adapters.traces.swf import load_swf
+
+    if not LANL.exists():
+        pytest.skip(f"LANL trace not found at {LANL}")
+    return load_swf(LANL).table
+
+
+@pytest.fixture(scope="session")
+def profiler(lanl_table):
+    """A small profiler fitted once for the session (3000 LANL-CM5 jobs)."""
+    from airflow_adaptive.logic.profiler import JobProfiler
+
+    return JobProfiler(max_iter=20).fit(lanl_table.take(np.arange(3000)))
