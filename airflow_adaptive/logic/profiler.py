@@ -12,7 +12,8 @@ How a prediction is made, per target (each resource of the schema, plus ``durati
    :mod:`airflow_adaptive.logic.history`. An unseen workload still has its user's and its
    executable's history and its own request: that is the cold-start path, from similar jobs'
    features rather than a fallback to the request.
-2. **Median model**: ``HistGradientBoostingRegressor`` on log usage, recency-weighted.
+2. **Median model**: ``HistGradientBoostingRegressor`` on log usage, recency-weighted (by
+   weighted resampling of the training rows).
 3. **Covering quantile**: conformal offsets per history stratum
    (:mod:`airflow_adaptive.logic.conformal`) from residuals of the most recent records, which
    the median model did not see.
@@ -133,9 +134,13 @@ def fit_median_model(
         early_stopping=False,
         random_state=random_state,
     )
+    # Recency weighting by weighted resampling rather than ``sample_weight``: with weights,
+    # HistGradientBoosting bins and fits ~18x slower here (4.4 s vs 0.24 s on 15k x 44).
+    rng = np.random.default_rng(random_state)
+    rows = rng.choice(len(y), size=len(y), replace=True, p=weight / weight.sum())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.fit(X, y, sample_weight=weight)
+        return model.fit(X[rows], y[rows])
 
 
 def recency_weight(end: np.ndarray, now: float, half_life_days: float) -> np.ndarray:

@@ -105,7 +105,14 @@ def lanl_table():
 
 @pytest.fixture(scope="session")
 def profiler(lanl_table):
-    """A small profiler fitted once for the session (3000 LANL-CM5 jobs)."""
+    """A small profiler fitted once for the session (3000 LANL-CM5 jobs).
+
+    One OpenMP thread: on a shared, busy machine HistGradientBoosting's spinning threads made
+    this fit ~9x slower (83 s vs 9 s); the result does not depend on the thread count.
+    """
+    from threadpoolctl import threadpool_limits
+
     from airflow_adaptive.logic.profiler import JobProfiler
 
-    return JobProfiler(max_iter=20).fit(lanl_table.take(np.arange(3000)))
+    with threadpool_limits(1):
+        return JobProfiler(max_iter=20).fit(lanl_table.take(np.arange(3000)))

@@ -217,10 +217,12 @@ def log_profiler(
 
 
 def _requirements() -> list[str]:
+    """Pinned third-party versions the pickle needs. ``airflow-adaptive`` itself is left out on
+    purpose: it is not on a public index, so the serving image must install it (see pyfunc_model)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for dist in ("mlflow", "scikit-learn", "numpy", "pandas", "airflow-adaptive"):
+    for dist in ("mlflow", "scikit-learn", "numpy", "pandas"):
         try:
             out.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:
