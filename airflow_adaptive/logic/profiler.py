@@ -116,6 +116,30 @@ def stratum_of(history: np.ndarray, n_levels: int) -> np.ndarray:
     return conformal.strata(n_finest, n_key, np.nan_to_num(spread, nan=np.inf))
 
 
+@dataclass
+class MedianModel:
+    """A fitted regressor over the informative columns of the design matrix only.
+
+    Columns with fewer than two distinct known values in the training rows are left out:
+    they carry nothing, and scikit-learn 1.9's binning raises on them.
+    """
+
+    regressor: HistGradientBoostingRegressor
+    columns: np.ndarray
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.regressor.predict(X[:, self.columns])
+
+
+def informative_columns(X: np.ndarray) -> np.ndarray:
+    keep = []
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        col = col[np.isfinite(col)]
+        keep.append(len(col) > 0 and col.min() < col.max())
+    return np.flatnonzero(keep)
+
+
 def fit_median_model(
     X: np.ndarray,
     y: np.ndarray,
@@ -124,7 +148,9 @@ def fit_median_model(
     max_iter: int,
     learning_rate: float,
     random_state: int,
-) -> HistGradientBoostingRegressor:
+) -> MedianModel:
+    columns = informative_columns(X)
+    categorical = categorical[columns]
     model = HistGradientBoostingRegressor(
         max_iter=max_iter,
         learning_rate=learning_rate,
@@ -140,7 +166,7 @@ def fit_median_model(
     rows = rng.choice(len(y), size=len(y), replace=True, p=weight / weight.sum())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.fit(X[rows], y[rows])
+        return MedianModel(model.fit(X[rows][:, columns], y[rows]), columns)
 
 
 def recency_weight(end: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
@@ -193,7 +219,7 @@ class JobProfiler(BaseEstimator):
         static = static_block(table, self.categories_)
         categorical = self._categorical_mask(static.shape[1])
         now = float(np.nanmax(table.end))
-        self.models_: dict[str, HistGradientBoostingRegressor] = {}
+        self.models_: dict[str, MedianModel] = {}
         self.offsets_: dict[str, np.ndarray] = {}
         self.states_: dict[str, dict[str, SequenceState]] = {}
         self.training_rows_: dict[str, int] = {}

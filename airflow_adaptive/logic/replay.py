@@ -48,7 +48,7 @@ REQUEST_MULTIPLIERS = np.array([0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8
 MARGINS = np.array([0.0, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0])
 #: Adaptive knob: the price of one OOM kill in resource-hours (GiB-hours for memory).
 PRICES = np.array([0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5])
-DEFAULT_PRICE = 10.0
+DEFAULT_PRICE = 100.0
 UNKNOWN_DURATION = 3600.0  # a job with no run-time history and no requested time
 USER_OOM_FACTOR = 2.0  # a user whose job was OOM-killed doubles the request
 
