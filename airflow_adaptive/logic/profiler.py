@@ -43,6 +43,8 @@ MIN_ROWS = 30
 #: A categorical feature with more values than this is an identity, used only through history.
 MAX_CATEGORIES = 64
 SECONDS_PER_DAY = 86400.0
+#: Above this many training rows, recency weights are applied by resampling (see fit_median_model).
+RESAMPLE_ABOVE_ROWS = 6000
 
 
 # ----------------------------------------------------------------------------- feature blocks
@@ -160,12 +162,15 @@ def fit_median_model(
         early_stopping=False,
         random_state=random_state,
     )
-    # Recency weighting by weighted resampling rather than ``sample_weight``: with weights,
-    # HistGradientBoosting bins and fits ~18x slower here (4.4 s vs 0.24 s on 15k x 44).
-    rng = np.random.default_rng(random_state)
-    rows = rng.choice(len(y), size=len(y), replace=True, p=weight / weight.sum())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if len(y) <= RESAMPLE_ABOVE_ROWS:
+            return MedianModel(model.fit(X[:, columns], y, sample_weight=weight), columns)
+        # Large sets: recency weighting by weighted resampling rather than ``sample_weight``,
+        # with which HistGradientBoosting fits ~18x slower here (4.4 s vs 0.24 s on 15k x 44).
+        # Small sets keep exact weights: resampling noise costs them accuracy.
+        rng = np.random.default_rng(random_state)
+        rows = rng.choice(len(y), size=len(y), replace=True, p=weight / weight.sum())
         return MedianModel(model.fit(X[rows][:, columns], y[rows]), columns)
 
 

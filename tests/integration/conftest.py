@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).parent / "mlflow"
-LANL = Path("/work/shared/data/traces/LANL-CM5-1994-4.1-cln.swf.gz")
+TRACES = Path(os.environ.get("AIRFLOW_ADAPTIVE_TRACES", ROOT.parent / "shared" / "data" / "traces"))
+LANL = TRACES / "LANL-CM5-1994-4.1-cln.swf.gz"
 START_TIMEOUT_S = 60
 
 
