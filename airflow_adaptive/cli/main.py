@@ -17,6 +17,8 @@ from airflow_adaptive.domain.errors import UserError
 
 log = logging.getLogger("airflow_adaptive.cli")
 DEFAULT_MODEL_URI = "models:/job-profiler@champion"
+HOLDOUT_FRACTION = 0.2  # most recent records kept out of a challenger's training
+TARGET_UNDER = 0.01  # the under-provisioning at which challenger and champion are compared
 
 
 def _load(args) -> Any:
@@ -74,11 +76,72 @@ def cmd_train(args) -> int:
         Path(args.output).write_bytes(pickle.dumps(profiler))
         print(f"saved to {args.output}")
     if args.register:
-        from airflow_adaptive.adapters.mlflow.registry import log_profiler
-
-        run_id, version = log_profiler(profiler, name=args.register, metrics={}, plot_path=None, register=True)
-        print(f"registered {args.register} version {version} (run {run_id})")
+        register_with_promotion(loaded.table, args)
     return 0
+
+
+def register_with_promotion(table, args) -> None:
+    """Fit a challenger without the most recent 20% of records, score it and the current
+    champion on that same hold-out window, register it, and move ``champion`` only if it wins."""
+    import tempfile
+
+    from airflow_adaptive.adapters.mlflow.registry import load_profiler, log_profiler, set_alias
+    from airflow_adaptive.domain.errors import FeatureSchemaMismatch, ModelNotFound
+    from airflow_adaptive.logic.profiler import JobProfiler
+    from airflow_adaptive.logic.promotion import decide, score_on_window, split_holdout
+
+    name = args.register
+    train, holdout = split_holdout(table, HOLDOUT_FRACTION)
+    challenger = JobProfiler(coverage=args.coverage).fit(train)
+    score = score_on_window(challenger, holdout, TARGET_UNDER)
+    champion_score = None
+    try:
+        champion, champion_version = load_profiler(f"models:/{name}@champion")
+        champion_score = score_on_window(champion, holdout, TARGET_UNDER)
+    except ModelNotFound:
+        champion_version = None
+    except FeatureSchemaMismatch as exc:
+        log.warning("champion cannot be scored on this window (%s); treating it as absent", exc)
+        champion_version = None
+    decision = decide(score, champion_score, TARGET_UNDER)
+    metrics = {
+        "holdout_allocated_over_used": score.allocated_over_used,
+        "holdout_under_provisioned_fraction": score.under_provisioned_fraction,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = f"{tmp}/holdout.png"
+        holdout_plot(challenger, holdout, plot)
+        run_id, version = log_profiler(challenger, name=name, metrics=metrics, plot_path=plot, register=True)
+    print(f"registered {name} version {version} (run {run_id}); hold-out: {score.window}")
+    if decision.promote:
+        set_alias(name, "champion", version)
+        print(f"champion -> version {version}: {decision.reason}")
+    else:
+        kept = f"version {champion_version}" if champion_version else "no champion"
+        print(f"champion unchanged ({kept}): {decision.reason}")
+
+
+def holdout_plot(profiler, holdout, path: str) -> None:
+    """Predicted median and upper against observed memory (or the first resource) on the hold-out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    preds = profiler.predict(holdout)
+    target = "memory" if "memory" in preds else next(iter(preds))
+    observed = holdout.run_time if target == "duration" else holdout.used[target]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(observed, preds[target]["median"], s=4, alpha=0.4, label="median")
+    ax.scatter(observed, preds[target]["upper"], s=4, alpha=0.4, label=f"upper ({profiler.coverage:.0%})")
+    lims = [max(1e-9, float(min(observed[observed > 0].min(), preds[target]["median"].min()))), float(max(observed.max(), preds[target]["upper"].max()))]
+    ax.plot(lims, lims, color="grey", lw=1)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel(f"observed {target}"), ax.set_ylabel(f"predicted {target}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _profiler_from(args):

@@ -22,3 +22,7 @@ class FeatureSchemaMismatch(UserError):
 
 class RegistryError(UserError):
     """The model registry cannot give what was asked (missing model, alias, or no answer)."""
+
+
+class ModelNotFound(RegistryError):
+    """The registry answered: the model, version or alias does not exist."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from airflow_adaptive.adapters.mlflow import store
-from airflow_adaptive.domain.errors import RegistryError
+from airflow_adaptive.domain.errors import ModelNotFound, RegistryError
 from airflow_adaptive.domain.stage_run import TAG_FEATURE_SCHEMA
 
 DEFAULT_NAME = "job-profiler"
@@ -71,7 +71,7 @@ def _no_answer(uri: str, exc: BaseException) -> RegistryError:
 
 def _missing(name: str, alias: str | None, version: str | None, uri: str) -> RegistryError:
     what = f"no alias '{alias}'" if alias else f"no version {version}"
-    return RegistryError(
+    return ModelNotFound(
         f"model '{name}' has {what} in the registry at {uri}: train and register one with "
         f"`airflow-adaptive train --trace ... --register {name}`"
         + (f", then `set_alias('{name}', '{alias}', <version>)` if it is not promoted" if alias else "")
