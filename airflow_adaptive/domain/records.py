@@ -101,11 +101,10 @@ class JobTable:
 
     def key_codes(self) -> np.ndarray:
         """One integer per row identifying its workload (the schema's key features)."""
-        parts = [self.features[k].astype(str) for k in self.schema.key]
-        joined = np.array(["\x1f".join(p) for p in zip(*parts)], dtype=object) if parts else None
-        if joined is None:
+        if not self.schema.key:
             return np.zeros(len(self), dtype=np.int64)
-        _, codes = np.unique(joined.astype(str), return_inverse=True)
+        parts = [self.features[k].astype(str) for k in self.schema.key]
+        _, codes = np.unique(["\x1f".join(p) for p in zip(*parts)], return_inverse=True)
         return codes.astype(np.int64)
 
     def rows(self) -> Iterator[dict[str, Any]]:

@@ -75,14 +75,11 @@ def sequence_features(
         window[ok, j - 1] = s_val[stop[ok] - j]
     for j in range(LAST):
         out[:, 1 + j] = window[:, j]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out[:, LAST + 1] = np.nanmax(window, axis=1)
-            out[:, LAST + 2] = np.nanmedian(window, axis=1)
-            out[:, LAST + 3] = np.nanmin(window, axis=1)
+    # Only rows with a known run: an all-NaN window has no max/median/min (and numpy warns).
+    recent = window[has]
+    out[has, LAST + 1] = np.nanmax(recent, axis=1)
+    out[has, LAST + 2] = np.nanmedian(recent, axis=1)
+    out[has, LAST + 3] = np.nanmin(recent, axis=1)
     # Expanding max within each code segment: offset by code so one accumulate serves all.
     span = float(np.nanmax(np.abs(s_val))) * 2 + 1
     cummax = np.maximum.accumulate(s_val + s_codes * span) - s_codes * span

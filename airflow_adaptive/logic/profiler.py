@@ -293,14 +293,14 @@ class JobProfiler(BaseEstimator):
         """Median (log) and conformal offsets per target, from the history known at fit time."""
         self.check_schema(X)
         static = static_block(X, self.categories_)
+        keys = {"+".join(lv): level_strings(X, lv) for lv in self.schema_.levels}
         out = {}
         for target, model in self.models_.items():
+            states = self.states_[target]
             history = np.column_stack(
                 [
-                    np.array(
-                        [self.states_[target]["+".join(lv)].features(k, s) for k, s in zip(level_strings(X, lv), X.submit)]
-                    ).reshape(len(X), len(STATS))
-                    for lv in self.schema_.levels
+                    np.array([states[level].features(k, s) for k, s in zip(level_keys, X.submit)]).reshape(len(X), len(STATS))
+                    for level, level_keys in keys.items()
                 ]
             )
             design = np.column_stack([static, history])
@@ -324,21 +324,19 @@ class JobProfiler(BaseEstimator):
             self.schema_, [{"job_id": where, "submit": now, "end": now, "run_time": 0.0, "features": features}]
         )
         preds = self.predict_targets(table)
-        resources = {
-            t: ResourceEstimate(float(np.exp(p.median_log[0])), float(max(p.quantile(self.coverage)[0], np.exp(p.median_log[0]))))
-            for t, p in preds.items()
-            if t != DURATION
-        }
-        duration = None
-        if DURATION in preds:
-            p = preds[DURATION]
-            duration = ResourceEstimate(float(np.exp(p.median_log[0])), float(max(p.quantile(self.coverage)[0], np.exp(p.median_log[0]))))
+        estimates = {t: self._estimate(p) for t, p in preds.items()}
         cold = any(int(p.stratum[0]) == 0 for p in preds.values())
-        return PredictedProfile(resources=resources, coverage=self.coverage, duration=duration, cold_start=cold, schema_id=self.schema_.id)
+        return PredictedProfile(
+            resources={t: e for t, e in estimates.items() if t != DURATION},
+            coverage=self.coverage,
+            duration=estimates.get(DURATION),
+            cold_start=cold,
+            schema_id=self.schema_.id,
+        )
 
-    def validate_jobs(self, jobs: list[Mapping[str, Any]]) -> None:
-        for i, job in enumerate(jobs):
-            self.schema_.validate_job(job, f"job {i}")
+    def _estimate(self, prediction: TargetPrediction) -> ResourceEstimate:
+        median = float(np.exp(prediction.median_log[0]))
+        return ResourceEstimate(median, max(float(prediction.quantile(self.coverage)[0]), median))
 
 
 __all__ = ["JobProfiler", "TargetPrediction", "DURATION", "FeatureSchemaMismatch"]

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
 from airflow_adaptive.logic.baselines import AUTOPILOT_MARGIN, MovingWindowMaxState, VpaState, history_estimates
@@ -33,13 +34,11 @@ from airflow_adaptive.logic.profiler import (
     fit_median_model,
     history_block,
     learn_categories,
-    level_strings,
     recency_weight,
     static_block,
     stratum_of,
     target_values,
 )
-from airflow_adaptive.logic.history import level_codes
 from airflow_adaptive.logic.vpa import FIRST_BUCKET_CPU, FIRST_BUCKET_MEMORY, MAX_CPU, MAX_MEMORY, oom_bump
 from airflow_adaptive.logic.vpa import MARGIN as VPA_MARGIN
 
@@ -134,7 +133,6 @@ def at_target(under: np.ndarray, aou: np.ndarray, target: float) -> dict[str, An
     """
     order = np.argsort(under, kind="stable")
     u, a = under[order], aou[order]
-    # Keep the lower envelope: for a given risk, the cheapest setting.
     if target < u[0] or target > u[-1]:
         k = 0 if target < u[0] else len(u) - 1
         return {"under_provisioned_fraction": float(u[k]), "allocated_over_used": float(a[k]), "reached": False}
@@ -156,6 +154,7 @@ class PolicyRun:
     escalate: Callable[[np.ndarray, np.ndarray], np.ndarray]
     default_index: int
     notes: dict[str, Any]
+    cold: np.ndarray | None = None  # jobs whose workload had no finished run (adaptive reports them)
 
 
 def user_request_policy(request: np.ndarray, resource: str) -> PolicyRun:
@@ -252,9 +251,8 @@ def adaptive_policy(table: JobTable, resource: str, config: ReplayConfig, progre
         "sized_by_request_before_first_fit": int(no_model.sum()),
         "stratum_jobs": {name: int((stratum == i).sum()) for i, name in enumerate(conformal.STRATA)},
     }
-    run = PolicyRun("adaptive", "oom_price", PRICES, alloc, escalate, int(np.flatnonzero(PRICES == DEFAULT_PRICE)[0]), notes)
-    run.cold = stratum == 0  # type: ignore[attr-defined]
-    return run
+    default = int(np.flatnonzero(PRICES == DEFAULT_PRICE)[0])
+    return PolicyRun("adaptive", "oom_price", PRICES, alloc, escalate, default, notes, cold=stratum == 0)
 
 
 def _expected_duration(table: JobTable) -> np.ndarray:
@@ -277,8 +275,6 @@ def replay(table: JobTable, config: ReplayConfig, progress: Callable[[str, int],
     started = _time.perf_counter()
     resources = [r for r in config.resources if r in table.used and np.isfinite(table.used[r]).any()]
     if not resources:
-        from airflow_adaptive.domain.errors import UserError
-
         raise UserError(f"the trace has no usage for {', '.join(config.resources)}: nothing to replay")
     report: dict[str, Any] = {
         "jobs": len(table),
@@ -304,7 +300,7 @@ def replay(table: JobTable, config: ReplayConfig, progress: Callable[[str, int],
             continue
         sub = table.take(rows).sorted_by_submit()
         used, rt, req = sub.used[resource], sub.run_time, sub.requested[resource]
-        keys = level_codes([level_strings(sub, sub.schema.key)])
+        keys = sub.key_codes()
         tick = (lambda k: progress(resource, k)) if progress else None
         runs = [
             user_request_policy(req, resource),
@@ -317,8 +313,8 @@ def replay(table: JobTable, config: ReplayConfig, progress: Callable[[str, int],
             sim = simulate(run.alloc, used, rt, run.escalate, compressible)
             summary = summarise(sim, used, rt)
             entry = _entry(run, summary, config.target_under)
-            if run.name == "adaptive":
-                cold = np.flatnonzero(run.cold)  # type: ignore[attr-defined]
+            if run.cold is not None:
+                cold = np.flatnonzero(run.cold)
                 entry["cold_start"] = {"jobs": int(len(cold)), "knob": float(run.knobs[run.default_index])}
                 if len(cold):
                     cs = summarise(sim, used, rt, cold)

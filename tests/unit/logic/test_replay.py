@@ -63,7 +63,7 @@ def test_no_leak_from_the_future(lanl_slice):
     changed.requested["memory"] = np.where(future, table.requested["memory"] * 2, table.requested["memory"])
 
     def allocations(tab):
-        keys = R.level_codes([R.level_strings(tab, tab.schema.key)])
+        keys = tab.key_codes()
         args = (keys, tab.submit, tab.end, tab.used["memory"], tab.requested["memory"], "memory")
         return {
             "vpa": R.vpa_policy(*args).alloc,
