@@ -117,3 +117,53 @@ def profiler(lanl_table):
 
     with threadpool_limits(1):
         return JobProfiler(max_iter=20).fit(lanl_table.take(np.arange(3000)))
+
+
+# -- real cgroups ---------------------------------------------------------------------------
+
+WORKLOAD = ROOT / "tests" / "support" / "workload.py"
+
+
+def cgroups_must_work() -> bool:
+    """In CI, on Linux as root, a cgroup test must fail rather than skip."""
+    return os.environ.get("CI") == "true" and sys.platform == "linux" and os.geteuid() == 0
+
+
+@pytest.fixture
+def managed_cgroup():
+    """A real cgroup (v2 where it has memory+cpu, else v1 memory/cpu/cpuacct), always removed."""
+    from airflow_adaptive.adapters.cgroups import CgroupUnavailable, ManagedCgroup
+
+    try:
+        group = ManagedCgroup.create()
+    except CgroupUnavailable as exc:
+        if cgroups_must_work():
+            pytest.fail(f"cgroups must work in CI as root, but: {exc}")
+        pytest.skip(f"no permission to create cgroups here: {exc}")
+    try:
+        yield group
+    finally:
+        group.remove()
+
+
+@pytest.fixture
+def cgroups_available():
+    """Skip (or fail in CI as root) unless this process may create cgroups."""
+    from airflow_adaptive.adapters.cgroups import CgroupUnavailable, ManagedCgroup
+
+    try:
+        ManagedCgroup.create().remove()
+    except CgroupUnavailable as exc:
+        if cgroups_must_work():
+            pytest.fail(f"cgroups must work in CI as root, but: {exc}")
+        pytest.skip(f"no permission to create cgroups here: {exc}")
+
+
+def _workload_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(WORKLOAD), *args]
+
+
+@pytest.fixture
+def workload_cmd():
+    """``workload_cmd("grow", "--to-mib", "300")``: argv of a real workload (tests/support/workload.py)."""
+    return _workload_cmd

@@ -1,0 +1,194 @@
+"""A cgroup the local Resource Manager owns: create it, put the workload in it, set and rewrite
+its limits while the workload runs, and remove it afterwards.
+
+Created below the runner's own cgroup in every hierarchy (v2: one directory; v1: one directory
+in each of the memory, cpu and cpuacct hierarchies), so it stays inside whatever limits the
+runner itself was given.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+import uuid
+
+from airflow_adaptive.adapters.cgroups.layout import V1_CONTROLLERS, CgroupPaths, CgroupUnavailable, cgroup_of
+from airflow_adaptive.adapters.cgroups.reader import CgroupReader
+
+log = logging.getLogger(__name__)
+
+#: CFS period: the kernel default (100 ms); quota = cores * period.
+CFS_PERIOD_US = 100_000
+#: v2 ``memory.high`` as a share of ``memory.max``: the kernel reclaims and throttles there and
+#: counts a ``high`` event, which wakes the runner before ``memory.max`` would OOM-kill.
+MEMORY_HIGH_FRACTION = 0.9
+#: v1 ``memory.limit_in_bytes`` is rounded down to whole pages by the kernel.
+PAGE = 4096
+
+
+class ManagedCgroup:
+    def __init__(self, paths: CgroupPaths) -> None:
+        self.paths = paths
+        self.version = paths.version
+        self.reader = CgroupReader(paths)
+
+    @classmethod
+    def create(cls, name: str | None = None, parent: CgroupPaths | None = None) -> "ManagedCgroup":
+        """Create a child cgroup; CgroupUnavailable (with the reason) when that is not possible."""
+        name = name or f"airflow-adaptive-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            parent = parent or cgroup_of("self")
+        except (OSError, CgroupUnavailable) as exc:
+            raise CgroupUnavailable(f"cannot find this process's cgroup: {exc}") from exc
+        dirs = {key: os.path.join(d, name) for key, d in parent.dirs.items()}
+        made: list[str] = []
+        try:
+            if parent.version == "v2":
+                _enable_v2_controllers(parent.dirs["unified"])
+            for d in dict.fromkeys(dirs.values()):  # cpu and cpuacct may share one hierarchy
+                os.mkdir(d)
+                made.append(d)
+        except OSError as exc:
+            for d in reversed(made):
+                _rmdir(d)
+            raise CgroupUnavailable(f"cannot create cgroup {name} ({parent.version}): {exc.strerror} on {exc.filename}") from exc
+        group = cls(CgroupPaths(parent.version, dirs))
+        group.reader.check()
+        return group
+
+    # -- membership ---------------------------------------------------------------------
+    def procs_files(self) -> list[str]:
+        keys = ("unified",) if self.version == "v2" else V1_CONTROLLERS
+        return list(dict.fromkeys(os.path.join(self.paths.dirs[k], "cgroup.procs") for k in keys))
+
+    def join_current_process(self) -> None:
+        """Move the calling process into the cgroup; safe in a ``preexec_fn`` (no allocation-heavy work)."""
+        for path in self.procs_files():
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")  # "0" means the writer itself
+            finally:
+                os.close(fd)
+
+    def add(self, pid: int) -> None:
+        for path in self.procs_files():
+            with open(path, "w") as f:
+                f.write(str(pid))
+
+    # -- limits -------------------------------------------------------------------------
+    def set_memory_limit(self, limit_bytes: float) -> float:
+        """Set the memory limit; returns what the kernel holds. OSError(EBUSY) when a decrease
+        is below what the workload uses and cannot be reclaimed."""
+        limit = _page_round(limit_bytes)
+        mem = self.paths.dir("memory")
+        if self.version == "v2":
+            old_max = _read_int(os.path.join(mem, "memory.max"))
+            high = _page_round(limit * MEMORY_HIGH_FRACTION)
+            # Order keeps high <= max at every moment.
+            if old_max is not None and limit < old_max:
+                _write(os.path.join(mem, "memory.high"), high)
+                _write(os.path.join(mem, "memory.max"), limit)
+            else:
+                _write(os.path.join(mem, "memory.max"), limit)
+                _write(os.path.join(mem, "memory.high"), high)
+            return float(_read_int(os.path.join(mem, "memory.max")) or limit)
+        limit_file = os.path.join(mem, "memory.limit_in_bytes")
+        memsw = os.path.join(mem, "memory.memsw.limit_in_bytes")
+        has_memsw = os.path.exists(memsw)
+        # memsw (memory+swap) must stay >= the memory limit: raise it first, lower it last.
+        old = _read_int(limit_file) or 0
+        if has_memsw and limit > old:
+            _write(memsw, limit)
+        _write(limit_file, limit)
+        if has_memsw and limit <= old:
+            _write(memsw, limit)
+        return float(_read_int(limit_file) or limit)
+
+    def memory_limit(self) -> float | None:
+        name = "memory.max" if self.version == "v2" else "memory.limit_in_bytes"
+        return _read_int(os.path.join(self.paths.dir("memory"), name))
+
+    def set_cpu_limit(self, cores: float) -> float:
+        quota = max(1000, int(round(cores * CFS_PERIOD_US)))  # the kernel's minimum quota is 1 ms
+        cpu = self.paths.dir("cpu")
+        if self.version == "v2":
+            _write(os.path.join(cpu, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
+        else:
+            _write(os.path.join(cpu, "cpu.cfs_period_us"), CFS_PERIOD_US)
+            _write(os.path.join(cpu, "cpu.cfs_quota_us"), quota)
+        return quota / CFS_PERIOD_US
+
+    def set_oom_kill_disable(self, disabled: bool) -> bool:
+        """v1 only: with the OOM killer disabled, tasks at the limit pause instead of dying, until
+        the runner raises the limit (or re-enables the killer). Returns whether it took effect."""
+        if self.version != "v1":
+            return False
+        try:
+            _write(os.path.join(self.paths.dir("memory"), "memory.oom_control"), 1 if disabled else 0)
+            return True
+        except OSError as exc:
+            log.warning("cannot %s the OOM killer of %s: %s", "disable" if disabled else "enable", self.paths.dir("memory"), exc)
+            return False
+
+    # -- teardown -----------------------------------------------------------------------
+    def kill_all(self, timeout_s: float = 5.0) -> None:
+        if self.version == "v2" and os.path.exists(os.path.join(self.paths.dirs["unified"], "cgroup.kill")):
+            _write(os.path.join(self.paths.dirs["unified"], "cgroup.kill"), 1)
+        deadline = time.monotonic() + timeout_s
+        while (pids := self.reader.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            # Paused tasks (v1 under OOM) only die once the killer may act or memory frees up.
+            self.set_oom_kill_disable(False)
+            time.sleep(0.02)
+
+    def remove(self) -> None:
+        self.kill_all()
+        for d in dict.fromkeys(self.paths.dirs.values()):
+            _rmdir(d)
+
+
+def _enable_v2_controllers(parent: str) -> None:
+    path = os.path.join(parent, "cgroup.subtree_control")
+    enabled = set(open(path).read().split())
+    for c in ("memory", "cpu"):
+        if c not in enabled:
+            _write(path, f"+{c}")
+
+
+def _page_round(value: float) -> int:
+    return max(PAGE, int(value) // PAGE * PAGE)
+
+
+def _write(path: str, value: object) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return None
+    return None if text == "max" else int(text)
+
+
+def _rmdir(path: str) -> None:
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                log.warning("cannot remove cgroup %s: %s", path, exc)
+                return
+            time.sleep(0.02)  # tasks are still exiting
+    log.warning("cgroup %s still busy; left in place", path)
