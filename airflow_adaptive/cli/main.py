@@ -1,4 +1,4 @@
-"""``airflow-adaptive``: train, predict and replay from the command line.
+"""``airflow-adaptive``: train, predict, replay, run and monitor from the command line.
 
 A user's mistake (a bad file, flag, feature or an unreachable registry) prints one line,
 ``airflow-adaptive: error: ...``, and exits 2; no traceback.
@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
     p.add_argument("--plot", metavar="OUT.png", help="plot every policy's trade-off curve")
     p.set_defaults(func=cmd_replay)
+
+    from airflow_adaptive.cli.runtime_commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

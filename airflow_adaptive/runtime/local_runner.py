@@ -1,0 +1,278 @@
+"""The local Resource Manager, the embedded default: run a stage's command in its own cgroup
+with the predicted limits, and resize them in place while it runs.
+
+One thread, sleeping on file descriptors: the child's pidfd (it exited), the kernel's memory
+warnings (``adapters/cgroups/notify``) and the sampling timer. A kernel warning runs an urgent
+monitor step at once, so memory that grows faster than the sampling interval still gets its
+limit raised before the OOM killer acts. On cgroup v1 the runner also disables the cgroup's OOM
+killer while resizing is on: tasks that reach the limit pause until the limit is raised, and the
+killer is switched back on when the policy cannot give more (at the bound).
+
+Without permission to create cgroups it runs monitor-only (procfs sampling, resizes only
+recommended) and says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from airflow_adaptive.adapters.cgroups import CgroupUnavailable, ManagedCgroup, MemoryPressureWatch
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.signals import ResizeSignal
+from airflow_adaptive.domain.stage_run import OomEvent
+from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
+from airflow_adaptive.runtime.channels import InProcessChannel, RecommendOnlyChannel
+from airflow_adaptive.runtime.monitor import Monitor, UsageLog
+from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSampler, WorkloadSampler
+
+log = logging.getLogger(__name__)
+
+RESIZABLE = ("cpu", "memory")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    command: list[str]
+    cpu: float  # cores
+    memory: float  # bytes
+    profile: PredictedProfile | None = None
+    resize: bool = True
+    interval_s: float = 1.0
+    bounds: Bounds = field(default_factory=lambda: Bounds(minimum={}, maximum={}))
+    config: DeviationConfig = field(default_factory=DeviationConfig)
+    require_cgroups: bool = False  # fail instead of falling back to monitor-only
+    container: str = "workload"
+    try_number: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise UserError("no command to run: put it after `--`, e.g. `airflow-adaptive run --cpu 1 --memory 1Gi -- python train.py`")
+        for name in ("cpu", "memory"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise UserError(f"--{name} must be greater than 0, got {value}")
+        if not self.interval_s > 0:
+            raise UserError(f"--interval must be greater than 0 seconds, got {self.interval_s}")
+
+
+@dataclass
+class RunReport:
+    exit_code: int
+    oom_killed: bool
+    resizes: list[dict[str, Any]]
+    peak_memory_bytes: float
+    reserved_memory_byte_seconds: float
+    reserved_cpu_core_seconds: float
+    samples: list[dict[str, Any]]
+    mode: str  # "cgroup-v1", "cgroup-v2" or "monitor-only"
+    duration_seconds: float
+    final_allocation: dict[str, float]
+    oom_kills: int = 0
+    loop_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Reservation:
+    """Integral of an allocation over time (core-seconds, byte-seconds)."""
+
+    def __init__(self, value: float, now: float) -> None:
+        self.value, self.since, self.total = value, now, 0.0
+
+    def change(self, value: float, now: float) -> None:
+        self.total += self.value * (now - self.since)
+        self.value, self.since = value, now
+
+    def close(self, now: float) -> float:
+        self.change(self.value, now)
+        return self.total
+
+
+class LocalRunner:
+    def __init__(self, spec: RunSpec, *, usage_log: UsageLog | None = None, gpu: GpuReader | None = None,
+                 stdout=None, stderr=None, env: dict[str, str] | None = None) -> None:
+        self.spec = spec
+        self.usage_log = usage_log
+        self.gpu = gpu
+        self.stdout, self.stderr, self.env = stdout, stderr, env
+        self.group: ManagedCgroup | None = None
+        self.watch: MemoryPressureWatch | None = None
+        self._rearm = False
+        self._resizes: list[dict[str, Any]] = []
+        self._reserved: dict[str, _Reservation] = {}
+
+    # -- setup --------------------------------------------------------------------------
+    def _make_cgroup(self) -> None:
+        try:
+            group = ManagedCgroup.create()
+        except CgroupUnavailable as exc:
+            if self.spec.require_cgroups:
+                raise UserError(f"cannot create a cgroup and cgroups are required: {exc}") from exc
+            log.warning("cannot create a cgroup (%s): running monitor-only, no limits enforced, resizes only recommended", exc)
+            return
+        try:
+            group.set_memory_limit(self.spec.memory)
+            group.set_cpu_limit(self.spec.cpu)
+            if self.spec.resize:
+                group.set_oom_kill_disable(True)
+                self.watch = MemoryPressureWatch(group)
+                self.watch.arm(self.spec.memory)
+        except OSError:
+            group.remove()
+            raise
+        self.group = group
+
+    def _start(self) -> subprocess.Popen:
+        preexec: Callable[[], None] | None = self.group.join_current_process if self.group else None
+        try:
+            return subprocess.Popen(self.spec.command, preexec_fn=preexec, stdout=self.stdout, stderr=self.stderr, env=self.env)
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            raise UserError(f"cannot start {self.spec.command[0]!r}: {exc.strerror}") from exc
+
+    # -- the Resource Manager's side of the in-process channel --------------------------
+    def _apply(self, sig: ResizeSignal) -> float | None:
+        if self.group is None or sig.resource not in RESIZABLE:
+            return None
+        try:
+            if sig.resource == "memory":
+                in_force = self.group.set_memory_limit(sig.new)
+                if self.watch:
+                    self.watch.arm(in_force)
+                    self._rearm = True
+            else:
+                in_force = self.group.set_cpu_limit(sig.new)
+        except OSError as exc:
+            # v1 refuses (EBUSY) a memory decrease below what it cannot reclaim: keep the old size.
+            log.warning("resize %s %s -> %s refused by the kernel (%s); keeping %s", sig.resource, sig.old, sig.new, exc.strerror, sig.old)
+            return None
+        now = time.time()
+        self._reserved[sig.resource].change(in_force, now)
+        self._resizes.append({"time": sig.time, "resource": sig.resource, "old": sig.old, "new": in_force, "reason": sig.reason})
+        log.info("resized %s %s -> %s: %s", sig.resource, _fmt(sig.resource, sig.old), _fmt(sig.resource, in_force), sig.reason)
+        return in_force
+
+    # -- the run ------------------------------------------------------------------------
+    def run(self) -> RunReport:
+        self._make_cgroup()
+        try:
+            return self._run()
+        finally:
+            if self.watch:
+                self.watch.close()
+            if self.group:
+                self.group.remove()
+
+    def _run(self) -> RunReport:
+        spec = self.spec
+        proc = self._start()
+        start = time.time()
+        self._reserved = {"memory": _Reservation(spec.memory, start), "cpu": _Reservation(spec.cpu, start)}
+        if self.group:
+            primary = CgroupSampler(self.group.reader)
+            channel = InProcessChannel(self._apply) if spec.resize else RecommendOnlyChannel()
+        else:
+            primary = ProcfsSampler(proc.pid)
+            channel = RecommendOnlyChannel()
+        monitor = Monitor(
+            WorkloadSampler(primary, self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory},
+            profile=spec.profile, config=spec.config, bounds=spec.bounds, usage_log=self.usage_log,
+            container=spec.container, keep_samples=True,
+        )
+        self._loop(proc, monitor)
+        returncode = proc.wait()
+        end = time.time()
+        return self._report(proc, returncode, monitor, start, end)
+
+    def _loop(self, proc: subprocess.Popen, monitor: Monitor) -> None:
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            poller = self._poller(pidfd)
+            next_tick = time.monotonic()
+            while True:
+                if self._rearm:
+                    poller, self._rearm = self._poller(pidfd), False
+                timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
+                events = poller.poll(timeout_ms)
+                if any(fd == pidfd for fd, _ in events):
+                    return
+                woken = [self.watch.drain(fd) for fd, _ in events if self.watch] if events else []
+                if woken or self._paused():
+                    log.info("kernel memory warning (%s): urgent monitor step", ", ".join(woken) or "under_oom")
+                    monitor.step(urgent=("memory",))
+                    self._release_if_stuck()
+                if time.monotonic() >= next_tick:
+                    monitor.step()
+                    next_tick = max(next_tick + self.spec.interval_s, time.monotonic())
+        finally:
+            os.close(pidfd)
+
+    def _poller(self, pidfd: int) -> "select.poll":
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if self.watch:
+            self.watch.register(poller)
+        return poller
+
+    def _paused(self) -> bool:
+        try:
+            return bool(self.group) and self.group.reader.under_oom()
+        except OSError:
+            return False
+
+    def _release_if_stuck(self) -> None:
+        """Tasks paused at the limit that the policy could not raise: let the OOM killer act,
+        as it would have without us, rather than leave the workload hanging."""
+        if self._paused():
+            time.sleep(0.05)  # a just-raised limit takes a moment to wake the tasks
+            if self._paused():
+                log.warning("workload is paused at its memory limit and the limit cannot be raised: enabling the OOM killer")
+                self.group.set_oom_kill_disable(False)
+
+    def _report(self, proc, returncode: int, monitor: Monitor, start: float, end: float) -> RunReport:
+        oom_kills, kernel_peak = 0, None
+        if self.group:
+            try:
+                oom_kills = self.group.reader.oom_kills()
+                kernel_peak = self.group.reader.memory_peak_bytes()
+            except OSError as exc:
+                log.warning("cannot read the cgroup's final counters: %s", exc)
+        exit_code = returncode if returncode >= 0 else 128 - returncode
+        oom_killed = oom_kills > 0
+        events = [OomEvent(end, self.spec.container, self._reserved["memory"].value, self.spec.try_number)] if oom_killed else []
+        outcome = "oom_killed" if oom_killed else ("success" if returncode == 0 else "failed")
+        extra = {"memory": kernel_peak} if kernel_peak else {}
+        summary = monitor.summary(outcome, events, extra_peak=extra)
+        monitor.finish(summary)
+        return RunReport(
+            exit_code=exit_code,
+            oom_killed=oom_killed,
+            resizes=list(self._resizes),
+            peak_memory_bytes=summary.peak.get("memory", 0.0),
+            reserved_memory_byte_seconds=self._reserved["memory"].close(end),
+            reserved_cpu_core_seconds=self._reserved["cpu"].close(end),
+            samples=[s.to_dict() for s in monitor.samples or []],
+            mode=f"cgroup-{self.group.version}" if self.group else "monitor-only",
+            duration_seconds=end - start,
+            final_allocation={r: res.value for r, res in self._reserved.items()},
+            oom_kills=oom_kills,
+            loop_seconds=dict(monitor.times.total),
+        )
+
+
+def _fmt(resource: str, value: float) -> str:
+    return f"{value / 2**20:.0f} MiB" if resource == "memory" else f"{value:.2f} cores"
+
+
+def run_local(spec: RunSpec, **kwargs) -> RunReport:
+    return LocalRunner(spec, **kwargs).run()
+
+
+__all__ = ["LocalRunner", "RunReport", "RunSpec", "run_local"]

@@ -1,0 +1,147 @@
+"""The monitor as a Kubernetes native sidecar: find the workload, read its cgroup, loop, exit.
+
+How the sidecar reaches the workload container's cgroup (it sees only its own, because each
+container has its own cgroup namespace):
+
+1. The pod sets ``shareProcessNamespace: true``, so the workload's processes are visible in the
+   sidecar's ``/proc``. The operator marks the workload container with an environment variable
+   (``AIRFLOW_ADAPTIVE_WORKLOAD=<container>``); the sidecar finds the process whose
+   ``/proc/<pid>/environ`` carries it.
+2. ``/proc/<pid>/root`` is the workload's own root filesystem, in its mount and cgroup
+   namespaces: its ``/sys/fs/cgroup`` is the workload container's cgroup (v2: one directory;
+   v1: one per controller). The sidecar reads ``memory.current`` / ``cpu.stat`` /
+   ``memory.events`` there (v1: ``memory.usage_in_bytes`` / ``cpuacct.usage`` /
+   ``memory.oom_control``).
+3. Reading ``/proc/<pid>/environ`` and ``/proc/<pid>/root`` passes the kernel's ptrace access
+   check: the sidecar must run as the **same UID** as the workload (the pod-level
+   ``runAsUser``), or hold ``CAP_SYS_PTRACE``, which we do not ask for. No Kubernetes API
+   rights, no privileged mode, no hostPID.
+
+When that fails (another UID, no shared process namespace), the sidecar falls back to procfs
+sampling of the workload's process tree through psutil, and says so: it misses page cache and
+tmpfs, which the container's limit counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
+from airflow_adaptive.adapters.cgroups.reader import CgroupReader
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
+from airflow_adaptive.runtime.channels import SignalChannel
+from airflow_adaptive.runtime.monitor import Monitor, UsageLog
+from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSampler, Sampler, WorkloadSampler
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_ENV = "AIRFLOW_ADAPTIVE_WORKLOAD"
+
+
+@dataclass(frozen=True)
+class SidecarSpec:
+    allocation: dict[str, float]
+    profile: PredictedProfile | None = None
+    target_pid: int | None = None
+    workload_marker: str | None = None  # "KEY=VALUE" in the workload's environment
+    interval_s: float = 1.0
+    wait_s: float = 120.0  # how long to wait for the workload to appear
+    container: str = ""
+    config: DeviationConfig = DeviationConfig()
+    bounds: Bounds = Bounds(minimum={}, maximum={})
+
+
+def find_workload(marker: str | None, target_pid: int | None = None) -> int | None:
+    """The workload's root process: the given PID, or the lowest PID whose environment has ``marker``."""
+    if target_pid is not None:
+        return target_pid if _alive(target_pid) else None
+    needle = (marker or "").encode() + b"\0"
+    me = os.getpid()
+    for entry in sorted((int(p) for p in os.listdir("/proc") if p.isdigit())):
+        if entry == me:
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone, or another user's process
+            continue
+        if needle in env or env.startswith(needle) or (b"\0" + needle) in env:
+            if _alive(entry):
+                return entry
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")  # a zombie has exited
+
+
+def workload_sampler(pid: int) -> Sampler:
+    """The workload container's cgroup through ``/proc/<pid>/root``, else procfs (logged)."""
+    try:
+        reader = CgroupReader(cgroup_of(pid, through_root=True))
+        reader.check()
+        reader.memory_bytes()
+        return CgroupSampler(reader)
+    except (OSError, CgroupUnavailable, ValueError) as exc:
+        log.warning("cannot read the workload's cgroup through /proc/%d/root (%s); falling back to procfs "
+                    "sampling, which misses page cache and tmpfs", pid, exc)
+        return ProcfsSampler(pid)
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:  # kubelet sends SIGTERM once the workload is done
+        self.requested = True
+
+
+def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLog | None = None,
+                gpu: GpuReader | None = None) -> int:
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    deadline = time.monotonic() + spec.wait_s
+    pid = find_workload(spec.workload_marker, spec.target_pid)
+    while pid is None and not stop.requested:
+        if time.monotonic() > deadline:
+            what = f"process {spec.target_pid}" if spec.target_pid else f"a process with {spec.workload_marker} in its environment"
+            raise UserError(f"no workload found after {spec.wait_s:.0f} s: looked for {what}; "
+                            "the pod needs shareProcessNamespace: true and the same runAsUser for both containers")
+        time.sleep(min(spec.interval_s, 0.5))
+        pid = find_workload(spec.workload_marker, spec.target_pid)
+    if pid is None:
+        return 0
+    sampler = workload_sampler(pid)
+    log.info("monitoring workload pid %d through %s every %.1f s", pid, sampler.source, spec.interval_s)
+    oom_before = _oom_kills(sampler)
+    monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
+                      config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container)
+    next_tick = time.monotonic()
+    while not stop.requested and _alive(pid):
+        monitor.step()
+        next_tick = max(next_tick + spec.interval_s, time.monotonic())
+        while not stop.requested and _alive(pid) and time.monotonic() < next_tick:
+            time.sleep(min(0.2, max(0.0, next_tick - time.monotonic())))
+    # The sidecar cannot see the exit code; the operator records the real outcome of the try.
+    ooms = max(0, _oom_kills(sampler) - oom_before)
+    monitor.finish(monitor.summary("oom_killed" if ooms else "success"))
+    log.info("workload pid %d ended; monitor exits after %d samples and %d resize signals", pid, monitor.usage.count, len(monitor.signals))
+    return 0
+
+
+def _oom_kills(sampler: Sampler) -> int:
+    reader = getattr(sampler, "reader", None)
+    try:
+        return reader.oom_kills() if reader else 0
+    except OSError:
+        return 0

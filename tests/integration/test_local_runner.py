@@ -1,0 +1,140 @@
+"""``airflow-adaptive run``: the local Resource Manager on real cgroups with real workloads."""
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+MIB = 2**20
+CLI = [sys.executable, "-m", "airflow_adaptive.cli.main"]
+
+
+def run_cli(tmp_path, *args, user=None, timeout=120):
+    out = tmp_path / "report.json"
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("AIRFLOW_ADAPTIVE_REQUIRE_CGROUPS", None)
+    proc = subprocess.run([*CLI, "-v", "run", "--json", str(out), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, user=user, cwd=tmp_path)
+    report = json.loads(out.read_text()) if out.exists() else None
+    return proc, report
+
+
+def test_growth_past_an_under_predicted_limit_completes_because_the_limit_was_raised(tmp_path, cgroups_available, workload_cmd):
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "128Mi", "--interval", "0.5", "--",
+                           *workload_cmd("grow", "--to-mib", "448", "--rate-mib-s", "200"))
+    assert proc.returncode == 0, proc.stderr
+    assert report["exit_code"] == 0 and report["oom_killed"] is False
+    memory = [r for r in report["resizes"] if r["resource"] == "memory"]
+    assert memory and all(r["new"] > r["old"] for r in memory)
+    assert report["final_allocation"]["memory"] >= 448 * MIB
+    assert report["peak_memory_bytes"] >= 448 * MIB
+    assert report["mode"].startswith("cgroup-")
+    assert set(report) >= {"exit_code", "oom_killed", "resizes", "peak_memory_bytes", "reserved_memory_byte_seconds",
+                           "reserved_cpu_core_seconds", "samples"}
+    assert {"time", "resource", "old", "new", "reason"} <= set(memory[0])
+
+
+def test_the_same_workload_with_no_resize_is_oom_killed_and_the_report_says_so(tmp_path, cgroups_available, workload_cmd):
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "128Mi", "--no-resize", "--",
+                           *workload_cmd("grow", "--to-mib", "448", "--rate-mib-s", "200"))
+    assert report["oom_killed"] is True
+    assert report["exit_code"] == 137 == proc.returncode
+    assert report["resizes"] == []
+    assert report["peak_memory_bytes"] <= 128 * MIB
+    assert "OOM-killed" in proc.stderr
+
+
+def test_sustained_cpu_throttling_raises_the_quota_within_three_samples(tmp_path, cgroups_available, workload_cmd):
+    proc, report = run_cli(tmp_path, "--cpu", "0.25", "--memory", "256Mi", "--max-cpu", "2", "--interval", "0.5", "--",
+                           *workload_cmd("spin", "--seconds", "4", "--processes", "2"))
+    assert proc.returncode == 0, proc.stderr
+    cpu = [r for r in report["resizes"] if r["resource"] == "cpu"]
+    assert cpu and cpu[0]["new"] > cpu[0]["old"] == 0.25
+    first_cpu_sample = min(s["time"] for s in report["samples"] if "cpu" in s["values"])
+    samples_before = [s for s in report["samples"] if "cpu" in s["values"] and first_cpu_sample <= s["time"] <= cpu[0]["time"]]
+    assert len(samples_before) <= 3
+
+
+def test_a_single_memory_spike_resizes_nothing(tmp_path, cgroups_available, workload_cmd):
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "512Mi", "--interval", "0.5", "--",
+                           *workload_cmd("steady", "--mib", "60", "--seconds", "4", "--spike-mib", "300", "--spike-at", "1.6", "--spike-s", "0.4"))
+    assert proc.returncode == 0, proc.stderr
+    assert [r for r in report["resizes"] if r["resource"] == "memory" and r["new"] > r["old"]] == []
+
+
+def test_exit_code_of_the_workload_is_the_runner_exit_code(tmp_path, cgroups_available):
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "64Mi", "--", "sh", "-c", "exit 3")
+    assert proc.returncode == 3 == report["exit_code"]
+    assert report["oom_killed"] is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cpu", "1", "--memory", "64Mi", "--", "no-such-command-xyz"], "cannot start 'no-such-command-xyz'"),
+        (["--cpu", "0", "--memory", "64Mi", "--", "true"], "must be greater than 0"),
+        (["--cpu", "1", "--memory", "-5Mi", "--", "true"], "memory"),
+        (["--cpu", "1", "--memory", "64Mi"], "no command to run"),
+        (["--memory", "64Mi", "--", "true"], "give --cpu"),
+        (["--profile", "missing.json", "--", "true"], "no such file"),
+        (["--profile", "{\"resources\": 3}", "--", "true"], "not a predicted profile"),
+        (["--profile", "{not json", "--", "true"], "not valid JSON"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, message):
+    proc, _ = run_cli(tmp_path, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_profile_gives_the_starting_limits(tmp_path, cgroups_available):
+    profile = {"coverage": 0.99, "resources": {"cpu": {"median": 0.5, "upper": 0.75}, "memory": {"median": 50 * MIB, "upper": 96 * MIB}}}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"train": profile}))
+    proc, report = run_cli(tmp_path, "--profile", str(path), "--", "true")
+    assert proc.returncode == 0, proc.stderr
+    assert report["final_allocation"] == {"memory": 96 * MIB, "cpu": 0.75}
+
+
+def test_without_permission_to_create_cgroups_it_runs_monitor_only_and_says_so_once(workload_cmd):
+    """Runs the CLI as the unprivileged user ``nobody``, who may not create cgroups.
+
+    ``nobody`` cannot enter /root, where this machine's Python lives, so the Debian
+    interpreter (same 3.11 ABI) runs the project from the checkout and the venv's site-packages.
+    """
+    system_python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not system_python.exists():
+        pytest.skip("needs root (to switch to an unprivileged user) and /usr/bin/python3")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    import site
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="aa-nobody-"))
+    work.chmod(0o777)
+    out = work / "report.json"
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/bin:/bin", "AIRFLOW_ADAPTIVE_NVML": "0", "HOME": str(work),
+           "PYTHONPATH": os.pathsep.join([str(root), *site.getsitepackages()])}
+    workload = [str(system_python), *workload_cmd("steady", "--mib", "20", "--seconds", "1.5")[1:]]
+    try:
+        proc = subprocess.run([str(system_python), "-m", "airflow_adaptive.cli.main", "-v", "run", "--json", str(out),
+                               "--cpu", "1", "--memory", "64Mi", "--interval", "0.3", "--", *workload],
+                              capture_output=True, text=True, timeout=120, env=env, user="nobody", cwd=work)
+        report = json.loads(out.read_text()) if out.exists() else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    assert report["mode"] == "monitor-only"
+    assert proc.stderr.count("running monitor-only") == 1
+    assert report["samples"] and all(s["source"] == "procfs" for s in report["samples"])
+    assert max(s["values"].get("memory", 0) for s in report["samples"]) >= 20 * MIB

@@ -1,0 +1,48 @@
+"""``airflow-adaptive monitor``, the sidecar, run as its own process beside a real workload.
+
+The workload runs in a real cgroup, marked by its environment like the operator marks the
+workload container; the monitor finds it through /proc, reads its cgroup through
+``/proc/<pid>/root`` and writes resize signals as JSON lines on stdout.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from airflow_adaptive.domain.signals import parse_signal_line
+
+pytestmark = pytest.mark.integration
+MIB = 2**20
+CLI = [sys.executable, "-m", "airflow_adaptive.cli.main"]
+
+
+def test_sidecar_reads_the_workload_cgroup_emits_signal_lines_and_exits_when_it_ends(managed_cgroup, workload_cmd, tmp_path):
+    managed_cgroup.set_memory_limit(1024 * MIB)  # the container's real limit; the monitor only signals
+    marker = f"AIRFLOW_ADAPTIVE_WORKLOAD=test-{os.getpid()}"
+    workload = subprocess.Popen(workload_cmd("grow", "--to-mib", "320", "--rate-mib-s", "100", "--hold-s", "1.5"),
+                                preexec_fn=managed_cgroup.join_current_process, env={**os.environ, marker.split("=")[0]: marker.split("=")[1]},
+                                stdout=subprocess.DEVNULL)
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0", "AIRFLOW_ADAPTIVE_CPU": "1", "AIRFLOW_ADAPTIVE_MEMORY": "128Mi",
+           "AIRFLOW_ADAPTIVE_INTERVAL": "0.3", "AIRFLOW_ADAPTIVE_WORKLOAD_ENV": marker}
+    monitor = subprocess.run([*CLI, "-v", "monitor", "--container", "base", "--wait", "20"], capture_output=True,
+                             text=True, env=env, timeout=90, cwd=tmp_path)
+    assert workload.wait(timeout=30) == 0
+    assert monitor.returncode == 0, monitor.stderr
+    assert f"through cgroup-{managed_cgroup.version}" in monitor.stderr
+    signals = [s for s in map(parse_signal_line, monitor.stdout.splitlines()) if s is not None]
+    memory = [s for s in signals if s.resource == "memory"]
+    assert memory, monitor.stdout + monitor.stderr
+    assert memory[0].old == 128 * MIB and memory[0].new > memory[0].old
+    assert [s.sequence for s in signals] == list(range(len(signals)))
+    assert all(s.container == "base" for s in signals)
+
+
+def test_sidecar_without_a_workload_says_what_the_pod_needs(tmp_path):
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0"}
+    proc = subprocess.run([*CLI, "monitor", "--cpu", "1", "--memory", "1Gi", "--wait", "1",
+                           "--workload-env", "AIRFLOW_ADAPTIVE_WORKLOAD=nobody-has-this"],
+                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "shareProcessNamespace" in proc.stderr and "Traceback" not in proc.stderr
