@@ -25,7 +25,7 @@ Defaults, and where they come from:
 | ``smoothing`` | 0.5 | EWMA weight of the newest sample: the smoothed value forgets a spike in ~3 samples |
 | ``up_threshold`` | 0.90 | the v2 ``memory.high`` point and the v1 usage-threshold of the local runner; CPU at 90% of its quota is being throttled |
 | ``up_samples`` | 2 | the issue's target: a sustained deviation resizes within 3 samples, a single spike never |
-| ``lookahead_samples`` | 2 | memory growing at its last rate reaches the limit before the next decision can act |
+| ``lookahead_samples`` | 3 | growth confirmed over ``up_samples`` (2) still leaves one sample of room before the limit |
 | ``down_threshold`` | 0.50 | VPA's recommender scales down only when the target is well under the request |
 | ``down_samples`` | 30 | 30 s at 1 s sampling: a phase change, not a pause between batches |
 | ``up_cooldown_s`` | 5 | lets a new limit show its effect before the next increase |
@@ -55,7 +55,7 @@ class DeviationConfig:
     smoothing: float = 0.5
     up_threshold: float = 0.90
     up_samples: int = 2
-    lookahead_samples: float = 2.0
+    lookahead_samples: float = 3.0
     down_threshold: float = 0.50
     down_samples: int = 30
     up_cooldown_s: float = 5.0
@@ -220,8 +220,8 @@ def _resize(resource, track: Track, want: float, now, config, bounds: Bounds, wh
     if want > alloc and new <= alloc * (1 + config.min_change / 2):
         top = bounds.maximum.get(resource, alloc)
         return ResourceDecision(resource, "hold", alloc, alloc, f"{resource} is short but at its bound {_fmt(resource, top)}"), track
-    if abs(new - alloc) < config.min_change * alloc:
-        return None, track  # hysteresis
+    if abs(new - alloc) < config.min_change * alloc and not (alloc < new < want):
+        return None, track  # hysteresis (but a short resource still gets the last bit up to its bound)
     if new < want:
         why += f"; capped at the bound {_fmt(resource, new)}"
     action: Action = "increase" if new > alloc else "decrease"
