@@ -29,7 +29,7 @@ CASES = {
     "grow, resize": (["--cpu", "1", "--memory", "128Mi", "--interval", "1"], ["grow", "--to-mib", "768", "--rate-mib-s", "300"]),
     "grow, --no-resize": (["--cpu", "1", "--memory", "128Mi", "--no-resize"], ["grow", "--to-mib", "768", "--rate-mib-s", "300"]),
     "sustained cpu": (["--cpu", "0.25", "--memory", "256Mi", "--max-cpu", "2", "--interval", "1"], ["spin", "--seconds", "6", "--processes", "2"]),
-    "sustained memory": (["--cpu", "1", "--memory", "256Mi", "--interval", "1"],
+    "memory at 92% of limit": (["--cpu", "1", "--memory", "256Mi", "--interval", "1"],
                          ["steady", "--mib", "235", "--seconds", "6"]),
     "single spike": (["--cpu", "1", "--memory", "512Mi", "--interval", "1"],
                      ["steady", "--mib", "60", "--seconds", "6", "--spike-mib", "300", "--spike-at", "2.5", "--spike-s", "0.8"]),

@@ -76,23 +76,39 @@ def _host_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _usage_log(args):
+def _usage_log(args, strict: bool = True):
+    """The stage run's usage log; ``strict`` (run) refuses a bad run id before the workload starts,
+    the sidecar logs it and keeps its samples in the spool (a monitor fault never stops the workload)."""
     if not args.run_id:
         return None
     if not args.mlflow_uri:
         raise UserError("--run-id needs --mlflow-uri (or MLFLOW_TRACKING_URI): where is the MLflow server?")
     from airflow_adaptive.runtime.usage_logging import open_usage_log
 
-    return open_usage_log(args.mlflow_uri, args.run_id, args.spool_dir)
+    return open_usage_log(args.mlflow_uri, args.run_id, args.spool_dir, strict=strict)
 
 
 def _gpu_reader(device_uuids=None):
+    """NVML's reader, or None (NVML absent, or AIRFLOW_ADAPTIVE_NVML=0)."""
     if os.environ.get("AIRFLOW_ADAPTIVE_NVML", "1") == "0":
         return None
     from airflow_adaptive.adapters.nvml.sampler import NvmlSampler
 
     sampler = NvmlSampler.open(device_uuids)
     return sampler.sample if sampler else None
+
+
+def _sidecar_gpu_reader(pid: int):
+    """In a pod NVML's host PIDs do not match ours: attribute the workload's own GPUs (device mode)."""
+    if os.environ.get("AIRFLOW_ADAPTIVE_NVML", "1") == "0":
+        return None
+    from airflow_adaptive.adapters.nvml.sampler import visible_devices_of
+
+    devices = visible_devices_of(pid)
+    if not devices:
+        log.info("workload pid %d has no GPUs visible (NVIDIA_VISIBLE_DEVICES unset, empty or unreadable): no GPU sampling", pid)
+        return None
+    return _gpu_reader(devices)
 
 
 def cmd_run(args) -> int:
@@ -125,7 +141,7 @@ def cmd_monitor(args) -> int:
                        container=args.container or "base", bounds=_bounds(args))
     if args.pod:
         log.info("monitor for pod %s/%s container %s", args.namespace, args.pod, spec.container)
-    return run_sidecar(spec, channel_named(args.channel), usage_log=_usage_log(args), gpu=_gpu_reader())
+    return run_sidecar(spec, channel_named(args.channel), usage_log=_usage_log(args, strict=False), gpu_for=_sidecar_gpu_reader)
 
 
 def _env(name: str, default=None):

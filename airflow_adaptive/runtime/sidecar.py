@@ -30,6 +30,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
 from airflow_adaptive.adapters.cgroups.reader import CgroupReader
@@ -107,7 +108,8 @@ class _Stop:
 
 
 def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLog | None = None,
-                gpu: GpuReader | None = None) -> int:
+                gpu_for: Callable[[int], GpuReader | None] | None = None) -> int:
+    """Monitor the workload until it ends; ``gpu_for(pid)`` builds the GPU reader once it is found."""
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     deadline = time.monotonic() + spec.wait_s
@@ -124,6 +126,7 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     sampler = workload_sampler(pid)
     log.info("monitoring workload pid %d through %s every %.1f s", pid, sampler.source, spec.interval_s)
     oom_before = _oom_kills(sampler)
+    gpu = gpu_for(pid) if gpu_for else None
     monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
                       config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container)
     next_tick = time.monotonic()

@@ -1,0 +1,280 @@
+"""NvmlSampler against a stand-in libnvidia-ml.so.1 (tests/support/fake_nvml/fake_nvml.c).
+
+No GPU is present on the machines these tests run on, so a small C library that exports the
+NVML symbols nvidia-ml-py resolves, with nvml.h's struct layouts, plays the driver. It is
+compiled here with gcc (a compile failure fails the tests) and loaded by the real pynvml in a
+subprocess (``LD_LIBRARY_PATH``), since pynvml caches the library once per process. Its
+devices and processes come from the text file in ``$FAKE_NVML_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE = REPO / "tests" / "support" / "fake_nvml"
+SOURCE = FAKE / "fake_nvml.c"
+DRIVER = FAKE / "run_sampler.py"
+GiB = 1 << 30
+
+TWO_GPUS = f"""\
+device GPU-aaaa-0000 Fake-A100 40 10 {80 * GiB} {30 * GiB}
+device GPU-bbbb-1111 Fake-A100 90 20 {80 * GiB} {50 * GiB}
+"""
+
+# What pynvml resolves for the sampler's calls (nvmlInit -> nvmlInitWithFlags in nvidia-ml-py 13;
+# nvmlErrorString only for a code outside pynvml's own table, hence the failure code 4242 below).
+SAMPLER_SYMBOLS = {
+    "nvmlInitWithFlags", "nvmlShutdown", "nvmlErrorString", "nvmlSystemGetDriverVersion",
+    "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetUUID", "nvmlDeviceGetName",
+    "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization",
+    "nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetGraphicsRunningProcesses_v3",
+}
+
+
+@pytest.fixture(scope="session")
+def fake_nvml(tmp_path_factory) -> Path:
+    """The stand-in library, built with gcc as ``<tmp>/libnvidia-ml.so.1``; its directory."""
+    lib_dir = tmp_path_factory.mktemp("fake-nvml")
+    lib = lib_dir / "libnvidia-ml.so.1"
+    build = subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden",
+         "-o", str(lib), str(SOURCE)],
+        capture_output=True, text=True,
+    )
+    assert build.returncode == 0, f"gcc could not build the stand-in NVML library:\n{build.stderr}"
+    return lib_dir
+
+
+def run_sampler(lib_dir: Path | None, tmp_path: Path, plan: dict, config: str = "") -> dict:
+    cfg = tmp_path / "nvml.conf"
+    cfg.write_text(config)
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = str(lib_dir if lib_dir is not None else tmp_path / "no-library-here")
+    env["FAKE_NVML_CONFIG"] = str(cfg)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, str(DRIVER), json.dumps(plan)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def warnings_of(out: dict) -> list[str]:
+    return [m for level, m in out["log"] if level in ("WARNING", "ERROR")]
+
+
+# -- the stand-in itself, checked against nvidia-ml-py's own definitions ---------------------
+
+
+def test_stub_struct_layouts_match_pynvml_ctypes(fake_nvml):
+    """The C sizeof/offsetof of every struct the stand-in NVML library (used because no GPU is
+    present here) fills equal nvidia-ml-py's ctypes definitions, field by field."""
+    import pynvml
+
+    lib = ctypes.CDLL(str(fake_nvml / "libnvidia-ml.so.1"))
+    buf = ctypes.create_string_buffer(4096)
+    assert 0 < lib.fake_nvml_layout(buf, len(buf)) < len(buf)
+    pynvml_class = {
+        "nvmlMemory_t": pynvml.c_nvmlMemory_t,
+        "nvmlUtilization_t": pynvml.c_nvmlUtilization_t,
+        "nvmlProcessInfo_v2_t": pynvml.c_nvmlProcessInfo_v2_t,
+        "nvmlProcessInfo_v3_t": pynvml.c_nvmlProcessInfo_v3_t,
+        "nvmlProcessUtilizationSample_t": pynvml.c_nvmlProcessUtilizationSample_t,
+    }
+    seen = set()
+    for line in buf.value.decode().splitlines():
+        name, size, *fields = line.split()
+        cls = pynvml_class[name]
+        seen.add(name)
+        assert int(size) == ctypes.sizeof(cls), name
+        c_fields = {f: int(off) for f, off in (x.split(":") for x in fields)}
+        py_fields = {f[0]: getattr(cls, f[0]).offset for f in cls._fields_}
+        assert c_fields == py_fields, name
+    assert seen == set(pynvml_class)
+
+
+def test_stub_exports_every_symbol_pynvml_resolves(fake_nvml, tmp_path):
+    """Every NVML symbol pynvml looked up while the sampler ran (all code paths: PID mode with
+    per-process and device utilisation, device mode, errors, close) is exported by the stand-in
+    NVML library, which replaces the driver because no GPU is present here."""
+    config = TWO_GPUS + "process 0 100 1000 30\nprocess 1 101 2000 -\nprocess 1 101 2000 - graphics\n"
+    lookups = set()
+    for plan in (
+        {"steps": [{"sample": [100, 101]}, {"config": config + "fail nvmlDeviceGetGraphicsRunningProcesses_v3 4242\n"},
+                   {"sample": [100]}, {"config": config + "fail nvmlDeviceGetProcessUtilization 3\n"},
+                   {"sample": [100, 101]}]},
+        {"device_uuids": ["GPU-bbbb-1111"], "steps": [{"sample": []}]},
+    ):
+        out = run_sampler(fake_nvml, tmp_path, plan, config)
+        assert out["opened"], out
+        lookups |= set(out["lookups"])
+    assert SAMPLER_SYMBOLS <= lookups, SAMPLER_SYMBOLS - lookups
+    lib = ctypes.CDLL(str(fake_nvml / "libnvidia-ml.so.1"))
+    assert [s for s in sorted(lookups) if not hasattr(lib, s)] == []
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(fake_nvml / "libnvidia-ml.so.1")],
+                        capture_output=True, text=True)
+    if nm.returncode == 0:  # binutils present: the symbols are in the dynamic table, exported
+        exported = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
+        assert lookups <= exported
+
+
+# -- PID mode (local runner) ------------------------------------------------------------------
+
+
+def test_pid_mode_counts_only_the_workload_processes(fake_nvml, tmp_path):
+    """PID mode, against a stand-in NVML library because no GPU is present here: memory and SM
+    utilisation of the given PIDs only; another process on the same GPU is ignored."""
+    config = TWO_GPUS + (
+        f"process 0 100 {2 * GiB} 30\n"
+        f"process 0 999 {7 * GiB} 50\n"  # not the workload's
+        f"process 1 101 {3 * GiB} 25\n"
+        f"process 1 101 {3 * GiB} 25 graphics\n"  # the same process, also listed as graphics
+        f"process 1 102 {1 * GiB} - graphics\n"
+    )
+    out = run_sampler(fake_nvml, tmp_path, {"steps": [{"sample": [100, 101, 102, 4242]}]}, config)
+    assert out["opened"] and out["devices"] == ["GPU-aaaa-0000", "GPU-bbbb-1111"]
+    (s,) = out["samples"]
+    assert s["gpu_memory"] == 6 * GiB
+    assert s["gpu"] == pytest.approx(0.30 + 0.25)
+    assert warnings_of(out) == []
+
+
+def test_pid_mode_falls_back_to_device_utilisation(fake_nvml, tmp_path):
+    """PID mode, against a stand-in NVML library because no GPU is present here: without
+    per-process utilisation, the utilisation of the devices where a workload PID runs counts
+    (device 1 has no workload process, so its 90 % does not), and the error is logged once."""
+    config = TWO_GPUS + f"process 0 100 {GiB} 30\nprocess 1 999 {GiB} 80\nfail nvmlDeviceGetProcessUtilization 3\n"
+    out = run_sampler(fake_nvml, tmp_path, {"steps": [{"sample": [100]}, {"sample": [100]}]}, config)
+    assert out["samples"] == [{"gpu": 0.40, "gpu_memory": GiB}] * 2
+    assert len(warnings_of(out)) == 1 and "nvmlDeviceGetProcessUtilization" in warnings_of(out)[0]
+
+    # No per-process sample since the last call (NVML_ERROR_NOT_FOUND) is no error: the
+    # workload ran no kernels there, 0, whatever the device's utilisation says.
+    config = TWO_GPUS + f"process 1 100 {GiB} -\n"
+    out = run_sampler(fake_nvml, tmp_path, {"steps": [{"sample": [100]}]}, config)
+    assert out["samples"] == [{"gpu": 0.0, "gpu_memory": GiB}]
+    assert warnings_of(out) == []
+
+
+def test_pid_mode_values_change_between_samples(fake_nvml, tmp_path):
+    """Two samples read the current values, against a stand-in NVML library (no GPU here)
+    whose configuration changes between them; a workload that left the GPU reads as 0."""
+    first = TWO_GPUS + f"process 0 100 {GiB} 10\n"
+    second = TWO_GPUS + f"process 0 100 {4 * GiB} 70\nprocess 1 101 {GiB} 20\n"
+    plan = {"steps": [{"sample": [100, 101]}, {"config": second}, {"sample": [100, 101]},
+                      {"config": TWO_GPUS}, {"sample": [100, 101]}]}
+    out = run_sampler(fake_nvml, tmp_path, plan, first)
+    assert out["samples"][0] == {"gpu": pytest.approx(0.10), "gpu_memory": GiB}
+    assert out["samples"][1] == {"gpu": pytest.approx(0.90), "gpu_memory": 5 * GiB}
+    assert out["samples"][2] == {"gpu": 0.0, "gpu_memory": 0.0}
+
+
+# -- device mode (Kubernetes sidecar) -----------------------------------------------------------
+
+
+def test_device_mode_attributes_the_workload_gpus(fake_nvml, tmp_path):
+    """Device mode, against a stand-in NVML library because no GPU is present here: the GPUs
+    come from the workload process's NVIDIA_VISIBLE_DEVICES, and everything on them (whatever
+    the host PIDs) counts; the other GPU does not."""
+    workload = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, "NVIDIA_VISIBLE_DEVICES": "GPU-bbbb-1111"},
+    )
+    try:
+        config = TWO_GPUS + f"process 1 31337 {5 * GiB} 60\nprocess 0 31338 {GiB} 10\n"
+        plan = {"devices_of_pid": workload.pid, "steps": [{"sample": [workload.pid]}]}
+        out = run_sampler(fake_nvml, tmp_path, plan, config)
+    finally:
+        workload.kill()
+        workload.wait()
+    assert out["visible"] == ["GPU-bbbb-1111"]
+    assert out["devices"] == ["GPU-bbbb-1111"]
+    assert out["samples"] == [{"gpu": 0.90, "gpu_memory": 50 * GiB}]
+
+
+def test_device_mode_call_failure_omits_that_resource(fake_nvml, tmp_path):
+    """Device mode, against a stand-in NVML library because no GPU is present here: a failing
+    nvmlDeviceGetMemoryInfo leaves gpu_memory out (never 0), keeps gpu, and is logged once."""
+    config = TWO_GPUS + "fail nvmlDeviceGetMemoryInfo 15\n"
+    plan = {"device_uuids": ["all"], "steps": [{"sample": []}, {"sample": []}]}
+    out = run_sampler(fake_nvml, tmp_path, plan, config)
+    assert out["samples"] == [{"gpu": pytest.approx(1.30)}] * 2
+    assert len(warnings_of(out)) == 1 and "GPU is lost" in warnings_of(out)[0]
+
+
+def test_visible_devices_of(tmp_path, monkeypatch):
+    """NVIDIA_VISIBLE_DEVICES read from /proc/<pid>/environ (no GPU or NVML needed)."""
+    from airflow_adaptive.adapters.nvml import sampler
+
+    def spawn(value):
+        env = {k: v for k, v in os.environ.items() if k != "NVIDIA_VISIBLE_DEVICES"}
+        if value is not None:
+            env["NVIDIA_VISIBLE_DEVICES"] = value
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+
+    for value, expected in (("GPU-a,GPU-b", ["GPU-a", "GPU-b"]), ("all", ["all"]), ("void", []), (None, None)):
+        p = spawn(value)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not Path(f"/proc/{p.pid}/environ").read_bytes():
+                time.sleep(0.01)
+            assert sampler.visible_devices_of(p.pid) == expected, value
+        finally:
+            p.kill()
+            p.wait()
+    assert sampler.visible_devices_of(2**22 + 7) is None  # no such process
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sampler, "open", denied, raising=False)
+    assert sampler.visible_devices_of(os.getpid()) is None
+
+
+# -- NVML missing or failing --------------------------------------------------------------------
+
+
+def test_init_failure_gives_none_and_one_log_line(fake_nvml, tmp_path):
+    """nvmlInit failing (driver not loaded) in the stand-in NVML library, used because no GPU is
+    present here: open() returns None without raising, with exactly one log line."""
+    out = run_sampler(fake_nvml, tmp_path, {"steps": [{"sample": [1]}]}, TWO_GPUS + "fail_init 9\n")
+    assert out["opened"] is False and out["samples"] == []
+    assert len(out["log"]) == 1 and "Driver Not Loaded" in out["log"][0][1]
+
+
+def test_per_call_failure_omits_that_resource(fake_nvml, tmp_path):
+    """A failing process listing in the stand-in NVML library (no GPU here) leaves gpu_memory
+    out of the sample, without an exception; gpu still comes from per-process utilisation."""
+    config = TWO_GPUS + f"process 0 100 {GiB} 35\nfail nvmlDeviceGetComputeRunningProcesses_v3 999\n"
+    out = run_sampler(fake_nvml, tmp_path, {"steps": [{"sample": [100]}, {"sample": [100]}]}, config)
+    assert out["samples"] == [{"gpu": pytest.approx(0.35)}] * 2
+    assert len(warnings_of(out)) == 1
+
+    # Per-process utilisation failing as well: whether the workload uses a GPU is unknown, so gpu
+    # is left out too.
+    config += "fail nvmlDeviceGetProcessUtilization 999\n"
+    out = run_sampler(fake_nvml, tmp_path, {"steps": [{"sample": [100]}]}, config)
+    assert out["samples"] == [{}]
+
+
+def test_no_library_gives_none(tmp_path):
+    """No libnvidia-ml.so.1 at all (as on this machine, which has no GPU and gets no stand-in
+    NVML library in this test): open() returns None with one log line."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        pass
+    else:
+        pytest.skip("a real libnvidia-ml.so.1 is installed on this machine")
+    out = run_sampler(None, tmp_path, {"steps": [{"sample": [1]}]}, "")
+    assert out["opened"] is False
+    assert len(out["log"]) == 1 and "NVML" in out["log"][0][1]

@@ -1,0 +1,85 @@
+"""Runs NvmlSampler in its own process (pynvml loads libnvidia-ml.so.1 once per process) and
+prints what happened as JSON on stdout.
+
+argv[1] is a JSON plan::
+
+    {"device_uuids": null | [...], "devices_of_pid": null | <pid>,
+     "steps": [{"config": "<text for $FAKE_NVML_CONFIG>"}, {"sample": [pids]}, ...],
+     "close": true}
+
+Output: ``{"opened": bool, "devices": [...], "samples": [...], "log": [[level, message], ...],
+"lookups": [NVML symbols pynvml looked up]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[list[str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append([record.levelname, record.getMessage()])
+
+
+def main() -> None:
+    plan = json.loads(sys.argv[1])
+    collect = _Collect()
+    logger = logging.getLogger("airflow_adaptive.adapters.nvml")
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    import pynvml
+
+    lookups: list[str] = []
+    original = pynvml._nvmlGetFunctionPointer
+
+    def recording(name):
+        lookups.append(name)
+        return original(name)
+
+    pynvml._nvmlGetFunctionPointer = recording
+
+    from airflow_adaptive.adapters.nvml import NvmlSampler, visible_devices_of
+
+    config = os.environ.get("FAKE_NVML_CONFIG")
+    out: dict = {"opened": False, "devices": [], "samples": [], "visible": None}
+
+    def run_config_steps_until_sample(steps):
+        rest = list(steps)
+        while rest and "config" in rest[0]:
+            with open(config, "w") as f:
+                f.write(rest.pop(0)["config"])
+        return rest
+
+    steps = run_config_steps_until_sample(plan.get("steps", []))
+    device_uuids = plan.get("device_uuids")
+    if plan.get("devices_of_pid") is not None:
+        device_uuids = visible_devices_of(int(plan["devices_of_pid"]))
+        out["visible"] = device_uuids
+    sampler = NvmlSampler.open(device_uuids)
+    if sampler is not None:
+        out["opened"] = True
+        out["devices"] = sampler.device_uuids
+        for step in steps:
+            if "config" in step:
+                with open(config, "w") as f:
+                    f.write(step["config"])
+            else:
+                out["samples"].append(sampler.sample(step["sample"]))
+        if plan.get("close", True):
+            sampler.close()
+    out["log"] = collect.records
+    out["lookups"] = sorted(set(lookups))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
