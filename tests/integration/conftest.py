@@ -167,3 +167,22 @@ def _workload_cmd(*args: str) -> list[str]:
 def workload_cmd():
     """``workload_cmd("grow", "--to-mib", "300")``: argv of a real workload (tests/support/workload.py)."""
     return _workload_cmd
+
+
+# -- the stand-in NVML library (no GPU here) ----------------------------------------------
+
+FAKE_NVML_SOURCE = ROOT / "tests" / "support" / "fake_nvml" / "fake_nvml.c"
+
+
+@pytest.fixture(scope="session")
+def fake_nvml(tmp_path_factory) -> Path:
+    """The stand-in library, built with gcc as ``<tmp>/libnvidia-ml.so.1``; its directory."""
+    lib_dir = tmp_path_factory.mktemp("fake-nvml")
+    lib = lib_dir / "libnvidia-ml.so.1"
+    build = subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden",
+         "-o", str(lib), str(FAKE_NVML_SOURCE)],
+        capture_output=True, text=True,
+    )
+    assert build.returncode == 0, f"gcc could not build the stand-in NVML library:\n{build.stderr}"
+    return lib_dir

@@ -138,3 +138,22 @@ def test_without_permission_to_create_cgroups_it_runs_monitor_only_and_says_so_o
     assert proc.stderr.count("running monitor-only") == 1
     assert report["samples"] and all(s["source"] == "procfs" for s in report["samples"])
     assert max(s["values"].get("memory", 0) for s in report["samples"]) >= 20 * MIB
+
+
+def test_gpu_usage_of_the_workload_pid_reaches_the_report_through_nvml(tmp_path, cgroups_available, fake_nvml):
+    """Runs against the stand-in NVML library (no GPU here): the workload registers its own PID
+    as a GPU process in the stand-in's config, as a CUDA program would appear to NVML; another
+    process on the same GPU must not be counted."""
+    config = tmp_path / "nvml.conf"
+    config.write_text(f"device GPU-aaaa-0000 Fake-A100 70 10 {80 * 2**30} {30 * 2**30}\nprocess 0 999999 {5 * 2**30} 90\n")
+    script = f'echo "process 0 $$ {2**30} 40" >> {config}; exec sleep 2'
+    out = tmp_path / "report.json"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(fake_nvml), "FAKE_NVML_CONFIG": str(config)}
+    proc = subprocess.run([*CLI, "run", "--json", str(out), "--cpu", "1", "--memory", "64Mi", "--interval", "0.3", "--", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    samples = json.loads(out.read_text())["samples"]
+    gpu = [s["values"] for s in samples if "gpu_memory" in s["values"]]
+    assert gpu, samples
+    assert max(v["gpu_memory"] for v in gpu) == 2**30  # its own process, not the other one's 5 GiB
+    assert max(v["gpu"] for v in gpu) == pytest.approx(0.4)

@@ -40,18 +40,6 @@ SAMPLER_SYMBOLS = {
 }
 
 
-@pytest.fixture(scope="session")
-def fake_nvml(tmp_path_factory) -> Path:
-    """The stand-in library, built with gcc as ``<tmp>/libnvidia-ml.so.1``; its directory."""
-    lib_dir = tmp_path_factory.mktemp("fake-nvml")
-    lib = lib_dir / "libnvidia-ml.so.1"
-    build = subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden",
-         "-o", str(lib), str(SOURCE)],
-        capture_output=True, text=True,
-    )
-    assert build.returncode == 0, f"gcc could not build the stand-in NVML library:\n{build.stderr}"
-    return lib_dir
 
 
 def run_sampler(lib_dir: Path | None, tmp_path: Path, plan: dict, config: str = "") -> dict:
