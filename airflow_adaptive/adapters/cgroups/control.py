@@ -27,6 +27,8 @@ CFS_PERIOD_US = 100_000
 MEMORY_HIGH_FRACTION = 0.9
 #: v1 ``memory.limit_in_bytes`` is rounded down to whole pages by the kernel.
 PAGE = 4096
+#: v2 leaf the runner moves itself into when its own cgroup must delegate controllers.
+RUNNER_LEAF = "airflow-adaptive-runner"
 
 
 class ManagedCgroup:
@@ -43,6 +45,8 @@ class ManagedCgroup:
             parent = parent or cgroup_of("self")
         except (OSError, CgroupUnavailable) as exc:
             raise CgroupUnavailable(f"cannot find this process's cgroup: {exc}") from exc
+        if parent.version == "v2" and os.path.basename(parent.dirs["unified"]) == RUNNER_LEAF:
+            parent = CgroupPaths("v2", {"unified": os.path.dirname(parent.dirs["unified"])})  # moved there earlier
         dirs = {key: os.path.join(d, name) for key, d in parent.dirs.items()}
         made: list[str] = []
         try:
@@ -57,6 +61,9 @@ class ManagedCgroup:
             raise CgroupUnavailable(f"cannot create cgroup {name} ({parent.version}): {exc.strerror} on {exc.filename}") from exc
         group = cls(CgroupPaths(parent.version, dirs))
         group.reader.check()
+        oom_group = os.path.join(dirs.get("unified", ""), "memory.oom.group")
+        if parent.version == "v2" and os.path.exists(oom_group):
+            _write(oom_group, 1)  # an OOM kill takes the whole workload, as the kubelet sets it
         return group
 
     # -- membership ---------------------------------------------------------------------
@@ -155,11 +162,25 @@ class ManagedCgroup:
 
 
 def _enable_v2_controllers(parent: str) -> None:
+    """Delegate memory and cpu to the parent's children.
+
+    v2's "no internal processes" rule refuses (EBUSY) to enable controllers for the children of
+    a non-root cgroup that holds processes, such as the runner's own. The runner then moves
+    itself into a leaf ``runner`` child first, as container runtimes do.
+    """
     path = os.path.join(parent, "cgroup.subtree_control")
-    enabled = set(open(path).read().split())
-    for c in ("memory", "cpu"):
-        if c not in enabled:
-            _write(path, f"+{c}")
+    missing = [c for c in ("memory", "cpu") if c not in open(path).read().split()]
+    if not missing:
+        return
+    try:
+        _write(path, " ".join(f"+{c}" for c in missing))
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        leaf = os.path.join(parent, RUNNER_LEAF)
+        os.makedirs(leaf, exist_ok=True)
+        _write(os.path.join(leaf, "cgroup.procs"), os.getpid())
+        _write(path, " ".join(f"+{c}" for c in missing))
 
 
 def _page_round(value: float) -> int:
