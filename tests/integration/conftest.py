@@ -176,13 +176,16 @@ FAKE_NVML_SOURCE = ROOT / "tests" / "support" / "fake_nvml" / "fake_nvml.c"
 
 @pytest.fixture(scope="session")
 def fake_nvml(tmp_path_factory) -> Path:
-    """The stand-in library, built with gcc as ``<tmp>/libnvidia-ml.so.1``; its directory."""
-    lib_dir = tmp_path_factory.mktemp("fake-nvml")
-    lib = lib_dir / "libnvidia-ml.so.1"
-    build = subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden",
-         "-o", str(lib), str(FAKE_NVML_SOURCE)],
-        capture_output=True, text=True,
-    )
-    assert build.returncode == 0, f"gcc could not build the stand-in NVML library:\n{build.stderr}"
-    return lib_dir
+    """A directory holding the stand-in ``libnvidia-ml.so.1``, built from fake_nvml.c with gcc.
+    Skips nothing: a missing gcc or a compile error fails the tests that need it."""
+    out = tmp_path_factory.mktemp("fake-nvml")
+    lib = out / "libnvidia-ml.so.1"
+    cmd = ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Wl,-soname,libnvidia-ml.so.1",
+           "-o", str(lib), str(FAKE_NVML_SOURCE)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError as e:
+        pytest.fail(f"gcc is needed to build the stand-in NVML library: {e}")
+    if proc.returncode != 0 or not lib.is_file():
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return out

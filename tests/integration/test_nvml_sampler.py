@@ -25,9 +25,12 @@ SOURCE = FAKE / "fake_nvml.c"
 DRIVER = FAKE / "run_sampler.py"
 GiB = 1 << 30
 
+MiB = 1 << 20
+
+# device <uuid> <name> <util_gpu %> <util_mem %> <mem_total> <mem_used> [<mem_reserved>]
 TWO_GPUS = f"""\
 device GPU-aaaa-0000 Fake-A100 40 10 {80 * GiB} {30 * GiB}
-device GPU-bbbb-1111 Fake-A100 90 20 {80 * GiB} {50 * GiB}
+device GPU-bbbb-1111 Fake-A100 90 20 {80 * GiB} {50 * GiB} {500 * MiB}
 """
 
 # What pynvml resolves for the sampler's calls (nvmlInit -> nvmlInitWithFlags in nvidia-ml-py 13;
@@ -35,7 +38,8 @@ device GPU-bbbb-1111 Fake-A100 90 20 {80 * GiB} {50 * GiB}
 SAMPLER_SYMBOLS = {
     "nvmlInitWithFlags", "nvmlShutdown", "nvmlErrorString", "nvmlSystemGetDriverVersion",
     "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetUUID", "nvmlDeviceGetName",
-    "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization",
+    "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetProcessUtilization",
     "nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetGraphicsRunningProcesses_v3",
 }
 
@@ -46,7 +50,10 @@ def run_sampler(lib_dir: Path | None, tmp_path: Path, plan: dict, config: str = 
     cfg = tmp_path / "nvml.conf"
     cfg.write_text(config)
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = str(lib_dir if lib_dir is not None else tmp_path / "no-library-here")
+    if lib_dir is None:  # an empty directory: no libnvidia-ml.so.1 to be found there
+        lib_dir = tmp_path / "no-library-here"
+        lib_dir.mkdir(exist_ok=True)
+    env["LD_LIBRARY_PATH"] = str(lib_dir)
     env["FAKE_NVML_CONFIG"] = str(cfg)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(
@@ -73,6 +80,7 @@ def test_stub_struct_layouts_match_pynvml_ctypes(fake_nvml):
     assert 0 < lib.fake_nvml_layout(buf, len(buf)) < len(buf)
     pynvml_class = {
         "nvmlMemory_t": pynvml.c_nvmlMemory_t,
+        "nvmlMemory_v2_t": pynvml.c_nvmlMemory_v2_t,
         "nvmlUtilization_t": pynvml.c_nvmlUtilization_t,
         "nvmlProcessInfo_v2_t": pynvml.c_nvmlProcessInfo_v2_t,
         "nvmlProcessInfo_v3_t": pynvml.c_nvmlProcessInfo_v3_t,
@@ -96,12 +104,19 @@ def test_stub_exports_every_symbol_pynvml_resolves(fake_nvml, tmp_path):
     NVML library, which replaces the driver because no GPU is present here."""
     config = TWO_GPUS + "process 0 100 1000 30\nprocess 1 101 2000 -\nprocess 1 101 2000 - graphics\n"
     lookups = set()
-    for plan in (
-        {"steps": [{"sample": [100, 101]}, {"config": config + "fail nvmlDeviceGetGraphicsRunningProcesses_v3 4242\n"},
-                   {"sample": [100]}, {"config": config + "fail nvmlDeviceGetProcessUtilization 3\n"},
-                   {"sample": [100, 101]}]},
-        {"device_uuids": ["GPU-bbbb-1111"], "steps": [{"sample": []}]},
-    ):
+    pid_mode = [
+        {"sample": [100, 101]},
+        {"config": config + "fail nvmlDeviceGetGraphicsRunningProcesses_v3 4242\n"},  # -> nvmlErrorString
+        {"sample": [100]},
+        {"config": config + "fail nvmlDeviceGetProcessUtilization 3\n"},  # -> device utilisation
+        {"sample": [100, 101]},
+    ]
+    device_mode = [
+        {"sample": []},
+        {"config": config + "fail nvmlDeviceGetMemoryInfo_v2 13\n"},  # -> v1 nvmlDeviceGetMemoryInfo
+        {"sample": []},
+    ]
+    for plan in ({"steps": pid_mode}, {"device_uuids": ["GPU-bbbb-1111"], "steps": device_mode}):
         out = run_sampler(fake_nvml, tmp_path, plan, config)
         assert out["opened"], out
         lookups |= set(out["lookups"])
@@ -186,13 +201,26 @@ def test_device_mode_attributes_the_workload_gpus(fake_nvml, tmp_path):
         workload.wait()
     assert out["visible"] == ["GPU-bbbb-1111"]
     assert out["devices"] == ["GPU-bbbb-1111"]
+    # nvmlDeviceGetMemoryInfo_v2's used: without the driver's 500 MiB reservation.
     assert out["samples"] == [{"gpu": 0.90, "gpu_memory": 50 * GiB}]
+    assert warnings_of(out) == []
+
+
+def test_device_mode_memory_falls_back_to_v1(fake_nvml, tmp_path):
+    """Device mode, against a stand-in NVML library because no GPU is present here: a driver
+    without nvmlDeviceGetMemoryInfo_v2 (answering FUNCTION_NOT_FOUND) is read through the v1
+    nvmlDeviceGetMemoryInfo, whose used counts the reservation; no warning, v2 not retried."""
+    config = TWO_GPUS + "fail nvmlDeviceGetMemoryInfo_v2 13\n"
+    plan = {"device_uuids": ["GPU-aaaa-0000", "GPU-bbbb-1111"], "steps": [{"sample": []}, {"sample": []}]}
+    out = run_sampler(fake_nvml, tmp_path, plan, config)
+    assert out["samples"] == [{"gpu": pytest.approx(1.30), "gpu_memory": 80 * GiB + 500 * MiB}] * 2
+    assert warnings_of(out) == []
 
 
 def test_device_mode_call_failure_omits_that_resource(fake_nvml, tmp_path):
     """Device mode, against a stand-in NVML library because no GPU is present here: a failing
-    nvmlDeviceGetMemoryInfo leaves gpu_memory out (never 0), keeps gpu, and is logged once."""
-    config = TWO_GPUS + "fail nvmlDeviceGetMemoryInfo 15\n"
+    nvmlDeviceGetMemoryInfo_v2 leaves gpu_memory out (never 0), keeps gpu, and is logged once."""
+    config = TWO_GPUS + "fail nvmlDeviceGetMemoryInfo_v2 15\n"
     plan = {"device_uuids": ["all"], "steps": [{"sample": []}, {"sample": []}]}
     out = run_sampler(fake_nvml, tmp_path, plan, config)
     assert out["samples"] == [{"gpu": pytest.approx(1.30)}] * 2
@@ -257,12 +285,15 @@ def test_per_call_failure_omits_that_resource(fake_nvml, tmp_path):
 def test_no_library_gives_none(tmp_path):
     """No libnvidia-ml.so.1 at all (as on this machine, which has no GPU and gets no stand-in
     NVML library in this test): open() returns None with one log line."""
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        pass
-    else:
-        pytest.skip("a real libnvidia-ml.so.1 is installed on this machine")
+    empty = tmp_path / "no-library-here"
+    empty.mkdir()
+    # Asked in a fresh process: this one may hold the stand-in, whose soname would answer.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ctypes; ctypes.CDLL('libnvidia-ml.so.1')"],
+        env={**os.environ, "LD_LIBRARY_PATH": str(empty)}, capture_output=True,
+    )
+    if probe.returncode == 0:
+        pytest.skip("a real libnvidia-ml.so.1 (an NVIDIA driver) is installed on this machine")
     out = run_sampler(None, tmp_path, {"steps": [{"sample": [1]}]}, "")
-    assert out["opened"] is False
-    assert len(out["log"]) == 1 and "NVML" in out["log"][0][1]
+    assert out["opened"] is False and out["samples"] == []
+    assert len(out["log"]) == 1 and "NVML Shared Library Not Found" in out["log"][0][1], out["log"]

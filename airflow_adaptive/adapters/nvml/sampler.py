@@ -19,10 +19,12 @@ Two ways to attribute GPU use to the workload:
 (b) **Device mode** (``NvmlSampler.open(device_uuids)``; the Kubernetes sidecar). NVML
     reports HOST PIDs, which a container cannot map into its own PID namespace, so PIDs are
     useless there. Instead everything on the workload container's GPUs is attributed to the
-    workload: ``gpu`` = sum of device utilisation, ``gpu_memory`` = device memory used (this
-    includes the CUDA context and driver reservation, which the workload does occupy). The
-    GPUs are those in ``NVIDIA_VISIBLE_DEVICES`` of the workload process
-    (``visible_devices_of(pid)``), and the sidecar is given the same devices. This is valid
+    workload: ``gpu`` = sum of device utilisation, ``gpu_memory`` = device memory used (the
+    ``used`` of ``nvmlDeviceGetMemoryInfo_v2``, which includes the CUDA contexts but not the
+    driver/firmware reservation; on drivers without the v2 call, v1's ``used``, which counts
+    that reservation too, a few hundred MiB). The GPUs are those in ``NVIDIA_VISIBLE_DEVICES``
+    of the workload process (``visible_devices_of(pid)``), and the sidecar is given the same
+    devices. This is valid
     because the NVIDIA device plugin allocates whole GPUs exclusively to one container. It
     is NOT valid with GPU sharing: under time-slicing or MPS several pods get the same
     physical GPU, and device mode then charges all of their use to this workload (and MIG
@@ -41,6 +43,12 @@ log = logging.getLogger(__name__)
 #: NVML return codes (nvml.h) the sampler treats specially.
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25
+#: nvml.h NVML_STRUCT_VERSION(Memory, 2): sizeof(nvmlMemory_v2_t) | 2 << 24 (pynvml.nvmlMemory_v2).
+_NVML_MEMORY_V2 = 0x02000028
+#: Answers of nvmlDeviceGetMemoryInfo_v2 meaning "this driver has no v2": use v1 from then on.
+_NO_MEMORY_V2 = (NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
 #: ``usedGpuMemory`` when NVML cannot tell (pynvml turns it into None).
 _NOT_AVAILABLE = (1 << 64) - 1
 
@@ -75,6 +83,7 @@ class NvmlSampler:
         self.device_mode = device_mode
         self._last_seen: dict[str, int] = {}  # uuid -> last process-utilisation timestamp (us)
         self._logged: set[tuple[str, int]] = set()
+        self._memory_v1: set[str] = set()  # devices whose driver has no nvmlDeviceGetMemoryInfo_v2
         self._closed = False
 
     @property
@@ -154,12 +163,32 @@ class NvmlSampler:
     def _sample_devices(self) -> dict[str, float]:
         gpu: float | None = 0.0
         memory: float | None = 0.0
-        for _, handle in self._devices:
+        for uuid, handle in self._devices:
             util = self._call("nvmlDeviceGetUtilizationRates", handle)
             gpu = None if util is None or gpu is None else gpu + util.gpu / 100.0
-            mem = self._call("nvmlDeviceGetMemoryInfo", handle)
-            memory = None if mem is None or memory is None else memory + float(mem.used)
+            used = self._device_memory_used(uuid, handle)
+            memory = None if used is None or memory is None else memory + used
         return _present(gpu=gpu, gpu_memory=memory)
+
+    def _device_memory_used(self, uuid: str, handle: Any) -> float | None:
+        """Device memory in use: v2's ``used`` (without the driver's reservation) where the
+        driver has it, else v1's; None (logged once) on error."""
+        nvml = self._nvml
+        if uuid not in self._memory_v1:
+            try:
+                info = nvml.nvmlDeviceGetMemoryInfo(handle, version=getattr(nvml, "nvmlMemory_v2", _NVML_MEMORY_V2))
+                return float(info.used)
+            except nvml.NVMLError as e:
+                if e.value not in _NO_MEMORY_V2:
+                    self._log_once("nvmlDeviceGetMemoryInfo_v2", e.value, e)
+                    return None
+                log.debug("GPU %s: no nvmlDeviceGetMemoryInfo_v2 (%s); using v1", uuid, e)
+                self._memory_v1.add(uuid)
+            except Exception as e:  # noqa: BLE001
+                self._log_once("nvmlDeviceGetMemoryInfo_v2", -1, e)
+                return None
+        mem = self._call("nvmlDeviceGetMemoryInfo", handle)
+        return None if mem is None else float(mem.used)
 
     def _sample_pids(self, pids: set[int]) -> dict[str, float]:
         gpu: float | None = 0.0

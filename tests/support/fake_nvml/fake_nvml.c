@@ -3,17 +3,29 @@
  *
  * It exports the C symbols that nvidia-ml-py (module ``pynvml``) resolves for the calls
  * airflow_adaptive.adapters.nvml.sampler makes, with the struct layouts of nvml.h (checked
- * against pynvml's own ctypes classes through fake_nvml_layout()).
+ * against pynvml's own ctypes classes through fake_nvml_layout()):
+ *
+ *   nvmlInitWithFlags (nvidia-ml-py >= 11.5), nvmlInit_v2, nvmlInit, nvmlShutdown, nvmlErrorString,
+ *   nvmlSystemGetDriverVersion, nvmlDeviceGetCount_v2, nvmlDeviceGetHandleByIndex_v2,
+ *   nvmlDeviceGetHandleByUUID, nvmlDeviceGetUUID, nvmlDeviceGetName,
+ *   nvmlDeviceGetMemoryInfo (nvmlMemory_t), nvmlDeviceGetMemoryInfo_v2 (nvmlMemory_v2_t),
+ *   nvmlDeviceGetUtilizationRates (nvmlUtilization_t),
+ *   nvmlDeviceGetComputeRunningProcesses_v3, nvmlDeviceGetGraphicsRunningProcesses_v3
+ *   (nvmlProcessInfo_v3_t, the same layout as _v2_t), nvmlDeviceGetProcessUtilization
+ *   (nvmlProcessUtilizationSample_t), and fake_nvml_layout (sizeof/offsetof of those structs).
  *
  * Devices and processes come from the plain-text file named by $FAKE_NVML_CONFIG, re-read on
  * every call so a test can change them between two samples:
  *
  *   driver <version>                                              (optional)
- *   device <uuid> <name> <util_gpu> <util_mem> <mem_total> <mem_used>
+ *   device <uuid> <name> <util_gpu> <util_mem> <mem_total> <mem_used> [<mem_reserved>]
  *   process <device_index> <pid> <used_bytes|-> <sm_util|-> [compute|graphics]
  *   fail_init <code>                                              nvmlInit* returns <code>
  *   fail <function_name> <code>                                   that function returns <code>
  *
+ * Memory as the driver reports it since R510: nvmlDeviceGetMemoryInfo_v2 gives used = <mem_used>
+ * and reserved = <mem_reserved> (default 0) apart; the v1 nvmlDeviceGetMemoryInfo counts the
+ * reservation in used. Devices are numbered in the order of their lines.
  * ``-`` as used_bytes reports NVML_VALUE_NOT_AVAILABLE; ``-`` as sm_util gives no
  * per-process utilisation sample for that process.  Lines starting with # are ignored.
  * If $FAKE_NVML_CALL_LOG names a file, every call appends its function name there.
@@ -36,12 +48,20 @@ enum {
     NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_DRIVER_NOT_LOADED = 9,
+    NVML_ERROR_FUNCTION_NOT_FOUND = 13,
     NVML_ERROR_GPU_IS_LOST = 15,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
     NVML_ERROR_UNKNOWN = 999,
 };
 
 /* ---- nvml.h struct layouts (the ones this stub fills) ---- */
 typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
+typedef struct {
+    unsigned int version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+/* NVML_STRUCT_VERSION(Memory, 2) in nvml.h: sizeof | version << 24 (= 0x02000028) */
+#define nvmlMemory_v2 ((unsigned int)(sizeof(nvmlMemory_v2_t) | (2u << 24)))
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
 typedef struct {
     unsigned int pid;
@@ -73,7 +93,7 @@ struct fake_device {
     char uuid[96];
     char name[96];
     unsigned int util_gpu, util_mem;
-    unsigned long long mem_total, mem_used;
+    unsigned long long mem_total, mem_used, mem_reserved;
 };
 struct fake_process {
     unsigned int device, pid, sm_util, has_sm;
@@ -96,9 +116,9 @@ static void load_config(void) {
     if (!path) return;
     FILE *f = fopen(path, "r");
     if (!f) return;
-    char line[512], a[128], b[128], c[128], d[128], e[128], g[128], h[128];
+    char line[512], a[128], b[128], c[128], d[128], e[128], g[128], h[128], k[128];
     while (fgets(line, sizeof line, f)) {
-        int n = sscanf(line, "%127s %127s %127s %127s %127s %127s %127s", a, b, c, d, e, g, h);
+        int n = sscanf(line, "%127s %127s %127s %127s %127s %127s %127s %127s", a, b, c, d, e, g, h, k);
         if (n <= 0 || a[0] == '#') continue;
         if (!strcmp(a, "device") && n >= 7 && g_ndev < MAX_DEV) {
             struct fake_device *x = &g_dev[g_ndev++];
@@ -108,6 +128,7 @@ static void load_config(void) {
             x->util_mem = (unsigned)strtoul(e, 0, 10);
             x->mem_total = strtoull(g, 0, 10);
             x->mem_used = strtoull(h, 0, 10);
+            x->mem_reserved = n >= 8 ? strtoull(k, 0, 10) : 0;
         } else if (!strcmp(a, "process") && n >= 5 && g_nproc < MAX_PROC) {
             struct fake_process *p = &g_proc[g_nproc++];
             p->device = (unsigned)strtoul(b, 0, 10);
@@ -200,7 +221,9 @@ EXPORT const char *nvmlErrorString(nvmlReturn_t r) {
     case NVML_ERROR_NOT_FOUND: return "Not Found";
     case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
     case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
     default: return "Unknown Error";
     }
 }
@@ -251,9 +274,23 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *memory
     ENTER("nvmlDeviceGetMemoryInfo");
     int i = device_index(d);
     if (i < 0 || !memory) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long used = g_dev[i].mem_used + g_dev[i].mem_reserved;
     memory->total = g_dev[i].mem_total;
+    memory->used = used;
+    memory->free = g_dev[i].mem_total > used ? g_dev[i].mem_total - used : 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *memory) {
+    ENTER("nvmlDeviceGetMemoryInfo_v2");
+    int i = device_index(d);
+    if (i < 0 || !memory) return NVML_ERROR_INVALID_ARGUMENT;
+    if (memory->version != nvmlMemory_v2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    unsigned long long taken = g_dev[i].mem_used + g_dev[i].mem_reserved;
+    memory->total = g_dev[i].mem_total;
+    memory->reserved = g_dev[i].mem_reserved;
     memory->used = g_dev[i].mem_used;
-    memory->free = g_dev[i].mem_total > g_dev[i].mem_used ? g_dev[i].mem_total - g_dev[i].mem_used : 0;
+    memory->free = g_dev[i].mem_total > taken ? g_dev[i].mem_total - taken : 0;
     return NVML_SUCCESS;
 }
 
@@ -338,12 +375,15 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, nvmlProcessU
 EXPORT int fake_nvml_layout(char *buf, int len) {
     return snprintf(buf, (size_t)len,
         "nvmlMemory_t %zu" F(, total) F(, free) F(, used) "\n"
+        "nvmlMemory_v2_t %zu" F(, version) F(, total) F(, reserved) F(, free) F(, used) "\n"
         "nvmlUtilization_t %zu" F(, gpu) F(, memory) "\n"
         "nvmlProcessInfo_v2_t %zu" F(, pid) F(, usedGpuMemory) F(, gpuInstanceId) F(, computeInstanceId) "\n"
         "nvmlProcessInfo_v3_t %zu" F(, pid) F(, usedGpuMemory) F(, gpuInstanceId) F(, computeInstanceId) "\n"
         "nvmlProcessUtilizationSample_t %zu" F(, pid) F(, timeStamp) F(, smUtil) F(, memUtil) F(, encUtil)
             F(, decUtil) "\n",
         sizeof(nvmlMemory_t), O(nvmlMemory_t, total), O(nvmlMemory_t, free), O(nvmlMemory_t, used),
+        sizeof(nvmlMemory_v2_t), O(nvmlMemory_v2_t, version), O(nvmlMemory_v2_t, total),
+            O(nvmlMemory_v2_t, reserved), O(nvmlMemory_v2_t, free), O(nvmlMemory_v2_t, used),
         sizeof(nvmlUtilization_t), O(nvmlUtilization_t, gpu), O(nvmlUtilization_t, memory),
         sizeof(nvmlProcessInfo_v2_t), O(nvmlProcessInfo_v2_t, pid), O(nvmlProcessInfo_v2_t, usedGpuMemory),
             O(nvmlProcessInfo_v2_t, gpuInstanceId), O(nvmlProcessInfo_v2_t, computeInstanceId),
