@@ -32,7 +32,7 @@ CASES = {
     "memory at 92% of limit": (["--cpu", "1", "--memory", "256Mi", "--interval", "1"],
                          ["steady", "--mib", "235", "--seconds", "6"]),
     "single spike": (["--cpu", "1", "--memory", "512Mi", "--interval", "1"],
-                     ["steady", "--mib", "60", "--seconds", "6", "--spike-mib", "300", "--spike-at", "2.5", "--spike-s", "0.8"]),
+                     ["steady", "--mib", "60", "--seconds", "6", "--spike-mib", "300", "--spike-at", "2.5", "--spike-s", "0.3"]),
 }
 
 

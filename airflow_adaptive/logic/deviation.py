@@ -1,53 +1,58 @@
-"""The deviation policy: from the prediction and what the monitor sees, resize or hold.
+"""The deviation policy: while a stage runs, resize, hold, or leave each resource alone.
 
-Pure: the caller passes every sample and its time; the policy never reads a clock, a file or
-a log. Every resource is judged on its own, so a stage short of memory and oversized on CPU
-gets both decisions from one sample.
+Pure and light: stdlib and the domain only (the monitor sidecar imports it and must stay small),
+no clock (times are the samples'), no I/O, no logging. Every resource is judged on its own, so
+one sample can raise memory and lower CPU. Allocation = the limit in force (0 or missing: none).
 
-How a resource is judged (allocation = the limit in force):
+- **short**: raw usage at ``up_threshold`` of the allocation (CPU there is throttled), or memory
+  that, growing at its last rate, reaches the limit within ``lookahead_samples``; short for
+  ``up_samples`` samples in a row and past the increase cooldown -> increase. The spike filter
+  is this count, not the EWMA: an EWMA slow enough to ignore one spike to 100% cannot climb from
+  a normal level past 90% within 3 samples (alpha 0.5 from 40% reaches 83% at the 3rd).
+- **urgent** (the kernel signalled memory pressure): increase now to max(limit x
+  ``urgent_step``, peak + margin): no sustain, cooldown, step cap or hysteresis; bounds hold.
+- **oversized**: the EWMA under ``down_threshold`` of the allocation for ``down_samples`` in a
+  row and past the decrease cooldown -> decrease. Memory only when not growing over the window,
+  never below peak + margin (a shortfall kills) nor below the predicted median (the run may not
+  have reached its typical need yet). CPU's floor is the EWMA + margin: CPU peaks are one-sample
+  spikes no later sample reaches, and a CPU shortfall only throttles.
+- The prediction: an increase goes straight to the predicted upper when usage is still within
+  it (the model expects that much; no creeping); usage above the upper for ``up_samples`` is a
+  ``hold`` that explains it, again at each ``min_change`` rise. gpu and gpu_memory cannot change
+  in place: their deviations (from the upper or the allocation) are such holds, never resizes.
 
-- **short**: the raw usage is at ``up_threshold`` of the allocation, or memory that keeps
-  growing at its last rate would reach the allocation within ``lookahead_samples``. Short for
-  ``up_samples`` consecutive samples (not one: a single spike never resizes) and past the
-  increase cooldown -> increase.
-- **urgent** (the kernel warned that memory is about to hit its limit): increase now, no
-  sustain, no cooldown.
-- **oversized**: the smoothed usage is under ``down_threshold`` of the allocation for
-  ``down_samples`` consecutive samples and past the decrease cooldown -> decrease; memory only
-  when it is not growing, and never below the observed peak plus the margin.
-- gpu and gpu_memory cannot change in place: a deviation from the prediction is a ``hold``
-  with its reason, and the observed peak sizes the next attempt.
-
-Defaults, and where they come from:
-
-| knob | default | why |
+| knob | default | where it comes from |
 |---|---|---|
-| ``smoothing`` | 0.5 | EWMA weight of the newest sample: the smoothed value forgets a spike in ~3 samples |
-| ``up_threshold`` | 0.90 | the v2 ``memory.high`` point and the v1 usage-threshold of the local runner; CPU at 90% of its quota is being throttled |
-| ``up_samples`` | 2 | the issue's target: a sustained deviation resizes within 3 samples, a single spike never |
-| ``lookahead_samples`` | 3 | growth confirmed over ``up_samples`` (2) still leaves one sample of room before the limit |
-| ``down_threshold`` | 0.50 | VPA's recommender scales down only when the target is well under the request |
-| ``down_samples`` | 30 | 30 s at 1 s sampling: a phase change, not a pause between batches |
-| ``up_cooldown_s`` | 5 | lets a new limit show its effect before the next increase |
-| ``down_cooldown_s`` | 60 | decreases are never urgent; flapping costs restarts of the kernel's reclaim |
-| ``min_change`` | 0.10 | hysteresis: a change under 10% is noise, not worth a resize |
-| ``max_step_up`` / ``max_step_down`` | 2.0 / 0.5 | at most double or halve per decision (Autopilot's limits move in bounded steps) |
-| ``margin`` | 0.20 | headroom over the observed peak; the same 20% the Autopilot paper's recommenders use as a safety margin |
-| ``cpu_step`` | 1.5 | throttled CPU hides its true demand, so it is probed up in steps |
-| ``urgent_step`` | 1.5 | an urgent raise must clear the growth the kernel saw, in one step |
-| ``oom_factor`` | 2.0 | after an OOM kill the true need is unknown; doubling is the escalation Borg/Autopilot-style retries use |
+| ``smoothing`` | 0.5 | EWMA weight of the newest sample: half-life of one sample, so one spike ends a low streak (it is evidence of need) but is forgotten within ~5 samples |
+| ``up_threshold`` | 0.90 | the local runner's kernel warning point (v2 ``memory.high``, v1 usage threshold); CPU at 90% of its quota is being throttled |
+| ``up_samples`` | 2 | the target "a sustained deviation resizes within 3 samples, a single spike never": 2 in a row |
+| ``lookahead_samples`` | 3 | growth confirmed over 2 samples still leaves a sample of room before the limit |
+| ``down_threshold`` | 0.50 | a decrease only when at least half the limit is idle: well apart from 0.90 (hysteresis band) |
+| ``down_samples`` | 30 | 30 s at the 1 s sampling: a phase change, not a pause between batches |
+| ``growth_window`` / ``growth_tolerance`` | 10 / 0.02 | memory is "growing" when the newer 5 samples average 2% above the older 5 (below is page-cache churn) |
+| ``up_cooldown_s`` / ``down_cooldown_s`` | 5 / 60 | an increase shows its effect within seconds; decreases are never urgent and flapping costs reclaim (VPA waits far longer, in minutes) |
+| ``min_change`` | 0.10 | hysteresis: a change under 10% is noise, not worth a resize (a short resource may still take the last bit up to its bound) |
+| ``max_step_up`` / ``max_step_down`` | 2.0 / 0.5 | at most double or halve per decision: one wrong sample cannot swing a limit far |
+| ``margin`` | 0.20 | over the peak seen *so far*: a lower bound on the run's peak, so more than VPA's 15% over a whole history (logic/vpa.py) |
+| ``cpu_step`` | 1.5 | throttled CPU hides its true demand; it is probed up in steps (2 steps = x2.25 > the x2 cap of one) |
+| ``urgent_step`` | 2.0 | growth that outran the sampler keeps going: doubling needs log2(need/limit) urgent raises, as the OOM retry |
+| ``oom_factor`` | 2.0 | a kill at the limit shows only that the need is above it; doubling reaches any need in log2 retries with at most 2x over-reservation, where VPA's x1.2 bump (logic/vpa.py) fits services that keep running, not a batch try that restarts from zero; doubling is also what users do (logic/replay.py) |
+| ``resizable`` | cpu, memory | the resources Kubernetes in-place resize and cgroups can change while running |
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Literal, Mapping
 
+from airflow_adaptive.domain.features import RESOURCES
 from airflow_adaptive.domain.observation import UsageSample
-from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 
 Action = Literal["increase", "decrease", "hold"]
+GPU_RESOURCES = ("gpu", "gpu_memory")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class DeviationConfig:
     lookahead_samples: float = 3.0
     down_threshold: float = 0.50
     down_samples: int = 30
+    growth_window: int = 10
+    growth_tolerance: float = 0.02
     up_cooldown_s: float = 5.0
     down_cooldown_s: float = 60.0
     min_change: float = 0.10
@@ -65,40 +72,48 @@ class DeviationConfig:
     max_step_down: float = 0.5
     margin: float = 0.20
     cpu_step: float = 1.5
-    urgent_step: float = 1.5
+    urgent_step: float = 2.0
     oom_factor: float = 2.0
     resizable: tuple[str, ...] = ("cpu", "memory")
 
     def __post_init__(self) -> None:
-        checks = {
-            "smoothing": 0 < self.smoothing <= 1,
-            "up_threshold": 0 < self.up_threshold <= 1,
-            "down_threshold": 0 <= self.down_threshold < self.up_threshold,
-            "up_samples": self.up_samples >= 1,
-            "down_samples": self.down_samples >= 1,
-            "lookahead_samples": self.lookahead_samples >= 0,
-            "up_cooldown_s": self.up_cooldown_s >= 0,
-            "down_cooldown_s": self.down_cooldown_s >= 0,
-            "min_change": 0 <= self.min_change < 1,
-            "max_step_up": self.max_step_up > 1,
-            "max_step_down": 0 < self.max_step_down < 1,
-            "margin": self.margin >= 0,
-            "cpu_step": self.cpu_step > 1,
-            "urgent_step": self.urgent_step > 1,
-            "oom_factor": self.oom_factor > 1,
+        object.__setattr__(self, "resizable", tuple(self.resizable))
+        rules = {  # name: (holds, rule); NaN fails every comparison, so it is refused too
+            "smoothing": (0 < self.smoothing <= 1, "in (0, 1]"),
+            "up_threshold": (0 < self.up_threshold <= 1, "in (0, 1]"),
+            "down_threshold": (0 <= self.down_threshold < self.up_threshold, "in [0, up_threshold)"),
+            "up_samples": (self.up_samples >= 1, ">= 1"),
+            "down_samples": (self.down_samples >= 1, ">= 1"),
+            "lookahead_samples": (self.lookahead_samples >= 0, ">= 0"),
+            "growth_window": (self.growth_window >= 2, ">= 2"),
+            "growth_tolerance": (self.growth_tolerance >= 0, ">= 0"),
+            "up_cooldown_s": (self.up_cooldown_s >= 0, ">= 0"),
+            "down_cooldown_s": (self.down_cooldown_s >= self.up_cooldown_s, ">= up_cooldown_s"),
+            "min_change": (0 <= self.min_change < 1, "in [0, 1)"),
+            "max_step_up": (self.max_step_up > 1, "> 1"),
+            "max_step_down": (0 < self.max_step_down < 1, "in (0, 1)"),
+            "margin": (self.margin >= 0, ">= 0"),
+            "cpu_step": (self.cpu_step > 1, "> 1"),
+            "urgent_step": (self.urgent_step > 1, "> 1"),
+            "oom_factor": (self.oom_factor > 1, "> 1"),
+            "resizable": (all(r in RESOURCES for r in self.resizable), f"within {RESOURCES}"),
         }
-        wrong = [name for name, ok in checks.items() if not ok]
+        wrong = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
         if wrong:
-            values = ", ".join(f"{n}={getattr(self, n)!r}" for n in wrong)
-            raise ValueError(f"invalid deviation policy settings: {values} (see the table in logic/deviation.py)")
+            raise ValueError("invalid DeviationConfig: " + "; ".join(wrong))
 
 
 @dataclass(frozen=True)
 class Bounds:
-    """The user's request bounds the policy: nothing below ``minimum`` or above ``maximum``."""
+    """The user's request bounds the policy; a missing minimum is 0, a missing maximum none."""
 
     minimum: Mapping[str, float] = field(default_factory=dict)
     maximum: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [r for r, top in self.maximum.items() if not top >= self.minimum.get(r, 0.0)]
+        if bad:
+            raise ValueError(f"bounds for {bad}: the maximum must be >= the minimum and >= 0")
 
     def clamp(self, resource: str, value: float) -> float:
         value = max(value, self.minimum.get(resource, 0.0))
@@ -119,12 +134,14 @@ class ResourceDecision:
 class Track:
     """What the policy remembers of one resource."""
 
-    allocation: float
-    smoothed: float | None = None
+    allocation: float  # the limit in force; 0 = none
+    smoothed: float | None = None  # EWMA of usage
     peak: float = 0.0
-    last: float | None = None
-    short_count: int = 0
-    low_count: int = 0
+    window: tuple[float, ...] = ()  # the last growth_window raw samples, oldest first
+    short: int = 0  # samples in a row short of the allocation
+    low: int = 0  # samples in a row with the EWMA under down_threshold
+    over: int = 0  # samples in a row above the predicted upper (a fixed resource: or its allocation)
+    noted: float = 0.0  # usage when that deviation was last explained (0: not yet)
     last_change: float | None = None
 
 
@@ -133,111 +150,136 @@ class PolicyState:
     tracks: Mapping[str, Track]
     profile: PredictedProfile | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tracks", MappingProxyType(dict(self.tracks)))
+
     @property
     def allocation(self) -> dict[str, float]:
         return {r: t.allocation for r, t in self.tracks.items()}
 
     def with_allocation(self, resource: str, value: float, time: float) -> "PolicyState":
-        """The caller learned the size really in force (e.g. the kernel refused a decrease)."""
-        tracks = dict(self.tracks)
-        tracks[resource] = replace(tracks.get(resource, Track(value)), allocation=value, last_change=time, short_count=0, low_count=0)
-        return replace(self, tracks=tracks)
+        """The caller learned the size really in force (a refused or partly applied resize);
+        it counts as a change, so the cooldown starts again and the streaks re-form."""
+        old = self.tracks.get(resource, Track(value))
+        return replace(self, tracks={**self.tracks, resource: replace(old, allocation=float(value), last_change=time, short=0, low=0)})
 
 
 def initial_state(allocation: Mapping[str, float], profile: PredictedProfile | None = None) -> PolicyState:
-    return PolicyState(tracks={r: Track(float(v)) for r, v in allocation.items()}, profile=profile)
+    return PolicyState({r: Track(float(v)) for r, v in allocation.items()}, profile)
 
 
 def decide(
-    state: PolicyState,
-    sample: UsageSample,
-    config: DeviationConfig,
-    bounds: Bounds,
-    *,
-    urgent: frozenset[str] = frozenset(),
+    state: PolicyState, sample: UsageSample, config: DeviationConfig, bounds: Bounds, *, urgent: frozenset[str] = frozenset()
 ) -> tuple[PolicyState, list[ResourceDecision]]:
-    """Judge every resource of ``sample``; the new state assumes increases and decreases apply."""
-    tracks = dict(state.tracks)
-    decisions: list[ResourceDecision] = []
-    for resource, used in sample.values.items():
-        track = tracks.get(resource, Track(0.0))
-        track = _observe(track, used, config)
-        decision = None
-        if track.allocation <= 0:
-            pass  # unlimited: observed for the summary, never resized
-        elif resource not in config.resizable:
-            decision = _fixed_resource(resource, track, used, state.profile)
-        else:
-            decision, track = _judge(resource, track, used, sample.time, config, bounds, state.profile, resource in urgent)
-        tracks[resource] = track
+    """Judge every resource of ``sample`` (and every urgent one); the new state assumes that the
+    increases and decreases returned are applied. Holds come only with a deviation to explain."""
+    tracks, decisions = dict(state.tracks), []
+    for r in [*sample.values, *sorted((set(urgent) & set(tracks)) - set(sample.values))]:
+        est = state.profile.resources.get(r) if state.profile else None
+        decision, tracks[r] = _judge(r, tracks.get(r, Track(0.0)), sample.values.get(r), r in urgent, est, sample.time, config, bounds)
         if decision is not None:
             decisions.append(decision)
     return replace(state, tracks=tracks), decisions
 
 
-def _observe(track: Track, used: float, config: DeviationConfig) -> Track:
-    smoothed = used if track.smoothed is None else config.smoothing * used + (1 - config.smoothing) * track.smoothed
-    return replace(track, smoothed=smoothed, peak=max(track.peak, used))
+def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bounds):
+    resizable = r in cfg.resizable and t.allocation > 0
+    if used is None:  # urgent without a sample this time: act on what is known
+        return _urgent(r, t, now, cfg, bounds, est) if resizable else (None, t)
+    alloc = t.allocation
+    window = (*t.window, used)[-cfg.growth_window:]
+    growth = max(0.0, used - window[-2]) if len(window) > 1 else 0.0
+    projected = used + growth * cfg.lookahead_samples
+    smoothed = used if t.smoothed is None else cfg.smoothing * used + (1 - cfg.smoothing) * t.smoothed
+    short = resizable and (used >= cfg.up_threshold * alloc or (r == "memory" and projected >= alloc))
+    low = resizable and smoothed < cfg.down_threshold * alloc
+    over = (est is not None and used > est.upper) or (r not in cfg.resizable and 0 < alloc < used)
+    t = replace(t, smoothed=smoothed, peak=max(t.peak, used), window=window, short=t.short + 1 if short else 0,
+                low=t.low + 1 if low else 0, over=t.over + 1 if over else 0, noted=t.noted if over else 0.0)
+    since = math.inf if t.last_change is None else now - t.last_change
+    if resizable and urgent:
+        return _urgent(r, t, now, cfg, bounds, est)
+    if t.short >= cfg.up_samples and since >= cfg.up_cooldown_s:
+        return _increase(r, t, used, growth, projected, est, now, cfg, bounds)
+    if t.low >= cfg.down_samples and since >= cfg.down_cooldown_s and not (r == "memory" and _growing(window, cfg)):
+        decision, t = _decrease(r, t, est, now, cfg, bounds)
+        if decision is not None:
+            return decision, t
+    explain = r not in cfg.resizable or (alloc > 0 and not t.short)  # a short limit is not "room"
+    if explain and t.over >= cfg.up_samples and used > t.noted * (1 + cfg.min_change):
+        return _explain(r, t, used, est, cfg), replace(t, noted=used)
+    return None, t
 
 
-def _judge(resource, track: Track, used, now, config, bounds, profile, urgent) -> tuple[ResourceDecision | None, Track]:
-    alloc = track.allocation
-    growth = 0.0 if track.last is None else used - track.last
-    projected = used + max(0.0, growth) * config.lookahead_samples
-    short = used >= config.up_threshold * alloc or (resource == "memory" and projected >= alloc)
-    low = track.smoothed < config.down_threshold * alloc
-    track = replace(track, last=used, short_count=track.short_count + 1 if short else 0, low_count=track.low_count + 1 if low else 0)
-    since = math.inf if track.last_change is None else now - track.last_change
-    predicted = _predicted(resource, profile)
-
-    if urgent or (track.short_count >= config.up_samples and since >= config.up_cooldown_s):
-        if resource == "memory":
-            step = config.urgent_step if urgent else 1.0 + config.min_change
-            want = max(alloc * step, track.peak * (1 + config.margin), projected * (1 + config.margin))
-        else:
-            want = alloc * config.cpu_step
-        why = ("the kernel warned that memory is about to reach its limit" if urgent else
-               f"{_fmt(resource, used)} used is {used / alloc:.0%} of the limit {_fmt(resource, alloc)} "
-               f"for {track.short_count} samples")
-        if resource == "memory" and growth > 0 and not urgent:
-            why += f", growing {_fmt(resource, growth)} per sample"
-        return _resize(resource, track, min(want, alloc * config.max_step_up), now, config, bounds, why + predicted)
-
-    if track.low_count >= config.down_samples and since >= config.down_cooldown_s:
-        if resource == "memory" and growth > 0:
-            return None, track  # memory that is still growing is not safe to take away
-        floor = track.peak if resource == "memory" else track.smoothed
-        want = max(floor * (1 + config.margin), alloc * config.max_step_down)
-        why = (f"smoothed {_fmt(resource, track.smoothed)} is under {config.down_threshold:.0%} of the limit "
-               f"{_fmt(resource, alloc)} for {track.low_count} samples; peak {_fmt(resource, track.peak)}")
-        return _resize(resource, track, want, now, config, bounds, why + predicted)
-    return None, track
+def _urgent(r, t: Track, now, cfg, bounds, est):
+    want = max(t.allocation * cfg.urgent_step, t.peak * (1 + cfg.margin))
+    why = (f"urgent: the kernel signalled {r} pressure at the limit {_fmt(r, t.allocation)} (memory.high, usage threshold "
+           f"or tasks paused under OOM); x{cfg.urgent_step:g} or peak {_fmt(r, t.peak)} + {cfg.margin:.0%}, now")
+    return _resize(r, t, want, now, cfg, bounds, why + _predicted(r, est), hysteresis=False)
 
 
-def _resize(resource, track: Track, want: float, now, config, bounds: Bounds, why: str) -> tuple[ResourceDecision | None, Track]:
-    alloc = track.allocation
-    new = bounds.clamp(resource, want)
-    if want > alloc and new <= alloc * (1 + config.min_change / 2):
-        top = bounds.maximum.get(resource, alloc)
-        return ResourceDecision(resource, "hold", alloc, alloc, f"{resource} is short but at its bound {_fmt(resource, top)}"), track
-    if abs(new - alloc) < config.min_change * alloc and not (alloc < new < want):
-        return None, track  # hysteresis (but a short resource still gets the last bit up to its bound)
+def _increase(r, t: Track, used, growth, projected, est, now, cfg, bounds):
+    alloc = t.allocation
+    why = f"{r} {_fmt(r, used)} is {used / alloc:.0%} of the limit {_fmt(r, alloc)} for {t.short} samples"
+    if r == "memory":  # peak or projected growth + margin, and at least a change worth making
+        want = max(alloc * (1 + cfg.min_change), t.peak * (1 + cfg.margin), projected * (1 + cfg.margin))
+        why += f", growing {_fmt(r, growth)} per sample" if growth > 0 else ""
+    else:  # throttled at its quota: the true demand cannot be seen, so probe up in steps
+        want = alloc * cfg.cpu_step
+        why += f": throttled, true demand unseen, x{cfg.cpu_step:g}"
+    if est is not None and used <= est.upper and est.upper > want:
+        want, why = est.upper, why + "; up to the predicted upper"
+    return _resize(r, t, min(want, alloc * cfg.max_step_up), now, cfg, bounds, why + _predicted(r, est, used))
+
+
+def _decrease(r, t: Track, est, now, cfg, bounds):
+    if r == "memory":
+        floor, basis = t.peak * (1 + cfg.margin), f"peak {_fmt(r, t.peak)} + {cfg.margin:.0%}"
+        if est is not None and est.median > floor:
+            floor, basis = est.median, "the predicted median (the run may not have reached it yet)"
+    else:
+        floor, basis = t.smoothed * (1 + cfg.margin), f"smoothed use + {cfg.margin:.0%}"
+    why = (f"{r} smoothed {_fmt(r, t.smoothed)} is under {cfg.down_threshold:.0%} of the limit {_fmt(r, t.allocation)} "
+           f"for {t.low} samples{', not growing' if r == 'memory' else ''}; floor {_fmt(r, floor)} = {basis}")
+    return _resize(r, t, max(floor, t.allocation * cfg.max_step_down), now, cfg, bounds, why + _predicted(r, est))
+
+
+def _resize(r, t: Track, want, now, cfg, bounds: Bounds, why, hysteresis=True):
+    alloc, top = t.allocation, bounds.maximum.get(r)
+    new = bounds.clamp(r, want)
+    if want > alloc and new <= alloc:  # constant text: a caller says each new reason once
+        return ResourceDecision(r, "hold", alloc, alloc, f"{r} at bound: needs more than the limit {_fmt(r, alloc)}, "
+                                f"the maximum the request allows is {_fmt(r, top)}"), t
+    if hysteresis and abs(new - alloc) < cfg.min_change * alloc and not (alloc < new == top):
+        return None, t
     if new < want:
-        why += f"; capped at the bound {_fmt(resource, new)}"
-    action: Action = "increase" if new > alloc else "decrease"
-    track = replace(track, allocation=new, last_change=now, short_count=0, low_count=0)
-    return ResourceDecision(resource, action, alloc, new, why), track
+        why += f"; capped at the bound {_fmt(r, new)} (wanted {_fmt(r, want)})"
+    elif new > want:
+        why += f"; held at the minimum {_fmt(r, new)}"
+    t = replace(t, allocation=new, last_change=now, short=0, low=0)
+    return ResourceDecision(r, "increase" if new > alloc else "decrease", alloc, new, why), t
 
 
-def _fixed_resource(resource: str, track: Track, used: float, profile: PredictedProfile | None) -> ResourceDecision | None:
-    est = profile.resources.get(resource) if profile else None
-    over_limit = used > track.allocation
-    over_prediction = est is not None and used > est.upper
-    if not (over_limit or over_prediction):
-        return None
-    what = f"above its allocation {_fmt(resource, track.allocation)}" if over_limit else f"above the predicted upper {_fmt(resource, est.upper)}"
-    reason = f"{resource} {what}; GPUs cannot change in place, the observed peak sizes the next attempt"
-    return ResourceDecision(resource, "hold", track.allocation, track.allocation, reason)
+def _explain(r, t: Track, used, est: ResourceEstimate | None, cfg) -> ResourceDecision:
+    over = [f"exceeds predicted upper {_fmt(r, est.upper)}"] if est is not None and used > est.upper else []
+    if r not in cfg.resizable and 0 < t.allocation < used:
+        over.append(f"exceeds its allocation {_fmt(r, t.allocation)}")
+    if r in GPU_RESOURCES:
+        tail = "GPU allocation cannot change in place; the observed peak sizes the next try"
+    elif r not in cfg.resizable:
+        tail = f"{r} is not resized in place by this policy"
+    else:
+        tail = f"the limit {_fmt(r, t.allocation)} still has room"
+    return ResourceDecision(r, "hold", t.allocation, t.allocation, f"{r} {_fmt(r, used)} {' and '.join(over)}; {tail}")
+
+
+def _growing(window: tuple[float, ...], cfg: DeviationConfig) -> bool:
+    """Newer half of the window on average above the older half by more than the tolerance."""
+    half = len(window) // 2
+    if half == 0:
+        return False
+    older, newer = sum(window[:half]) / half, sum(window[-half:]) / half
+    return newer > older * (1 + cfg.growth_tolerance)
 
 
 @dataclass(frozen=True)
@@ -249,29 +291,38 @@ class OomEscalation:
 
 def escalate_after_oom(limit_bytes: float, observed_peak_bytes: float | None, config: DeviationConfig,
                        max_bytes: float | None = None) -> OomEscalation:
-    """Memory for the retry of a try that the kernel OOM-killed at ``limit_bytes``."""
+    """Memory for the next try of a stage the kernel OOM-killed at ``limit_bytes``:
+    max(limit x ``oom_factor``, peak + margin), capped at ``max_bytes``."""
     if not limit_bytes > 0:
-        raise ValueError(f"the OOM-killed limit must be > 0 bytes, got {limit_bytes!r}")
-    want = max(limit_bytes * config.oom_factor, (observed_peak_bytes or 0.0) * (1 + config.margin))
+        raise ValueError(f"the OOM-killed limit must be > 0 bytes, got {limit_bytes!r} (no limit: nothing to escalate)")
+    if observed_peak_bytes is not None and not observed_peak_bytes >= 0:
+        raise ValueError(f"the observed peak must be >= 0 bytes, got {observed_peak_bytes!r}")
+    killed = f"OOM-killed at {_fmt('memory', limit_bytes)}"
     if max_bytes is not None and limit_bytes >= max_bytes:
-        return OomEscalation(float(max_bytes), True, f"OOM-killed at {_fmt('memory', limit_bytes)}, already the maximum "
-                             f"{_fmt('memory', max_bytes)}: the stage cannot get more memory; raise its bound or shrink its data")
+        return OomEscalation(float(max_bytes), True, f"{killed}, already the maximum {_fmt('memory', max_bytes)}: the stage "
+                             "cannot get more memory; raise its maximum or make it need less")
+    want = max(limit_bytes * config.oom_factor, (observed_peak_bytes or 0.0) * (1 + config.margin))
     new = want if max_bytes is None else min(want, max_bytes)
-    reason = f"OOM-killed at {_fmt('memory', limit_bytes)}: retry with {_fmt('memory', new)} (x{config.oom_factor:g}"
-    reason += f", capped at the maximum {_fmt('memory', max_bytes)})" if new < want else ")"
+    reason = f"{killed}: retry with {_fmt('memory', new)} (x{config.oom_factor:g} or peak + {config.margin:.0%})"
+    if new < want:
+        reason += f", capped at the maximum {_fmt('memory', max_bytes)} (wanted {_fmt('memory', want)})"
     return OomEscalation(float(new), new < want, reason)
 
 
-def _predicted(resource: str, profile: PredictedProfile | None) -> str:
-    est = profile.resources.get(resource) if profile else None
+def _predicted(r: str, est: ResourceEstimate | None, used: float | None = None) -> str:
     if est is None:
         return ""
-    return f" (predicted median {_fmt(resource, est.median)}, upper {_fmt(resource, est.upper)})"
+    text = f"; predicted median {_fmt(r, est.median)}, upper {_fmt(r, est.upper)}"
+    if used is not None and est.upper > 0:
+        text += f" (usage {used / est.upper:.0%} of the upper)"
+    return text
 
 
-def _fmt(resource: str, value: float) -> str:
-    if resource in ("memory", "gpu_memory"):
-        return f"{value / 2**30:.2f} GiB" if abs(value) >= 2**30 else f"{value / 2**20:.0f} MiB"
-    if resource == "cpu":
-        return f"{value:.2f} cores"
-    return f"{value:.2f} GPUs"
+def _fmt(r: str, value: float | None) -> str:
+    if value is None:
+        return "none"
+    if r in ("memory", "gpu_memory"):
+        value, unit = (value / 2**30, "GiB") if abs(value) >= 2**30 else (value / 2**20, "MiB")
+    else:
+        unit = {"cpu": "cores"}.get(r, "GPUs")
+    return f"{value:.2f}".rstrip("0").rstrip(".") + f" {unit}"

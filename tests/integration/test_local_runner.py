@@ -62,8 +62,9 @@ def test_sustained_cpu_throttling_raises_the_quota_within_three_samples(tmp_path
 
 
 def test_a_single_memory_spike_resizes_nothing(tmp_path, cgroups_available, workload_cmd):
-    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "512Mi", "--interval", "0.5", "--",
-                           *workload_cmd("steady", "--mib", "60", "--seconds", "4", "--spike-mib", "300", "--spike-at", "1.6", "--spike-s", "0.4"))
+    # A spike shorter than the sampling interval: at most one sample can see it.
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "512Mi", "--interval", "1", "--",
+                           *workload_cmd("steady", "--mib", "60", "--seconds", "5", "--spike-mib", "300", "--spike-at", "2.3", "--spike-s", "0.2"))
     assert proc.returncode == 0, proc.stderr
     assert [r for r in report["resizes"] if r["resource"] == "memory" and r["new"] > r["old"]] == []
 
