@@ -1,0 +1,84 @@
+"""The local runner and the sidecar log to a real ``mlflow server`` through its REST API."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from airflow_adaptive.adapters.mlflow.rest import MlflowRestClient
+
+pytestmark = pytest.mark.integration
+MIB = 2**20
+CLI = [sys.executable, "-m", "airflow_adaptive.cli.main"]
+
+
+@pytest.fixture
+def stage_run(mlflow_server):
+    client = MlflowRestClient(mlflow_server)
+    experiment = client.create_experiment(f"runtime-{uuid.uuid4().hex[:8]}")
+    return client.create_run(experiment, tags={"airflow_adaptive.task_id": "train"})["info"]["run_id"]
+
+
+def _run(tmp_path, uri, run_id, *args):
+    out = tmp_path / "report.json"
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0"}
+    proc = subprocess.run([*CLI, "run", "--json", str(out), "--mlflow-uri", uri, "--run-id", run_id,
+                           "--spool-dir", str(tmp_path / "spool"), *args],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_every_sample_and_the_summary_reach_the_stage_run(tmp_path, mlflow_server, stage_run, cgroups_available, workload_cmd):
+    from mlflow.tracking import MlflowClient
+
+    proc, report = _run(tmp_path, mlflow_server, stage_run, "--cpu", "1", "--memory", "256Mi", "--interval", "0.3", "--",
+                        *workload_cmd("steady", "--mib", "60", "--seconds", "2"))
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(mlflow_server)
+    history = client.get_metric_history(stage_run, "usage.memory")
+    with_memory = [s for s in report["samples"] if "memory" in s["values"]]
+    assert sorted(m.step for m in history) == [s["step"] for s in with_memory]
+    assert {m.step: m.value for m in history} == {s["step"]: s["values"]["memory"] for s in with_memory}
+    run = client.get_run(stage_run)
+    assert run.data.tags["airflow_adaptive.outcome"] == "success"
+    assert run.data.metrics["observed.memory.peak"] == pytest.approx(report["peak_memory_bytes"])
+    assert run.data.metrics["oom_kills"] == 0
+    assert run.data.metrics["stage.end_time"] > run.data.metrics["stage.start_time"]
+
+
+def test_an_oom_kill_is_recorded_in_the_stage_run(tmp_path, mlflow_server, stage_run, cgroups_available, workload_cmd):
+    from mlflow.tracking import MlflowClient
+
+    proc, report = _run(tmp_path, mlflow_server, stage_run, "--cpu", "1", "--memory", "64Mi", "--no-resize", "--",
+                        *workload_cmd("grow", "--to-mib", "300", "--rate-mib-s", "500"))
+    assert report["oom_killed"] and proc.returncode == 137
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(stage_run)
+    assert run.data.tags["airflow_adaptive.outcome"] == "oom_killed"
+    assert run.data.metrics["oom_kills"] == 1
+    download = tmp_path / "download"
+    download.mkdir()
+    events = json.loads(Path(client.download_artifacts(stage_run, "oom_events.json", str(download))).read_text())
+    assert events[0]["limit_bytes"] == 64 * MIB and events[0]["kind"] == "kernel"
+
+
+def test_a_run_id_mlflow_does_not_know_is_a_clear_error_before_anything_starts(tmp_path, mlflow_server):
+    marker = tmp_path / "started"
+    proc, report = _run(tmp_path, mlflow_server, "0" * 32, "--cpu", "1", "--memory", "64Mi", "--", "touch", str(marker))
+    assert proc.returncode == 2
+    assert "0" * 32 in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists() and report is None
+
+
+def test_with_mlflow_down_the_run_completes_and_the_samples_wait_in_the_spool(tmp_path, closed_port, cgroups_available, workload_cmd):
+    proc, report = _run(tmp_path, f"http://127.0.0.1:{closed_port}", "a" * 32, "--cpu", "1", "--memory", "128Mi",
+                        "--interval", "0.3", "--", *workload_cmd("steady", "--mib", "20", "--seconds", "1.5"))
+    assert proc.returncode == 0, proc.stderr
+    assert "does not answer" in proc.stderr
+    spooled = (tmp_path / "spool" / f"{'a' * 32}.jsonl").read_text().splitlines()
+    steps = [r["metrics"][0]["step"] for r in map(json.loads, spooled) if r["metrics"] and r["metrics"][0]["key"].startswith("usage.")]
+    assert len(set(steps)) == len([s for s in report["samples"] if s["values"]])
