@@ -163,3 +163,13 @@ def test_gpu_usage_of_the_workload_pid_reaches_the_report_through_nvml(tmp_path,
     assert gpu, samples
     assert max(v["gpu_memory"] for v in gpu) == 2**30  # its own process, not the other one's 5 GiB
     assert max(v["gpu"] for v in gpu) == pytest.approx(0.4)
+
+
+def test_growth_past_the_maximum_is_oom_killed_not_left_paused(tmp_path, cgroups_available, workload_cmd):
+    """The runner pauses tasks at the limit (v1 oom_kill_disable) while it raises it; at the
+    bound it cannot, so it hands the workload back to the OOM killer instead of hanging."""
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "96Mi", "--max-memory", "160Mi", "--interval", "0.5", "--",
+                           *workload_cmd("grow", "--to-mib", "400", "--rate-mib-s", "300"), timeout=60)
+    assert report["oom_killed"] is True and proc.returncode == 137
+    assert report["final_allocation"]["memory"] <= 160 * MIB
+    assert [r for r in report["resizes"] if r["new"] > 160 * MIB] == []

@@ -82,3 +82,19 @@ def test_with_mlflow_down_the_run_completes_and_the_samples_wait_in_the_spool(tm
     spooled = (tmp_path / "spool" / f"{'a' * 32}.jsonl").read_text().splitlines()
     steps = [r["metrics"][0]["step"] for r in map(json.loads, spooled) if r["metrics"] and r["metrics"][0]["key"].startswith("usage.")]
     assert len(set(steps)) == len([s for s in report["samples"] if s["values"]])
+
+
+def test_sidecar_with_an_unknown_run_id_logs_it_and_keeps_monitoring(tmp_path, mlflow_server, workload_cmd):
+    """A monitor fault never touches the workload: a wrong run id is logged, samples stay spooled."""
+    marker = f"AIRFLOW_ADAPTIVE_WORKLOAD=mlflow-{os.getpid()}"
+    workload = subprocess.Popen(workload_cmd("steady", "--mib", "20", "--seconds", "2"),
+                                env={**os.environ, "AIRFLOW_ADAPTIVE_WORKLOAD": marker.split("=")[1]})
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0", "MLFLOW_TRACKING_URI": mlflow_server, "AIRFLOW_ADAPTIVE_RUN_ID": "f" * 32,
+           "AIRFLOW_ADAPTIVE_SPOOL": str(tmp_path / "spool")}
+    monitor = subprocess.run([*CLI, "monitor", "--cpu", "1", "--memory", "1Gi", "--interval", "0.3", "--workload-env", marker],
+                             capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path)
+    assert workload.wait(timeout=30) == 0
+    assert monitor.returncode == 0, monitor.stderr
+    assert "f" * 32 in monitor.stderr and "Traceback" not in monitor.stderr
+    spooled = (tmp_path / "spool" / f"{'f' * 32}.jsonl").read_text().splitlines()
+    assert len(spooled) >= 3

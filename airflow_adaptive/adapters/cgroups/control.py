@@ -60,7 +60,12 @@ class ManagedCgroup:
                 _rmdir(d)
             raise CgroupUnavailable(f"cannot create cgroup {name} ({parent.version}): {exc.strerror} on {exc.filename}") from exc
         group = cls(CgroupPaths(parent.version, dirs))
-        group.reader.check()
+        try:
+            group.reader.check()
+        except FileNotFoundError as exc:  # a controller that is mounted but not enabled here
+            for d in reversed(made):
+                _rmdir(d)
+            raise CgroupUnavailable(f"cgroup {name} lacks a file the runner needs: {exc}") from exc
         oom_group = os.path.join(dirs.get("unified", ""), "memory.oom.group")
         if parent.version == "v2" and os.path.exists(oom_group):
             _write(oom_group, 1)  # an OOM kill takes the whole workload, as the kubelet sets it
