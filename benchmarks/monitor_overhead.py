@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MLFLOW = Path(sys.executable).parent / "mlflow"
-WORKLOAD = [sys.executable, str(REPO / "tests" / "support" / "workload.py")]
+WORKLOAD = [sys.executable, str(REPO / "airflow_adaptive" / "examples" / "workloads.py")]
 STARTUP_S = 5.0  # excluded from the steady-state CPU share: interpreter start and imports
 
 

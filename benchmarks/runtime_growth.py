@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKLOAD = [sys.executable, str(REPO / "tests" / "support" / "workload.py")]
+WORKLOAD = [sys.executable, str(REPO / "airflow_adaptive" / "examples" / "workloads.py")]
 MIB = 2**20
 
 CASES = {

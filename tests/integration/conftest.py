@@ -121,7 +121,7 @@ def profiler(lanl_table):
 
 # -- real cgroups ---------------------------------------------------------------------------
 
-WORKLOAD = ROOT / "tests" / "support" / "workload.py"
+WORKLOAD = ROOT / "airflow_adaptive" / "examples" / "workloads.py"
 
 
 def cgroups_must_work() -> bool:
@@ -165,7 +165,7 @@ def _workload_cmd(*args: str) -> list[str]:
 
 @pytest.fixture
 def workload_cmd():
-    """``workload_cmd("grow", "--to-mib", "300")``: argv of a real workload (tests/support/workload.py)."""
+    """``workload_cmd("grow", "--to-mib", "300")``: argv of a real workload (airflow_adaptive/examples/workloads.py)."""
     return _workload_cmd
 
 

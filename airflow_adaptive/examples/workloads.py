@@ -1,9 +1,9 @@
 """Real workloads for runtime tests and benchmarks: they allocate, write and burn for real.
 
-    python workload.py grow --to-mib 600 --rate-mib-s 200 [--hold-s 1]
-    python workload.py tmpfs --mib 64 --dir /dev/shm [--hold-s 2]
-    python workload.py spin --seconds 2 [--processes 2]
-    python workload.py steady --mib 100 --seconds 3 [--spike-mib 300 --spike-at 1.5]
+    python -m airflow_adaptive.examples.workloads grow --to-mib 600 --rate-mib-s 200 [--hold-s 1]
+    python -m airflow_adaptive.examples.workloads tmpfs --mib 64 --dir /dev/shm [--hold-s 2]
+    python -m airflow_adaptive.examples.workloads spin --seconds 2 [--processes 2]
+    python -m airflow_adaptive.examples.workloads steady --mib 100 --seconds 3 [--spike-mib 300 --spike-at 1.5]
 """
 
 from __future__ import annotations
