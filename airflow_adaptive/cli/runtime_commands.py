@@ -166,7 +166,7 @@ def _common(p: argparse.ArgumentParser, env: bool) -> None:
     p.add_argument("--stage", help="which stage of a multi-stage profile file")
     p.add_argument("--max-cpu", default=e("AIRFLOW_ADAPTIVE_MAX_CPU"), help="upper bound for resizes (default: the host's cores)")
     p.add_argument("--max-memory", default=e("AIRFLOW_ADAPTIVE_MAX_MEMORY"), help="upper bound for resizes (default: the host's memory)")
-    p.add_argument("--interval", type=_positive_float, default=_positive_float(e("AIRFLOW_ADAPTIVE_INTERVAL", "1.0")), help="sampling interval in seconds (default 1)")
+    p.add_argument("--interval", type=_positive_float, default=e("AIRFLOW_ADAPTIVE_INTERVAL", "1.0"), help="sampling interval in seconds (default 1)")
     p.add_argument("--mlflow-uri", default=_env("MLFLOW_TRACKING_URI"), help="MLflow server (http[s]://...) for usage logging")
     p.add_argument("--run-id", default=_env("AIRFLOW_ADAPTIVE_RUN_ID"), help="the stage's MLflow run id; usage goes there")
     p.add_argument("--spool-dir", default=_env("AIRFLOW_ADAPTIVE_SPOOL", ".airflow-adaptive/spool"), help="where samples wait while MLflow does not answer")

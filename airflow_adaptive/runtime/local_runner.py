@@ -15,8 +15,11 @@ recommended) and says so once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
+import signal
+import threading
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -35,6 +38,35 @@ from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSa
 log = logging.getLogger(__name__)
 
 RESIZABLE = ("cpu", "memory")
+#: A kernel wake-up acts only when usage is this close to the limit (just under the 90% at
+#: which the kernel warns, so a warning on the way up always qualifies) ...
+URGENT_FRACTION = 0.85
+#: ... and at most this often unless tasks are paused at the limit (v2 can wake ~100 times/s).
+URGENT_MIN_GAP_S = 0.25
+
+
+class _ForwardSignals:
+    """SIGTERM/SIGINT to the runner (Airflow stopping the task, Ctrl-C) go to the workload, with
+    the OOM killer re-enabled, so it can exit its own way and the run report is still written."""
+
+    def __init__(self, proc: subprocess.Popen, group: ManagedCgroup | None) -> None:
+        self.proc, self.group, self._old = proc, group, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._forward)
+
+    def _forward(self, signum, frame) -> None:
+        log.warning("received %s: passing it to the workload", signal.Signals(signum).name)
+        if self.group:
+            self.group.set_oom_kill_disable(False)
+        try:
+            self.proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 @dataclass(frozen=True)
@@ -114,21 +146,34 @@ class LocalRunner:
         try:
             group = ManagedCgroup.create()
         except CgroupUnavailable as exc:
-            if self.spec.require_cgroups:
-                raise UserError(f"cannot create a cgroup and cgroups are required: {exc}") from exc
-            log.warning("cannot create a cgroup (%s): running monitor-only, no limits enforced, resizes only recommended", exc)
-            return
+            return self._no_cgroup(str(exc))
         try:
             group.set_memory_limit(self.spec.memory)
             group.set_cpu_limit(self.spec.cpu)
-            if self.spec.resize:
-                group.set_oom_kill_disable(True)
-                self.watch = MemoryPressureWatch(group)
-                self.watch.arm(self.spec.memory)
-        except OSError:
+        except OSError as exc:
             group.remove()
-            raise
+            return self._no_cgroup(f"the kernel refused the starting limits ({exc.strerror} on {exc.filename})")
         self.group = group
+        if self.spec.resize:
+            group.set_oom_kill_disable(True)
+            self._arm(self.spec.memory)
+
+    def _no_cgroup(self, why: str) -> None:
+        if self.spec.require_cgroups:
+            raise UserError(f"cannot create a cgroup and cgroups are required: {why}")
+        log.warning("cannot create a cgroup (%s): running monitor-only, no limits enforced, resizes only recommended", why)
+
+    def _arm(self, limit: float) -> None:
+        """(Re)register the kernel's memory warnings; without them the runner still polls."""
+        try:
+            self.watch = self.watch or MemoryPressureWatch(self.group)
+            self.watch.arm(limit)
+        except OSError as exc:
+            log.warning("cannot register kernel memory warnings (%s); relying on sampling alone", exc)
+            if self.watch:
+                self.watch.close()
+            self.watch = None
+        self._rearm = True
 
     def _start(self) -> subprocess.Popen:
         preexec: Callable[[], None] | None = self.group.join_current_process if self.group else None
@@ -136,6 +181,8 @@ class LocalRunner:
             return subprocess.Popen(self.spec.command, preexec_fn=preexec, stdout=self.stdout, stderr=self.stderr, env=self.env)
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             raise UserError(f"cannot start {self.spec.command[0]!r}: {exc.strerror}") from exc
+        except subprocess.SubprocessError as exc:  # the child could not join the cgroup
+            raise UserError(f"cannot put {self.spec.command[0]!r} into cgroup {self.group.paths.dir('memory')}: {exc}") from exc
 
     # -- the Resource Manager's side of the in-process channel --------------------------
     def _apply(self, sig: ResizeSignal) -> float | None:
@@ -145,8 +192,7 @@ class LocalRunner:
             if sig.resource == "memory":
                 in_force = self.group.set_memory_limit(sig.new)
                 if self.watch:
-                    self.watch.arm(in_force)
-                    self._rearm = True
+                    self._arm(in_force)
             else:
                 in_force = self.group.set_cpu_limit(sig.new)
         except OSError as exc:
@@ -192,31 +238,73 @@ class LocalRunner:
         return self._report(proc, returncode, monitor, start, end)
 
     def _loop(self, proc: subprocess.Popen, monitor: Monitor) -> None:
-        pidfd = os.pidfd_open(proc.pid)
+        """Sample on the timer, react at once to the kernel, stop when the child exits.
+
+        A fault in here is logged and the runner just waits for the workload: a monitor fault
+        never kills the workload.
+        """
+        try:
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except OSError as exc:  # seccomp or an old kernel: poll the child instead
+            log.info("no pidfd (%s); checking the workload every 100 ms", exc)
+            pidfd = None
+        forward = _ForwardSignals(proc, self.group)
         try:
             poller = self._poller(pidfd)
             next_tick = time.monotonic()
-            while True:
+            last_urgent = -math.inf
+            while proc.poll() is None:
                 if self._rearm:
                     poller, self._rearm = self._poller(pidfd), False
                 timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
-                events = poller.poll(timeout_ms)
-                if any(fd == pidfd for fd, _ in events):
+                events = poller.poll(timeout_ms if pidfd is not None else min(timeout_ms, 100.0))
+                if pidfd is not None and any(fd == pidfd for fd, _ in events):
                     return
-                woken = [self.watch.drain(fd) for fd, _ in events if self.watch] if events else []
-                if woken or self._paused():
+                woken = self._drain(events)
+                paused = self._paused()
+                # A wake is urgent only when memory really is at the limit: v1 thresholds also fire
+                # on the way down, v2's memory.events moves on every memory.high event.
+                if paused or (woken and self._near_limit() and time.monotonic() - last_urgent >= URGENT_MIN_GAP_S):
+                    last_urgent = time.monotonic()
                     log.info("kernel memory warning (%s): urgent monitor step", ", ".join(woken) or "under_oom")
                     monitor.step(urgent=("memory",))
                     self._release_if_stuck()
+                elif woken:
+                    log.debug("kernel memory event (%s) below the limit; no action", ", ".join(woken))
                 if time.monotonic() >= next_tick:
                     monitor.step()
                     next_tick = max(next_tick + self.spec.interval_s, time.monotonic())
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("the runner's monitor loop failed; waiting for the workload without monitoring")
+            if self.group:
+                self.group.set_oom_kill_disable(False)  # nobody will raise the limit any more
         finally:
-            os.close(pidfd)
+            forward.restore()
+            if pidfd is not None:
+                os.close(pidfd)
 
-    def _poller(self, pidfd: int) -> "select.poll":
+    def _drain(self, events) -> list[str]:
+        woken = []
+        for fd, mask in events:
+            if self.watch is None or mask & select.POLLNVAL:
+                continue
+            try:
+                woken.append(self.watch.drain(fd))
+            except OSError as exc:
+                log.debug("kernel memory warning fd %d: %s", fd, exc)
+        return woken
+
+    def _near_limit(self) -> bool:
+        try:
+            limit = self.group.memory_limit() if self.group else None
+            return bool(limit) and self.group.reader.memory_bytes() >= URGENT_FRACTION * limit
+        except OSError:
+            return True  # cannot tell: act as the kernel asked
+
+    def _poller(self, pidfd: int | None) -> "select.poll":
         poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
         if self.watch:
             self.watch.register(poller)
         return poller

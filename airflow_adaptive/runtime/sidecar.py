@@ -72,7 +72,7 @@ def find_workload(marker: str | None, target_pid: int | None = None) -> int | No
             env = Path(f"/proc/{entry}/environ").read_bytes()
         except OSError:  # gone, or another user's process
             continue
-        if needle in env or env.startswith(needle) or (b"\0" + needle) in env:
+        if env.startswith(needle) or (b"\0" + needle) in env:  # a whole variable, not a suffix of another
             if _alive(entry):
                 return entry
     return None
@@ -126,6 +126,8 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     sampler = workload_sampler(pid)
     log.info("monitoring workload pid %d through %s every %.1f s", pid, sampler.source, spec.interval_s)
     oom_before = _oom_kills(sampler)
+    # Keep the OOM counter's file open: once the workload is dead, /proc/<pid>/root is gone.
+    oom_fd = _open_oom_counter(sampler)
     gpu = gpu_for(pid) if gpu_for else None
     monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
                       config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container)
@@ -136,7 +138,7 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
         while not stop.requested and _alive(pid) and time.monotonic() < next_tick:
             time.sleep(min(0.2, max(0.0, next_tick - time.monotonic())))
     # The sidecar cannot see the exit code; the operator records the real outcome of the try.
-    ooms = max(0, _oom_kills(sampler) - oom_before)
+    ooms = max(0, _read_oom_counter(oom_fd, sampler) - oom_before)
     monitor.finish(monitor.summary("oom_killed" if ooms else "success"))
     log.info("workload pid %d ended; monitor exits after %d samples and %d resize signals", pid, monitor.usage.count, len(monitor.signals))
     return 0
@@ -148,3 +150,27 @@ def _oom_kills(sampler: Sampler) -> int:
         return reader.oom_kills() if reader else 0
     except OSError:
         return 0
+
+
+def _open_oom_counter(sampler: Sampler) -> int | None:
+    reader = getattr(sampler, "reader", None)
+    try:
+        return os.open(reader.events_path, os.O_RDONLY) if reader else None
+    except OSError:
+        return None
+
+
+def _read_oom_counter(fd: int | None, sampler: Sampler) -> int:
+    if fd is None:
+        return _oom_kills(sampler)
+    try:
+        text = os.pread(fd, 4096, 0).decode()
+    except OSError:
+        return _oom_kills(sampler)
+    finally:
+        os.close(fd)
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0

@@ -12,8 +12,11 @@ import logging
 import threading
 from pathlib import Path
 
-from airflow_adaptive.adapters.mlflow.rest import MlflowAuthError, MlflowRestClient, MlflowUnavailable, RunNotFound
+from airflow_adaptive.adapters.mlflow.rest import (
+    MlflowAuthError, MlflowRequestError, MlflowRestClient, MlflowUnavailable, RunNotFound,
+)
 from airflow_adaptive.adapters.mlflow.spool import SpoolingRunLogger
+from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.stage_run import ObservedSummary
 
@@ -28,7 +31,9 @@ class BackgroundUploader:
         self.logger = logger
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(poll_s,), name="usage-upload", daemon=True)
-        self._thread.start()
+        # Started by the first sample, i.e. after the workload was forked: no thread may run
+        # while the runner forks with a preexec_fn.
+        self._started = False
 
     @property
     def spool_path(self) -> str:
@@ -43,16 +48,22 @@ class BackgroundUploader:
 
     def log_sample(self, sample: UsageSample) -> None:
         self.logger.log_sample(sample)
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
     def maybe_flush(self) -> None:
         """Uploads are the thread's job; the monitor loop never waits for the network."""
 
     def _halt(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._started:
+            self._thread.join(timeout=30)
 
     def log_summary(self, summary: ObservedSummary) -> bool:
-        self._halt()
+        # Spooled at once (appends never wait for an upload in flight), then flushed: a sidecar
+        # killed at the end of its grace period still leaves the summary in the spool.
+        self._stop.set()
         return self.logger.log_summary(summary)
 
     def close(self, timeout_s: float = 10.0) -> bool:
@@ -60,7 +71,7 @@ class BackgroundUploader:
         return self.logger.close(timeout_s)
 
 
-def open_usage_log(tracking_uri: str, run_id: str, spool_dir: str, *, strict: bool = True) -> BackgroundUploader:
+def open_usage_log(tracking_uri: str, run_id: str, spool_dir: str, *, strict: bool = True) -> BackgroundUploader | None:
     """The usage log of run ``run_id``; its spool is ``<spool_dir>/<run_id>.jsonl``.
 
     ``strict`` (``airflow-adaptive run``, before the workload starts): a run id the server does
@@ -70,13 +81,25 @@ def open_usage_log(tracking_uri: str, run_id: str, spool_dir: str, *, strict: bo
     """
     client = MlflowRestClient(tracking_uri)
     spool = Path(spool_dir) / f"{run_id}.jsonl"
-    logger = SpoolingRunLogger(client, run_id, spool)
+    try:
+        logger = SpoolingRunLogger(client, run_id, spool)
+    except OSError as exc:
+        message = f"cannot write the usage spool {spool}: {exc.strerror}; point --spool-dir (AIRFLOW_ADAPTIVE_SPOOL) at a writable directory"
+        if strict:
+            raise UserError(message) from exc
+        log.error("%s; usage is not logged to MLflow", message)
+        return None
     try:
         logger.check()
     except (RunNotFound, MlflowAuthError) as exc:
         if strict:
             raise
         log.error("%s; usage samples are kept in %s", exc, spool)
+    except MlflowRequestError as exc:
+        message = f"MLflow at {tracking_uri} refused to show run {run_id}: {exc}"
+        if strict:
+            raise UserError(message) from exc
+        log.error("%s; usage samples are kept in %s", message, spool)
     except MlflowUnavailable as exc:
         log.warning("MLflow at %s does not answer (%s); usage samples are spooled to %s and uploaded when it answers",
                     tracking_uri, exc, spool)

@@ -173,3 +173,23 @@ def test_growth_past_the_maximum_is_oom_killed_not_left_paused(tmp_path, cgroups
     assert report["oom_killed"] is True and proc.returncode == 137
     assert report["final_allocation"]["memory"] <= 160 * MIB
     assert [r for r in report["resizes"] if r["new"] > 160 * MIB] == []
+
+
+def test_sigterm_to_the_runner_goes_to_the_workload_and_the_report_is_still_written(tmp_path, cgroups_available):
+    """Airflow stops a task with SIGTERM: the workload gets it, the runner reports and cleans up."""
+    import signal
+    import time
+
+    out = tmp_path / "report.json"
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0"}
+    runner = subprocess.Popen([*CLI, "run", "--json", str(out), "--cpu", "1", "--memory", "64Mi", "--interval", "0.2", "--", "sleep", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    time.sleep(1.5)
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=30)
+    assert runner.returncode == 128 + signal.SIGTERM, stderr
+    report = json.loads(out.read_text())
+    assert report["exit_code"] == 143 and report["oom_killed"] is False and report["samples"]
+    assert "passing it to the workload" in stderr and "Traceback" not in stderr
+    leftovers = [p for p in Path("/sys/fs/cgroup").glob(f"*/**/airflow-adaptive-{runner.pid}-*")]
+    assert leftovers == []

@@ -46,3 +46,13 @@ def test_sidecar_without_a_workload_says_what_the_pod_needs(tmp_path):
                           capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     assert "shareProcessNamespace" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_interval_in_the_environment_is_a_clear_error_not_a_traceback(tmp_path):
+    env = {**os.environ, "AIRFLOW_ADAPTIVE_INTERVAL": "soon"}
+    for argv in (["monitor", "--cpu", "1", "--memory", "1Gi"], ["replay", "--help"]):
+        proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        assert "Traceback" not in proc.stderr
+    assert proc.returncode == 0  # other commands are unaffected
+    proc = subprocess.run([*CLI, "monitor", "--cpu", "1", "--memory", "1Gi"], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and "expected a number of seconds" in proc.stderr

@@ -68,7 +68,10 @@ class ManagedCgroup:
             raise CgroupUnavailable(f"cgroup {name} lacks a file the runner needs: {exc}") from exc
         oom_group = os.path.join(dirs.get("unified", ""), "memory.oom.group")
         if parent.version == "v2" and os.path.exists(oom_group):
-            _write(oom_group, 1)  # an OOM kill takes the whole workload, as the kubelet sets it
+            try:
+                _write(oom_group, 1)  # an OOM kill takes the whole workload, as the kubelet sets it
+            except OSError as exc:
+                log.warning("cannot set %s (%s); an OOM kill may leave part of the workload running", oom_group, exc)
         return group
 
     # -- membership ---------------------------------------------------------------------
@@ -99,6 +102,9 @@ class ManagedCgroup:
         if self.version == "v2":
             old_max = _read_int(os.path.join(mem, "memory.max"))
             high = _page_round(limit * MEMORY_HIGH_FRACTION)
+            if old_max is not None and limit < old_max and self.reader.memory_bytes() > limit:
+                # v2 does not refuse: memory.max below what cannot be reclaimed OOM-kills. Refuse here.
+                raise OSError(errno.EBUSY, "memory in use is above the requested limit", os.path.join(mem, "memory.max"))
             # Order keeps high <= max at every moment.
             if old_max is not None and limit < old_max:
                 _write(os.path.join(mem, "memory.high"), high)
@@ -116,7 +122,11 @@ class ManagedCgroup:
             _write(memsw, limit)
         _write(limit_file, limit)
         if has_memsw and limit <= old:
-            _write(memsw, limit)
+            try:
+                _write(memsw, limit)
+            except OSError:
+                _write(limit_file, old)  # keep memory and memsw consistent: the decrease did not happen
+                raise
         return float(_read_int(limit_file) or limit)
 
     def memory_limit(self) -> float | None:

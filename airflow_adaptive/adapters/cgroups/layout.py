@@ -12,7 +12,7 @@ Everything here reads text handed to it, or files under a ``root`` (``/`` for th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
 
@@ -33,11 +33,15 @@ class Mounts:
 
     v1: Mapping[str, str]
     v2: str | None
+    #: mount point -> the cgroup path mounted there (mountinfo's "root"; not "/" inside a
+    #: container without a cgroup namespace, e.g. "/docker/<id>").
+    roots: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, mountinfo: str) -> "Mounts":
         v1: dict[str, str] = {}
         v2 = None
+        roots: dict[str, str] = {}
         for line in mountinfo.splitlines():
             # "<id> <parent> <dev> <root> <mount point> <opts> [optional...] - <fstype> <source> <super opts>"
             left, sep, right = line.partition(" - ")
@@ -47,13 +51,15 @@ class Mounts:
             if len(fields) < 5 or len(tail) < 3:
                 continue
             mount_point, fstype = _unescape(fields[4]), tail[0]
+            if fstype in ("cgroup", "cgroup2"):
+                roots.setdefault(mount_point, _unescape(fields[3]))
             if fstype == "cgroup2":
                 v2 = v2 or mount_point
             elif fstype == "cgroup":
                 for opt in tail[2].split(","):
                     if opt in V1_CONTROLLERS:
                         v1.setdefault(opt, mount_point)
-        return cls(v1=v1, v2=v2)
+        return cls(v1=v1, v2=v2, roots=roots)
 
     @classmethod
     def read(cls) -> "Mounts":
@@ -127,6 +133,9 @@ def cgroup_of(pid: int | str = "self", *, through_root: bool = False) -> CgroupP
     version = detect_version(_prefixed(mounts, prefix), v2_path)
 
     def place(mount_point: str, path: str) -> str:
+        root = mounts.roots.get(mount_point, "/")
+        if root != "/" and (path == root or path.startswith(root.rstrip("/") + "/")):
+            path = path[len(root):] or "/"  # the mount already starts at that cgroup
         inside = os.path.normpath(prefix + os.path.join(mount_point, path.lstrip("/")))
         if through_root and (path.startswith("/..") or not os.path.isdir(inside)):
             return os.path.normpath(prefix + mount_point)
@@ -140,7 +149,8 @@ def cgroup_of(pid: int | str = "self", *, through_root: bool = False) -> CgroupP
 def _prefixed(mounts: Mounts, prefix: str) -> Mounts:
     if not prefix:
         return mounts
-    return Mounts(v1={c: prefix + m for c, m in mounts.v1.items()}, v2=prefix + mounts.v2 if mounts.v2 else None)
+    return Mounts(v1={c: prefix + m for c, m in mounts.v1.items()}, v2=prefix + mounts.v2 if mounts.v2 else None,
+                  roots={prefix + m: r for m, r in mounts.roots.items()})
 
 
 def _unescape(path: str) -> str:

@@ -30,6 +30,11 @@ class CgroupReader:
             self._cpu = os.path.join(cpu, "cpuacct.usage")
         self._procs = os.path.join(mem, "cgroup.procs")
 
+    @property
+    def events_path(self) -> str:
+        """The file holding the OOM-kill counter (v2 ``memory.events``, v1 ``memory.oom_control``)."""
+        return self._events
+
     def check(self) -> None:
         """Raise FileNotFoundError naming the first file that is missing."""
         for path in (self._memory, self._cpu, self._events, self._procs):

@@ -57,3 +57,8 @@ def test_own_cgroup_on_this_machine_points_at_existing_directories():
     import os
 
     assert all(os.path.isdir(d) for d in paths.dirs.values())
+
+
+def test_mount_root_is_kept_for_containers_without_a_cgroup_namespace():
+    text = "35 31 0:32 /docker/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    assert Mounts.parse(text).roots == {"/sys/fs/cgroup/memory": "/docker/abc"}
