@@ -15,42 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-MLFLOW = Path(sys.executable).parent / "mlflow"
 WORKLOAD = [sys.executable, str(REPO / "airflow_adaptive" / "examples" / "workloads.py")]
 STARTUP_S = 5.0  # excluded from the steady-state CPU share: interpreter start and imports
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mlflow(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{tmp}/db.sqlite", "--artifacts-destination", str(tmp / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mlflow server did not start")
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -69,6 +43,7 @@ def cpu_seconds(pid: int) -> float:
 
 def main() -> int:
     from airflow_adaptive.adapters.cgroups import ManagedCgroup
+    from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
     from airflow_adaptive.adapters.mlflow.rest import MlflowRestClient
 
     parser = argparse.ArgumentParser()
@@ -76,7 +51,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        server, uri = start_mlflow(tmp)
+        server = LocalMlflowServer(tmp)
+        uri = server.start()
         group = ManagedCgroup.create()
         try:
             client = MlflowRestClient(uri)
@@ -107,11 +83,10 @@ def main() -> int:
             _, monitor_err = monitor.communicate(timeout=60)
             workload.wait()
             wall = time.monotonic() - started
-            steps = len(MlflowRestClient(uri).metric_history(run_id, "usage.memory")) if hasattr(MlflowRestClient, "metric_history") else None
+            steps = len(client.metric_history(run_id, "usage.memory"))
         finally:
             group.remove()
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()
     share = (steady_to[1] - steady_from[1]) / (steady_to[0] - steady_from[0])
     result = {
         "sampling_interval_s": 1.0,

@@ -28,6 +28,7 @@ from typing import Any, Callable
 from airflow_adaptive.adapters.cgroups import CgroupUnavailable, ManagedCgroup, MemoryPressureWatch
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.quantities import format_cpu, format_memory
 from airflow_adaptive.domain.signals import ResizeSignal
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
@@ -43,6 +44,19 @@ RESIZABLE = ("cpu", "memory")
 URGENT_FRACTION = 0.85
 #: ... and at most this often unless tasks are paused at the limit (v2 can wake ~100 times/s).
 URGENT_MIN_GAP_S = 0.25
+
+
+def wake_is_urgent(paused: bool, woken: bool, memory_share: float | None, since_last_s: float) -> bool:
+    """Whether a kernel wake-up calls for an urgent resize.
+
+    Tasks paused at the limit always do. Otherwise only when memory really is near the limit
+    (v1 thresholds also fire on the way down; v2's memory.events moves on every memory.high
+    event) and not more often than ``URGENT_MIN_GAP_S``. An unknown share counts as near.
+    """
+    if paused:
+        return True
+    near = memory_share is None or memory_share >= URGENT_FRACTION
+    return woken and near and since_last_s >= URGENT_MIN_GAP_S
 
 
 class _ForwardSignals:
@@ -262,9 +276,7 @@ class LocalRunner:
                     return
                 woken = self._drain(events)
                 paused = self._paused()
-                # A wake is urgent only when memory really is at the limit: v1 thresholds also fire
-                # on the way down, v2's memory.events moves on every memory.high event.
-                if paused or (woken and self._near_limit() and time.monotonic() - last_urgent >= URGENT_MIN_GAP_S):
+                if wake_is_urgent(paused, bool(woken), self._memory_share(), time.monotonic() - last_urgent):
                     last_urgent = time.monotonic()
                     log.info("kernel memory warning (%s): urgent monitor step", ", ".join(woken) or "under_oom")
                     monitor.step(urgent=("memory",))
@@ -294,12 +306,12 @@ class LocalRunner:
                 log.debug("kernel memory warning fd %d: %s", fd, exc)
         return woken
 
-    def _near_limit(self) -> bool:
+    def _memory_share(self) -> float | None:
+        """Memory in use over the limit in force (which the runner itself set), or None if unknown."""
         try:
-            limit = self.group.memory_limit() if self.group else None
-            return bool(limit) and self.group.reader.memory_bytes() >= URGENT_FRACTION * limit
+            return self.group.reader.memory_bytes() / self._reserved["memory"].value if self.group else None
         except OSError:
-            return True  # cannot tell: act as the kernel asked
+            return None
 
     def _poller(self, pidfd: int | None) -> "select.poll":
         poller = select.poll()
@@ -356,7 +368,7 @@ class LocalRunner:
 
 
 def _fmt(resource: str, value: float) -> str:
-    return f"{value / 2**20:.0f} MiB" if resource == "memory" else f"{value:.2f} cores"
+    return format_memory(value) if resource == "memory" else format_cpu(value)
 
 
 def run_local(spec: RunSpec, **kwargs) -> RunReport:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from airflow_adaptive.domain.observation import UsageAccumulator, UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 STEPS = ("sample", "aggregate", "decide", "signal", "log")
 
 
-class UsageLog:
-    """What the monitor needs of a usage logger (``SpoolingRunLogger`` fits)."""
+class UsageLog(Protocol):
+    """What the monitor needs of a usage logger (``runtime/usage_logging.BackgroundUploader`` fits)."""
 
     def log_sample(self, sample: UsageSample) -> None: ...
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
-from airflow_adaptive.adapters.cgroups.reader import CgroupReader
+from airflow_adaptive.adapters.cgroups.reader import CgroupReader, parse_flat_keyed
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
@@ -169,8 +169,4 @@ def _read_oom_counter(fd: int | None, sampler: Sampler) -> int:
         return _oom_kills(sampler)
     finally:
         os.close(fd)
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oom_kill" and value.strip().isdigit():
-            return int(value)
-    return 0
+    return parse_flat_keyed(text).get("oom_kill", 0)

@@ -1,68 +1,30 @@
 """Real MLflow backends for integration tests: a running ``mlflow server`` and a SQLite store."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-MLFLOW = Path(sys.executable).parent / "mlflow"
 TRACES = Path(os.environ.get("AIRFLOW_ADAPTIVE_TRACES", ROOT.parent / "shared" / "data" / "traces"))
 LANL = TRACES / "LANL-CM5-1994-4.1-cln.swf.gz"
-START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free port; its URI."""
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen(
-        [
-            str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{tmp}/db.sqlite", "--artifacts-destination", str(tmp / "artifacts"),
-        ],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = LocalMlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}: {(tmp / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer /health in {START_TIMEOUT_S} s: "
-                            f"{(tmp / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield uri
+        yield server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture

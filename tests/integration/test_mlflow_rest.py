@@ -4,16 +4,10 @@ with MLflow's own client. One server for the module; the outage test stops and r
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import time
-import sys
-import urllib.request
-from pathlib import Path
 
 import pytest
 
+from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
 from airflow_adaptive.adapters.mlflow.rest import MlflowRestClient, MlflowUnavailable, RunNotFound
 from airflow_adaptive.adapters.mlflow.spool import SpoolingRunLogger, offset_path, read_offset, upload_pending
 from airflow_adaptive.domain.errors import UserError
@@ -21,89 +15,18 @@ from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.stage_run import ObservedSummary, OomEvent
 
 
-MLFLOW = Path(sys.executable).parent / "mlflow"  # as in conftest.py
-START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 T0 = 1_700_000_000.0
 
 
-class RestartableServer:
-    """``mlflow server`` on a fixed port and store that a test can stop and start again."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-        self.starts = 0
-
-    def start(self):
-        log = open(self.folder / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.folder}/db.sqlite",
-             "--artifacts-destination", str(self.folder / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True,
-            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-        )
-        log.close()
-        self.starts += 1
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"mlflow server did not answer /health in {START_TIMEOUT_S} s: {self.log_tail()}")
-            time.sleep(0.3)
-
-    def stop(self):
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn/job-runner children
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # wait until nothing listens (children may linger)
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    break
-            time.sleep(0.2)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def log_tail(self):
-        return (self.folder / "server.log").read_text(errors="replace")[-2000:]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = RestartableServer(tmp_path_factory.mktemp("mlflow-rest"))
-    srv.start()
+    srv = LocalMlflowServer(tmp_path_factory.mktemp("mlflow-rest"))
+    try:
+        srv.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     try:
         yield srv
     finally:

@@ -53,19 +53,19 @@ class CgroupReader:
     def cpu_seconds(self) -> float:
         """Cumulative CPU time of every task in the cgroup, in seconds."""
         if self.version == "v2":
-            return _keyed(_read(self._cpu))["usage_usec"] / 1e6
+            return parse_flat_keyed(_read(self._cpu))["usage_usec"] / 1e6
         return int(_read(self._cpu)) / 1e9
 
     def oom_kills(self) -> int:
-        return int(_keyed(_read(self._events)).get("oom_kill", 0))
+        return int(parse_flat_keyed(_read(self._events)).get("oom_kill", 0))
 
     def memory_events(self) -> dict[str, int]:
         """v2 ``memory.events`` (high, max, oom, oom_kill); v1 ``memory.oom_control``."""
-        return _keyed(_read(self._events))
+        return parse_flat_keyed(_read(self._events))
 
     def under_oom(self) -> bool:
         """v1 with ``oom_kill_disable``: tasks are paused at the limit, waiting for more memory."""
-        return self.version == "v1" and _keyed(_read(self._events)).get("under_oom", 0) == 1
+        return self.version == "v1" and parse_flat_keyed(_read(self._events)).get("under_oom", 0) == 1
 
     def pids(self) -> list[int]:
         try:
@@ -78,7 +78,8 @@ def _read(path: str) -> str:
     return Path(path).read_text()
 
 
-def _keyed(text: str) -> dict[str, int]:
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """The kernel's "key value" lines (memory.events, memory.oom_control, cpu.stat)."""
     out = {}
     for line in text.splitlines():
         key, _, value = line.partition(" ")
