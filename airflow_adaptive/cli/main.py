@@ -64,10 +64,10 @@ def cmd_replay(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from airflow_adaptive.logic.profiler import JobProfiler
+    from airflow_adaptive.logic.scaling import profiler_for
 
     loaded = _load(args)
-    profiler = JobProfiler(coverage=args.coverage).fit(loaded.table)
+    profiler = profiler_for(loaded.table, args.coverage).fit(loaded.table)
     rows = ", ".join(f"{t}: {n}" for t, n in profiler.training_rows_.items())
     print(f"trained profiler on {len(loaded.table)} records of schema {profiler.schema_.id} ({rows})")
     if args.output:
@@ -83,65 +83,15 @@ def cmd_train(args) -> int:
 def register_with_promotion(table, args) -> None:
     """Fit a challenger without the most recent 20% of records, score it and the current
     champion on that same hold-out window, register it, and move ``champion`` only if it wins."""
-    import tempfile
+    from airflow_adaptive.retraining import retrain_and_promote
 
-    from airflow_adaptive.adapters.mlflow.registry import load_profiler, log_profiler, set_alias
-    from airflow_adaptive.domain.errors import FeatureSchemaMismatch, ModelNotFound
-    from airflow_adaptive.logic.profiler import JobProfiler
-    from airflow_adaptive.logic.promotion import decide, score_on_window, split_holdout
-
-    name = args.register
-    train, holdout = split_holdout(table, HOLDOUT_FRACTION)
-    challenger = JobProfiler(coverage=args.coverage).fit(train)
-    score = score_on_window(challenger, holdout, TARGET_UNDER)
-    champion_score = None
-    try:
-        champion, champion_version = load_profiler(f"models:/{name}@champion")
-        champion_score = score_on_window(champion, holdout, TARGET_UNDER)
-    except ModelNotFound:
-        champion_version = None
-    except FeatureSchemaMismatch as exc:
-        log.warning("champion cannot be scored on this window (%s); treating it as absent", exc)
-        champion_version = None
-    decision = decide(score, champion_score, TARGET_UNDER)
-    metrics = {
-        "holdout_allocated_over_used": score.allocated_over_used,
-        "holdout_under_provisioned_fraction": score.under_provisioned_fraction,
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        plot = f"{tmp}/holdout.png"
-        holdout_plot(challenger, holdout, plot)
-        run_id, version = log_profiler(challenger, name=name, metrics=metrics, plot_path=plot, register=True)
-    print(f"registered {name} version {version} (run {run_id}); hold-out: {score.window}")
-    if decision.promote:
-        set_alias(name, "champion", version)
-        print(f"champion -> version {version}: {decision.reason}")
+    result = retrain_and_promote(table, args.register, args.coverage, holdout_fraction=HOLDOUT_FRACTION, target_under=TARGET_UNDER)
+    print(f"registered {result.model_name} version {result.version} ({result.profiler}); hold-out: {result.holdout_window}")
+    if result.promoted:
+        print(f"champion -> version {result.version}: {result.reason}")
     else:
-        kept = f"version {champion_version}" if champion_version else "no champion"
-        print(f"champion unchanged ({kept}): {decision.reason}")
-
-
-def holdout_plot(profiler, holdout, path: str) -> None:
-    """Predicted median and upper against observed memory (or the first resource) on the hold-out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    preds = profiler.predict(holdout)
-    target = "memory" if "memory" in preds else next(iter(preds))
-    observed = holdout.run_time if target == "duration" else holdout.used[target]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(observed, preds[target]["median"], s=4, alpha=0.4, label="median")
-    ax.scatter(observed, preds[target]["upper"], s=4, alpha=0.4, label=f"upper ({profiler.coverage:.0%})")
-    lims = [max(1e-9, float(min(observed[observed > 0].min(), preds[target]["median"].min()))), float(max(observed.max(), preds[target]["upper"].max()))]
-    ax.plot(lims, lims, color="grey", lw=1)
-    ax.set_xscale("log"), ax.set_yscale("log")
-    ax.set_xlabel(f"observed {target}"), ax.set_ylabel(f"predicted {target}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        kept = f"version {result.champion_before}" if result.champion_before else "no champion"
+        print(f"champion unchanged ({kept}): {result.reason}")
 
 
 def _profiler_from(args):
@@ -190,6 +140,29 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from airflow_adaptive.demo import run_demo
+    from airflow_adaptive.examples.pipeline import DEMO_SIZES
+
+    seeds, compare = _demo_sizes(args.seed_sizes, DEMO_SIZES[::2]), _demo_sizes(args.sizes, DEMO_SIZES[1::2])
+    report = run_demo(seeds, compare, json_out=args.json, plot_out=args.plot)
+    if args.json:
+        print(f"report: {args.json}" + (f", plot: {args.plot}" if args.plot else ""))
+    return 0 if report["runs"]["adaptive"]["succeeded"] else 1
+
+
+def _demo_sizes(text: str | None, default) -> list[int]:
+    if not text:
+        return list(default)
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"sizes must be comma-separated row counts, e.g. 60000,120000; got {text!r}") from None
+    if not sizes or any(n < 1000 for n in sizes):
+        raise UserError(f"sizes must be row counts of at least 1000, got {text!r}")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-adaptive", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -219,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
     p.add_argument("--plot", metavar="OUT.png", help="plot every policy's trade-off curve")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="set up Airflow and MLflow, seed the profiler, run the example pipeline static vs adaptive")
+    p.add_argument("--json", metavar="OUT.json", help="write the machine-readable demo report")
+    p.add_argument("--plot", metavar="OUT.png", help="plot reserved memory over time and predictions")
+    p.add_argument("--seed-sizes", help="comma-separated data sizes (rows) of the seed runs")
+    p.add_argument("--sizes", help="comma-separated data sizes (rows) of the compared runs")
+    p.set_defaults(func=cmd_demo)
 
     from airflow_adaptive.cli.runtime_commands import add_parsers
 

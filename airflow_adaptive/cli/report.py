@@ -61,3 +61,26 @@ def replay_plot(report: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def holdout_plot(profiler, holdout, path: str) -> None:
+    """Predicted median and upper against observed memory (or the first resource) on the hold-out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    preds = profiler.predict(holdout)
+    target = "memory" if "memory" in preds else next(iter(preds))
+    observed = holdout.run_time if target == "duration" else holdout.used[target]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(observed, preds[target]["median"], s=4, alpha=0.4, label="median")
+    ax.scatter(observed, preds[target]["upper"], s=4, alpha=0.4, label=f"upper ({profiler.coverage:.0%})")
+    lims = [max(1e-9, float(min(observed[observed > 0].min(), preds[target]["median"].min()))), float(max(observed.max(), preds[target]["upper"].max()))]
+    ax.plot(lims, lims, color="grey", lw=1)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel(f"observed {target}"), ax.set_ylabel(f"predicted {target}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -21,6 +21,11 @@ One MLflow run per stage *try*:
 | metric | ``stage.start_time`` / ``stage.end_time`` | monitor | Unix seconds |
 | metric | ``oom_kills`` | monitor / operator | kernel OOM kills seen in this try |
 | artifact | ``oom_events.json`` | monitor / operator | list of {time, container, limit_bytes, try_number, kind} |
+| tag | ``airflow_adaptive.oom_events`` | operator | the same list as JSON: read back by the next try without an artifact download |
+| tag | ``airflow_adaptive.sizing`` | operator | ``predicted``, ``fallback`` (the user's request, and why in ``sizing_reason``), ``shadow``, ``off`` |
+| metric | ``resize.<resource>`` | operator | the size after each applied resize, ``step`` = resize number |
+| metric | ``reserved.memory_byte_seconds`` / ``reserved.cpu_core_seconds`` | operator (local) | the limits in force integrated over the try |
+| metric | ``final.<resource>`` | operator (local) | the size in force when the try ended |
 
 A stage run becomes a training record when it has an end time and an observed peak for at
 least one resource; ``used`` is the observed peak (a covering need, which is what sizing must
@@ -47,6 +52,9 @@ TAG_FEATURE_SCHEMA = TAG_PREFIX + "feature_schema"
 TAG_MODEL_URI = TAG_PREFIX + "model_uri"
 TAG_MODEL_VERSION = TAG_PREFIX + "model_version"
 TAG_OUTCOME = TAG_PREFIX + "outcome"
+TAG_OOM_EVENTS = TAG_PREFIX + "oom_events"
+TAG_SIZING = TAG_PREFIX + "sizing"
+TAG_SIZING_REASON = TAG_PREFIX + "sizing_reason"
 OUTCOMES = ("success", "failed", "oom_killed")
 METRIC_START = "stage.start_time"
 METRIC_END = "stage.end_time"
@@ -149,15 +157,37 @@ class ObservedSummary:
         return out
 
 
+def resize_metric(resource: str) -> str:
+    return f"resize.{resource}"
+
+
+def oom_events_from_json(text: str | None) -> list[OomEvent]:
+    """The events of an ``oom_events`` tag; malformed entries are skipped (never fatal)."""
+    import json
+
+    try:
+        items = json.loads(text) if text else []
+    except ValueError:
+        return []
+    out = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            out.append(OomEvent(float(item["time"]), str(item["container"]), float(item["limit_bytes"]),
+                                int(item["try_number"]), str(item.get("kind", "kernel"))))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
 def sizing_params(
     features: Mapping[str, Any],
-    profile: PredictedProfile,
+    profile: PredictedProfile | None,
     allocated: Mapping[str, float],
     requested: Mapping[str, float],
 ) -> dict[str, str]:
     """The params the operator logs when it sizes a stage."""
     params = {feature_param(k): str(v) for k, v in features.items()}
-    for r, est in profile.resources.items():
+    for r, est in (profile.resources.items() if profile is not None else ()):
         params[f"predicted.{r}.median"] = repr(float(est.median))
         params[f"predicted.{r}.upper"] = repr(float(est.upper))
     params.update({f"allocated.{r}": repr(float(v)) for r, v in allocated.items()})

@@ -13,7 +13,6 @@ This is the only profiler module that imports mlflow.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,11 @@ import numpy as np
 import pandas as pd
 
 from airflow_adaptive.domain.records import JobTable
+from airflow_adaptive.adapters.mlflow.profiler_pickle import PROFILER_TYPES, dump_profiler, read_profiler  # noqa: F401 (re-exported)
 from airflow_adaptive.logic.profiler import JobProfiler
 
 PROFILER_ARTIFACT = "profiler.pkl"
 ARTIFACT_KEY = "profiler"
-
-
-def dump_profiler(profiler: JobProfiler, path: str | Path) -> None:
-    with open(path, "wb") as fh:
-        pickle.dump(profiler, fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def read_profiler(path: str | Path) -> JobProfiler:
-    with open(path, "rb") as fh:
-        profiler = pickle.load(fh)
-    if not isinstance(profiler, JobProfiler):
-        raise TypeError(f"{path} holds a {type(profiler).__name__}, not a JobProfiler")
-    return profiler
 
 
 def example_frame(profiler: JobProfiler) -> pd.DataFrame:

@@ -141,13 +141,20 @@ def _download(client: Any, name: str, version: str, target: Path) -> None:
 
 
 def load_profiler(uri: str = DEFAULT_URI) -> tuple[Any, str]:
-    """The profiler ``uri`` names and its version: alias resolved now, artifact from cache."""
-    from airflow_adaptive.adapters.mlflow.pyfunc_model import read_profiler  # noqa: deferred, imports mlflow.pyfunc
+    """The profiler ``uri`` names and its version: alias resolved now, artifact from cache.
+
+    Against an MLflow server the alias is resolved over REST and a cached version is read
+    without importing mlflow (the operator's 1 s sizing budget); only a cache miss, or a local
+    store (SQLite, files), goes through MLflow's client.
+    """
+    from airflow_adaptive.adapters.mlflow.profiler_pickle import read_profiler
 
     name, alias, version = parse_model_uri(uri)
     tracking = store.tracking_uri()
     client = None
-    if alias:
+    if alias and store.is_remote(tracking):
+        version = _resolve_alias_rest(tracking, name, alias)
+    elif alias:
         client = store.client(tracking)
         version = resolve_alias(name, alias, client)
     key = (tracking, name, str(version))
@@ -159,6 +166,23 @@ def load_profiler(uri: str = DEFAULT_URI) -> tuple[Any, str]:
     profiler = read_profiler(path)
     _memory[key] = profiler
     return profiler, str(version)
+
+
+def _resolve_alias_rest(tracking: str, name: str, alias: str) -> str:
+    from airflow_adaptive.adapters.mlflow.rest import MlflowRequestError, MlflowRestClient, MlflowUnavailable
+
+    rest = MlflowRestClient(tracking, timeout_s=float(FAST_FAIL_ENV["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
+    try:
+        found = rest.get_model_version_by_alias(name, alias)
+    except MlflowUnavailable as exc:
+        raise _no_answer(tracking, exc) from exc
+    except MlflowRequestError as exc:
+        if exc.error_code in _MISSING_CODES or exc.status == 404:
+            raise _missing(name, alias, None, tracking) from exc
+        raise RegistryError(f"the MLflow registry at {tracking} refused to resolve {name}@{alias}: {exc}") from exc
+    if not found.get("version"):
+        raise _missing(name, alias, None, tracking)
+    return str(found["version"])
 
 
 # ----------------------------------------------------------------------------- logging

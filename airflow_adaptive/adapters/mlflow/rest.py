@@ -17,6 +17,10 @@ Endpoints and limits, as the MLflow 3.x server defines them (``mlflow/server/han
 | :meth:`~MlflowRestClient.get_experiment_by_name` | ``GET /api/2.0/mlflow/experiments/get-by-name`` | |
 | :meth:`~MlflowRestClient.create_experiment` | ``POST /api/2.0/mlflow/experiments/create`` | |
 | :meth:`~MlflowRestClient.metric_history` | ``GET /api/2.0/mlflow/metrics/get-history`` | paged |
+| :meth:`~MlflowRestClient.search_runs` | ``POST /api/2.0/mlflow/runs/search`` | paged, newest first |
+| :meth:`~MlflowRestClient.set_tag` | ``POST /api/2.0/mlflow/runs/set-tag`` | |
+| :meth:`~MlflowRestClient.get_model_version_by_alias` | ``GET /api/2.0/mlflow/registered-models/alias`` | the alias resolved now |
+| :meth:`~MlflowRestClient.get_model_version` | ``GET /api/2.0/mlflow/model-versions/get`` | |
 
 Errors, so that callers can decide what to retry:
 
@@ -414,6 +418,33 @@ class MlflowRestClient:
             token = page.get("next_page_token")
             if not token:
                 return out
+
+    def search_runs(self, experiment_ids: Sequence[str], filter_string: str = "", max_results: int = 1000) -> list[dict[str, Any]]:
+        """Runs matching ``filter_string`` (MLflow's search syntax), newest first, all pages."""
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            payload: dict[str, Any] = {"experiment_ids": [str(e) for e in experiment_ids], "filter": filter_string,
+                                       "max_results": max_results, "order_by": ["attributes.start_time DESC"]}
+            if token:
+                payload["page_token"] = token
+            page = self._call("POST", "/runs/search", payload)
+            out.extend(page.get("runs", []))
+            token = page.get("next_page_token")
+            if not token:
+                return out
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._run_call(run_id, "POST", "/runs/set-tag", {"run_id": run_id, "key": key, "value": str(value)})
+
+    # -- model registry --------------------------------------------------------------------
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """The model version ``alias`` points to now (``version``, ``run_id``, ``source``, ``tags``...)."""
+        return self._call("GET", "/registered-models/alias", {"name": name, "alias": alias}).get("model_version", {})
+
+    def get_model_version(self, name: str, version: str) -> dict[str, Any]:
+        return self._call("GET", "/model-versions/get", {"name": name, "version": str(version)}).get("model_version", {})
 
     # -- experiments ---------------------------------------------------------------------
 

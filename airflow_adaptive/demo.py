@@ -1,0 +1,295 @@
+"""``airflow-adaptive demo``: the example pipeline, sized three ways, on a fresh machine.
+
+1. **Set up** (not timed): Airflow with its SQLite metadata database and an ``mlflow server``
+   with a SQLite store, both under ``<home>/demo/`` (deleted first, so every demo starts clean).
+2. **Seed runs**: the pipeline at a few data sizes in shadow mode (the author's own generous
+   request; predictions are only logged), so the monitors log real usage to MLflow.
+3. **Bootstrap**: the profiler is fitted on those stage runs and promoted by the
+   champion/challenger rule (the same code as the retraining DAG).
+4. **Comparison**: the same sequence of data sizes three times:
+   ``static`` (a careful user: each stage's largest seed peak + 20%, requests = limits, never
+   resized), ``optimistic`` (the median seed peak), and ``adaptive`` (the profiler's size,
+   resized in place by the monitor).
+5. **Closed loop**: the retraining DAG refits on everything logged and says whether the alias moved.
+
+Every pipeline run is ``DAG.test()`` in this process, which is what ``airflow dags test`` runs
+(one interpreter saves Airflow's import per run). The figures come back from the stage runs in
+MLflow, which is where the product itself keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+PIPELINE = "ml_training_pipeline"
+RETRAIN = "retrain_profiler"
+MODEL = "job-profiler"
+STATIC_MARGIN = 0.20  # the careful user's headroom over the largest seed peak
+
+
+def _setup(base: Path) -> dict[str, str]:
+    """Fresh Airflow home and MLflow server; returns the environment the runs need."""
+    if base.exists():
+        shutil.rmtree(base)
+    (base / "airflow").mkdir(parents=True)
+    env = {
+        "AIRFLOW_HOME": str(base / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW_ADAPTIVE_HOME": str(base),
+        "AIRFLOW_ADAPTIVE_RUNNER": "local",
+    }
+    os.environ.update(env)
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run([str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{done.stderr[-2000:]}")
+    return env
+
+
+def _dag(dag_id: str):
+    from airflow.models.dagbag import DagBag
+
+    bag = DagBag(str(DAGS))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    return bag.get_dag(dag_id)
+
+
+def _run(dag, conf: dict[str, Any]) -> tuple[str, str]:
+    import pendulum
+
+    dr = dag.test(logical_date=pendulum.now("UTC"), run_conf=conf)
+    return dr.run_id, str(dr.state)
+
+
+def _stage_runs(airflow_run_id: str) -> list[dict[str, Any]]:
+    """Every try of every stage of one pipeline run, from MLflow."""
+    from airflow_adaptive.adapters.mlflow import store
+    from airflow_adaptive.adapters.mlflow.stage_run_log import STAGE_EXPERIMENT
+    from airflow_adaptive.domain.stage_run import TAG_OUTCOME, TAG_RUN, TAG_TASK, TAG_TRY
+
+    client = store.client()
+    exp = client.get_experiment_by_name(STAGE_EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_RUN}` = '{airflow_run_id}'", max_results=1000)
+    out = []
+    for r in runs:
+        m, p, t = r.data.metrics, r.data.params, r.data.tags
+        resizes = client.get_metric_history(r.info.run_id, "resize.memory") + client.get_metric_history(r.info.run_id, "resize.cpu")
+        out.append({
+            "task": t.get(TAG_TASK), "try": int(t.get(TAG_TRY, 1)), "outcome": t.get(TAG_OUTCOME, "unfinished"),
+            "mlflow_run_id": r.info.run_id,
+            "predicted_memory_median": _num(p.get("predicted.memory.median")),
+            "predicted_memory_upper": _num(p.get("predicted.memory.upper")),
+            "allocated_memory": _num(p.get("allocated.memory")),
+            "final_memory": m.get("final.memory"),
+            "observed_peak_memory": m.get("observed.memory.peak"),
+            "observed_peak_cpu": m.get("observed.cpu.peak"),
+            "oom_kills": int(m.get("oom_kills", 0)),
+            "resizes": len(resizes),
+            "reserved_memory_byte_seconds": m.get("reserved.memory_byte_seconds", 0.0),
+            "reserved_cpu_core_seconds": m.get("reserved.cpu_core_seconds", 0.0),
+            "start": m.get("stage.start_time"), "end": m.get("stage.end_time"),
+            "resize_events": sorted(((h.timestamp / 1000, h.key.split(".")[1], h.value) for h in resizes)),
+        })
+    return sorted(out, key=lambda s: (s["start"] or 0))
+
+
+def _num(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "None") else None
+    except ValueError:
+        return None
+
+
+def _policy_runs(dag, sizes, conf_for) -> dict[str, Any]:
+    runs, stages = [], []
+    for rows in sizes:
+        run_id, state = _run(dag, {"data_rows": rows, **conf_for(rows)})
+        tries = _stage_runs(run_id)
+        runs.append({"data_rows": rows, "run_id": run_id, "state": state})
+        stages.extend({"data_rows": rows, **s} for s in tries)
+    return {
+        "succeeded": all(r["state"] == "success" for r in runs),
+        "oom_kills": sum(s["oom_kills"] for s in stages),
+        "resizes": sum(s["resizes"] for s in stages),
+        "reserved_memory_byte_seconds": sum(s["reserved_memory_byte_seconds"] or 0.0 for s in stages),
+        "reserved_cpu_core_seconds": sum(s["reserved_cpu_core_seconds"] or 0.0 for s in stages),
+        "pipeline_runs": runs,
+        "stages": stages,
+    }
+
+
+def static_resources(seed_stages: list[dict[str, Any]], user: dict[str, dict], statistic: str) -> dict[str, dict]:
+    """Static ``container_resources`` per task from the seed peaks: ``max`` (+20%, the careful
+    user) or ``median`` (the optimistic user), requests = limits, CPU as the author wrote it."""
+    from airflow_adaptive.domain.quantities import format_memory
+
+    out = {}
+    for task, resources in user.items():
+        peaks = [s["observed_peak_memory"] for s in seed_stages if s["task"] == task and s["observed_peak_memory"]]
+        if not peaks:
+            raise RuntimeError(f"no seed run of {task} observed a memory peak")
+        memory = max(peaks) * (1 + STATIC_MARGIN) if statistic == "max" else statistics.median(peaks)
+        cpu = resources["requests"]["cpu"]
+        quantity = format_memory(round(memory / 2**20) * 2**20)
+        out[task] = {"requests": {"cpu": cpu, "memory": quantity}, "limits": {"cpu": cpu, "memory": quantity}}
+    return out
+
+
+def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: str | None = None) -> dict[str, Any]:
+    from airflow_adaptive.adapters.mlflow import store
+    from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
+
+    base = store.home() / "demo"
+    t_setup = time.perf_counter()
+    _setup(base)
+    server = LocalMlflowServer(base / "mlflow")
+    os.environ["MLFLOW_TRACKING_URI"] = server.start()
+    try:
+        setup_s = time.perf_counter() - t_setup
+        started = time.perf_counter()
+        pipeline = _dag(PIPELINE)
+        user = _user_requests(pipeline)
+        print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
+        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow"})
+        bootstrap = _retrain()
+        print(f"[demo] profiler: version {bootstrap['version']} ({bootstrap['profiler']}); champion -> "
+              f"{bootstrap['champion_after']}: {bootstrap['reason']}", flush=True)
+        careful = static_resources(seeds["stages"], user, "max")
+        optimistic = static_resources(seeds["stages"], user, "median")
+        runs = {}
+        for name, conf in (("static", {"sizing_mode": "shadow", "resources": careful}),
+                           ("optimistic", {"sizing_mode": "shadow", "resources": optimistic}),
+                           ("adaptive", {"sizing_mode": "adaptive"})):
+            print(f"[demo] {name}: {len(compare_sizes)} pipeline runs at {list(compare_sizes)} rows", flush=True)
+            runs[name] = _policy_runs(pipeline, compare_sizes, lambda rows, c=conf: c)
+        closed_loop = _retrain_dag()
+        seconds = time.perf_counter() - started
+    finally:
+        server.stop()
+    report = _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, setup_s)
+    print(demo_table(report))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report, indent=1))
+    if plot_out:
+        demo_plot(report, plot_out)
+    return report
+
+
+def _user_requests(dag) -> dict[str, dict]:
+    """The author's own ``container_resources`` per task, as the DAG file states them."""
+    import runpy
+
+    stages = runpy.run_path(dag.fileloc)["STAGES"]
+    return {task: spec[2] for task, spec in stages.items()}
+
+
+def _retrain() -> dict[str, Any]:
+    from airflow_adaptive.adapters.mlflow.stage_run_log import STAGE_EXPERIMENT
+    from airflow_adaptive.adapters.mlflow.stage_runs import load_stage_runs
+    from airflow_adaptive.retraining import retrain_and_promote
+
+    loaded = load_stage_runs(STAGE_EXPERIMENT)
+    return retrain_and_promote(loaded.table, MODEL, plot=False).to_dict()
+
+
+def _retrain_dag() -> dict[str, Any]:
+    dag = _dag(RETRAIN)
+    run_id, state = _run(dag, {})
+    result = _xcom(RETRAIN, run_id, "retrain")
+    return {"run_id": run_id, "state": state, **(result or {})}
+
+
+def _xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key).first()
+        if row is None:
+            return None
+        value = row.value
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, setup_s) -> dict[str, Any]:
+    static = runs["static"]["reserved_memory_byte_seconds"]
+    adaptive = runs["adaptive"]["reserved_memory_byte_seconds"]
+    return {
+        "runs": runs,
+        "seeds": seeds,
+        "static_resources": {"careful": careful, "optimistic": optimistic},
+        "adaptive_memory_saving_vs_static": (1 - adaptive / static) if static else None,
+        "mlflow": {"model_name": MODEL, "model_version": bootstrap["champion_after"], "alias": "champion",
+                   "bootstrap": bootstrap, "closed_loop": closed_loop},
+        "seconds": round(seconds, 1),
+        "setup_seconds": round(setup_s, 1),
+    }
+
+
+def demo_table(report: dict[str, Any]) -> str:
+    lines = [f"{'policy':<11} {'ok':<4} {'OOM kills':>9} {'resizes':>7} {'memory GiB-s':>12} {'CPU core-s':>10}"]
+    for name, r in report["runs"].items():
+        lines.append(f"{name:<11} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
+                     f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+    saving = report["adaptive_memory_saving_vs_static"]
+    if saving is not None:
+        lines.append(f"adaptive reserves {saving:.0%} fewer memory byte-seconds than the careful static baseline")
+    lines.append(f"model {report['mlflow']['model_name']}@{report['mlflow']['alias']} = version {report['mlflow']['model_version']}; "
+                 f"demo {report['seconds']:.0f} s (+{report['setup_seconds']:.0f} s set-up)")
+    return "\n".join(lines)
+
+
+def demo_plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5))
+    colours = {"static": "tab:grey", "optimistic": "tab:orange", "adaptive": "tab:blue"}
+    for name, r in report["runs"].items():
+        xs, ys, offset = [], [], 0.0
+        for s in r["stages"]:
+            if not s["start"] or not s["end"]:
+                continue
+            level = s["allocated_memory"] or 0.0
+            t = s["start"]
+            points = [(t, level)] + [(when, v) for when, res, v in s["resize_events"] if res == "memory"] + [(s["end"], None)]
+            for (a, v), (b, _) in zip(points, points[1:]):
+                v = level if v is None else v
+                level = v
+                xs += [offset + a - s["start"], offset + b - s["start"]]
+                ys += [v / 2**30, v / 2**30]
+            offset += s["end"] - s["start"]
+            if s["oom_kills"]:
+                ax_t.plot(offset, level / 2**30, "x", color=colours[name], ms=9)
+        ax_t.plot(xs, ys, label=f"{name} ({r['reserved_memory_byte_seconds'] / 2**30:.0f} GiB-s, {r['oom_kills']} OOM)",
+                  color=colours[name], lw=1.4)
+    ax_t.set_xlabel("stage time, runs back to back (s)"), ax_t.set_ylabel("memory limit in force (GiB)")
+    ax_t.set_title("reserved memory over time (x = OOM kill)"), ax_t.legend(fontsize=8)
+    stages = [s for s in report["runs"]["adaptive"]["stages"] if s["observed_peak_memory"] and s["predicted_memory_upper"]]
+    for task in sorted({s["task"] for s in stages}):
+        mine = [s for s in stages if s["task"] == task]
+        ax_p.scatter([s["observed_peak_memory"] / 2**20 for s in mine], [s["predicted_memory_upper"] / 2**20 for s in mine], label=f"{task} upper")
+        ax_p.scatter([s["observed_peak_memory"] / 2**20 for s in mine], [s["predicted_memory_median"] / 2**20 for s in mine], marker=".", label=f"{task} median")
+    top = max([s["predicted_memory_upper"] / 2**20 for s in stages] + [1.0])
+    ax_p.plot([0, top], [0, top], color="grey", lw=1)
+    ax_p.set_xlabel("observed peak memory (MiB)"), ax_p.set_ylabel("predicted (MiB)")
+    ax_p.set_title("adaptive: prediction against observation"), ax_p.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

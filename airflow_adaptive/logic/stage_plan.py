@@ -1,0 +1,171 @@
+"""What a stage runs with, and why: the operator's decision before a try starts. Pure.
+
+Inputs: the user's own request (``requested`` = the prior, ``limited`` = the bounds), the
+profiler's prediction (or why there is none), the sizing policy, the mode, and the OOM kills of
+earlier tries. Output: a :class:`StagePlan` the operator applies to a pod or to the local
+runner, prints as a table and pushes to XCom.
+
+| mode | the stage runs with | the prediction |
+|---|---|---|
+| ``adaptive`` | the policy's size (requests, limits, GPU type); resized while running | logged |
+| ``shadow`` | the user's request as written; never resized | logged, with what adaptive would have set |
+| ``off`` (kill switch) | the user's request, as plain KubernetesPodOperator | not made |
+
+A prediction that cannot be made (a bad feature, no model, MLflow down) makes the plan a
+*fallback*: the user's request, with the reason kept. A retry after an OOM kill raises memory
+from the recorded kill with the deviation policy's rule, whatever the mode but ``off``:
+repeating a size that was just killed is never the right plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Sequence
+
+from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.quantities import format_cpu, format_memory
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.domain.stage_run import OomEvent
+from airflow_adaptive.logic.deviation import DeviationConfig, escalate_after_oom
+from airflow_adaptive.logic.sizing import ContainerSize, SizingPolicy, size_container
+
+Mode = Literal["adaptive", "shadow", "off"]
+MODES = ("adaptive", "shadow", "off")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    mode: str
+    size: ContainerSize  # what the stage runs with
+    policy_size: ContainerSize | None  # what the policy sets from the prediction (None: no prediction)
+    requested: ResourceVector
+    limited: ResourceVector
+    profile: PredictedProfile | None
+    fallback: str | None = None  # why the user's request is used instead of a prediction
+    escalation: str | None = None  # how an earlier OOM kill changed the size
+
+    @property
+    def sizing(self) -> str:
+        """The stage-run tag value: predicted, fallback, shadow or off."""
+        if self.mode in ("shadow", "off"):
+            return self.mode
+        return "fallback" if self.fallback else "predicted"
+
+    @property
+    def resizable(self) -> bool:
+        return self.mode == "adaptive"
+
+    def reasons(self) -> list[str]:
+        out = list(self.size.reasons)
+        if self.fallback:
+            out.insert(0, f"fallback to the user's request: {self.fallback}")
+        if self.escalation:
+            out.append(self.escalation)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        def size(s: ContainerSize | None):
+            if s is None:
+                return None
+            return {"requests": s.requests.to_kubernetes(), "limits": s.limits.to_kubernetes(), "gpu_type": s.gpu_type}
+
+        return {
+            "mode": self.mode,
+            "sizing": self.sizing,
+            "allocated": size(self.size),
+            "policy": size(self.policy_size),
+            "requested": {"requests": self.requested.to_kubernetes(), "limits": self.limited.to_kubernetes()},
+            "predicted": self.profile.to_dict() if self.profile else None,
+            "reasons": self.reasons(),
+        }
+
+
+def user_size(requested: ResourceVector, limited: ResourceVector, why: str) -> ContainerSize:
+    """The user's request as written (limits default to the requests, as for a Guaranteed pod)."""
+    limits = ResourceVector(*(lim if lim > 0 else req for lim, req in zip(limited.as_dict().values(), requested.as_dict().values())))
+    return ContainerSize(requested, limits, None, (why,))
+
+
+def plan_stage(
+    requested: ResourceVector,
+    limited: ResourceVector,
+    profile: PredictedProfile | None,
+    policy: SizingPolicy,
+    mode: str = "adaptive",
+    fallback: str | None = None,
+    earlier_ooms: Sequence[OomEvent] = (),
+    config: DeviationConfig = DeviationConfig(),
+) -> StagePlan:
+    if mode not in MODES:
+        raise ValueError(f"sizing mode must be one of {MODES}, got {mode!r}")
+    if mode == "off":
+        return StagePlan(mode, user_size(requested, limited, "adaptive sizing is switched off"), None, requested, limited, None)
+    policy_size = size_container(profile, requested, limited, policy) if profile is not None and not fallback else None
+    if mode == "shadow":
+        size = user_size(requested, limited, "shadow mode: the user's request is used; the prediction is only logged")
+    elif policy_size is None:
+        size = user_size(requested, limited, "the user's request is used as is")
+    else:
+        size = policy_size
+    plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback)
+    return escalate(plan, earlier_ooms, policy, config)
+
+
+def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, config: DeviationConfig) -> StagePlan:
+    """Raise memory (or GPU memory) above the size the last OOM kill happened at."""
+    kernel = [e for e in ooms if e.kind == "kernel" and e.limit_bytes > 0]
+    gpu = [e for e in ooms if e.kind == "gpu"]
+    if not kernel and not gpu:
+        return plan
+    size, notes = plan.size, []
+    bound = plan.limited.memory if plan.limited.memory > 0 else (policy.maximum.memory if policy.maximum and policy.maximum.memory > 0 else None)
+    if kernel:
+        last = kernel[-1]
+        esc = escalate_after_oom(last.limit_bytes, None, config, max_bytes=bound)
+        if esc.new_limit > size.limits.memory:
+            limits = replace(size.limits, memory=esc.new_limit)
+            requests = replace(size.requests, memory=min(max(size.requests.memory, 0.0), esc.new_limit))
+            if policy.preset == "guaranteed" or plan.mode == "shadow":
+                requests = replace(requests, memory=esc.new_limit)
+            size = ContainerSize(requests, limits, size.gpu_type, size.reasons)
+        notes.append(f"try {last.try_number} was {esc.reason}")
+    if gpu and policy.gpu_types:
+        last = gpu[-1]
+        need = max(last.limit_bytes, size.limits.gpu_memory) * config.oom_factor
+        bigger = sorted((t for t in policy.gpu_types if t.memory_bytes >= need), key=lambda t: t.memory_bytes)
+        pick = bigger[0] if bigger else max(policy.gpu_types, key=lambda t: t.memory_bytes)
+        size = ContainerSize(size.requests, replace(size.limits, gpu_memory=need), pick.label, size.reasons)
+        notes.append(f"try {last.try_number} ran out of GPU memory: GPU type {pick.label}")
+    elif gpu:
+        notes.append(f"try {gpu[-1].try_number} ran out of GPU memory; no GPU types are configured to move to")
+    return replace(plan, size=size, escalation="; ".join(notes))
+
+
+def prediction_table(plan: StagePlan) -> str:
+    """Predicted vs requested vs allocated, per resource, for the task log."""
+    rows = [("resource", "predicted median", "predicted upper", "user request", "user limit", "request", "limit")]
+    profile = plan.profile
+    for r in ("cpu", "memory", "gpu", "gpu_memory"):
+        est = profile.resources.get(r) if profile else None
+        cells = [_fmt(r, getattr(plan.requested, r)), _fmt(r, getattr(plan.limited, r)),
+                 _fmt(r, getattr(plan.size.requests, r)), _fmt(r, getattr(plan.size.limits, r))]
+        if est is None and all(c == "-" for c in cells):
+            continue
+        rows.append((r, _fmt(r, est.median) if est else "-", _fmt(r, est.upper) if est else "-", *cells))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    header = f"sizing: {plan.sizing} ({plan.mode})"
+    if plan.size.gpu_type:
+        header += f", GPU type {plan.size.gpu_type}"
+    return "\n".join([header, *lines, *(f"  - {r}" for r in plan.reasons())])
+
+
+def _fmt(resource: str, value: float | None) -> str:
+    if value is None or value <= 0:
+        return "-"
+    if resource in ("memory", "gpu_memory"):
+        return format_memory(round(value / 2**20) * 2**20) if value >= 2**20 else format_memory(value)
+    if resource == "cpu":
+        return format_cpu(value)
+    return f"{value:g}"

@@ -1,0 +1,132 @@
+"""The operator's local path: a stage's command under the local Resource Manager.
+
+Used when no Kubernetes is configured (the embedded default). The command is the task's
+``cmds`` + ``arguments``, run in the worker's Python environment; the plan's limits are the
+cgroup's starting limits, its bounds the user's limits, and in ``adaptive`` mode the monitor
+resizes in place. Afterwards the usage series, the resizes, an OOM kill (before Airflow can
+retry) and the summary go to the stage's MLflow run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_adaptive.domain.observation import UsageSample
+from airflow_adaptive.domain.quantities import format_memory
+from airflow_adaptive.domain.stage_run import ObservedSummary
+from airflow_adaptive.logic.deviation import Bounds
+from airflow_adaptive.logic.stage_plan import StagePlan
+
+
+@dataclass
+class LocalResult:
+    exit_code: int
+    oom_killed: bool
+    limit_text: str
+    summary: dict[str, Any]
+
+
+@dataclass
+class _CapturedUsage:
+    """The monitor's usage log in memory: the operator writes it to MLflow after the run, through
+    whichever backend the tracking URI needs (the runner's REST spool needs a server)."""
+
+    samples: list[UsageSample] = field(default_factory=list)
+    summary: ObservedSummary | None = None
+
+    def log_sample(self, sample: UsageSample) -> None:
+        self.samples.append(sample)
+
+    def maybe_flush(self) -> None:
+        pass
+
+    def log_summary(self, summary: ObservedSummary) -> bool:
+        self.summary = summary
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        return True
+
+
+def _host_limits() -> tuple[float, float]:
+    return float(os.cpu_count() or 1), float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
+    from airflow_adaptive.operators.training import python_command
+    from airflow_adaptive.runtime.local_runner import RunSpec, run_local
+
+    log = operator.log
+    log.info("no Kubernetes configured: running the stage's command under the local Resource Manager; "
+             "image %s is not used (the worker's own Python environment runs it)", operator.image)
+    host_cpu, host_memory = _host_limits()
+    size = plan.size
+    cpu = size.limits.cpu or size.requests.cpu or host_cpu
+    memory = size.limits.memory or size.requests.memory
+    if not memory:
+        log.warning("task '%s' has no memory request or prediction: starting at the host's %s", operator.task_id, format_memory(host_memory))
+        memory = host_memory
+    maximum = {"cpu": plan.limited.cpu or host_cpu, "memory": plan.limited.memory or host_memory}
+    if operator.policy.maximum is not None:
+        maximum = {r: min(v, getattr(operator.policy.maximum, r) or v) for r, v in maximum.items()}
+    maximum = {r: max(v, {"cpu": cpu, "memory": memory}[r]) for r, v in maximum.items()}
+    ti = context["ti"]
+    spec = RunSpec(
+        command=python_command(operator.cmds, operator.arguments), cpu=cpu, memory=memory,
+        profile=plan.profile, resize=plan.resizable, interval_s=operator.monitor_interval,
+        bounds=Bounds(minimum={}, maximum=maximum), container=operator.base_container_name,
+        try_number=int(ti.try_number or 1),
+    )
+    usage = _CapturedUsage()
+    report = run_local(spec, usage_log=usage, env={**os.environ, **_env(operator)})
+    for r in report.resizes:
+        log.info("resize %s %s -> %s: %s", r["resource"], r["old"], r["new"], r["reason"])
+    summary = {
+        "exit_code": report.exit_code, "oom_killed": report.oom_killed, "mode": report.mode,
+        "peak_memory_bytes": report.peak_memory_bytes, "resizes": len(report.resizes),
+        "reserved_memory_byte_seconds": report.reserved_memory_byte_seconds,
+        "reserved_cpu_core_seconds": report.reserved_cpu_core_seconds,
+        "duration_seconds": report.duration_seconds, "final_allocation": report.final_allocation,
+        "started_with": {"cpu": cpu, "memory": memory},
+    }
+    ti.xcom_push(key="adaptive_run", value=summary)
+    log.info("stage %s: %s, peak memory %s, %d resize(s), %s reserved", operator.task_id,
+             "OOM-killed" if report.oom_killed else f"exit {report.exit_code}", format_memory(report.peak_memory_bytes),
+             len(report.resizes), f"{report.reserved_memory_byte_seconds / 2**30:.2f} GiB-s")
+    _log_to_mlflow(operator, usage, report)
+    return LocalResult(report.exit_code, report.oom_killed, format_memory(report.final_allocation.get("memory", memory)), summary)
+
+
+def _env(operator) -> dict[str, str]:
+    """The task's ``env_vars`` (plain name/value pairs) for the child process."""
+    out = {}
+    for item in operator.env_vars or []:
+        name = getattr(item, "name", None) or (item.get("name") if isinstance(item, dict) else None)
+        value = getattr(item, "value", None) if not isinstance(item, dict) else item.get("value")
+        if name and value is not None:
+            out[name] = value
+    if isinstance(operator.env_vars, dict):
+        out.update(operator.env_vars)
+    return out
+
+
+def _log_to_mlflow(operator, usage: _CapturedUsage, report) -> None:
+    run_id, run_log = operator._stage_run, operator._run_log
+    if not run_id or run_log is None:
+        return
+    try:
+        run_log.log_usage(run_id, usage.samples)
+        run_log.log_resizes(run_id, report.resizes)
+        run_log.log_metrics(run_id, {
+            "reserved.memory_byte_seconds": report.reserved_memory_byte_seconds,
+            "reserved.cpu_core_seconds": report.reserved_cpu_core_seconds,
+            **{f"final.{r}": v for r, v in report.final_allocation.items()},
+        })
+        if usage.summary is not None:
+            if usage.summary.oom_events:
+                run_log.record_oom(run_id, usage.summary.oom_events, usage.summary.peak.get("memory"))
+            run_log.finish(run_id, usage.summary)
+    except Exception as exc:  # noqa: BLE001 - the stage's outcome must not depend on MLflow
+        operator.log.warning("cannot write the stage's usage to MLflow run %s (%s); the run report is in XCom 'adaptive_run'", run_id, exc)

@@ -1,0 +1,316 @@
+"""``AdaptiveTrainingOperator``: a KubernetesPodOperator whose pod is sized by the Job Profiler.
+
+Before the pod is built the operator predicts the stage from its ``features`` and sizes it from
+the user's own ``container_resources`` (the prior and the bounds) with the sizing policy; it
+prints the plan as a table, pushes it to XCom, and opens the stage's MLflow run with the
+prediction. Then either
+
+* **Kubernetes**: KPO runs the pod, built by KPO and narrowed by :meth:`build_pod_request_obj`
+  (sized container, the monitor as a native sidecar, GPU-type affinity); callbacks follow the
+  monitor's resize signals and record an OOM kill in MLflow before KPO deletes the pod; or
+* **local** (the embedded default, no Kubernetes configured): ``cmds`` + ``arguments`` run under
+  the local Resource Manager (``airflow-adaptive run``'s runner) in the worker's own Python
+  environment, with the same plan, monitoring, in-place resizing and logging. The image is
+  ignored, and the log says so.
+
+A retry reads the OOM kills earlier tries recorded in MLflow (Airflow clears XCom between tries)
+and escalates memory with the deviation policy's rule.
+
+Switches:
+
+| what | how | effect |
+|---|---|---|
+| shadow mode | ``sizing_mode="shadow"`` (per task; set it in ``default_args`` for a DAG) | predict and log; run with the user's request |
+| kill switch | ``AIRFLOW_ADAPTIVE_ENABLED=false`` or ``[adaptive] enabled = False`` | plain KubernetesPodOperator behaviour |
+| on a sizing error | ``on_sizing_error="fallback"`` (default) or ``"fail"`` | the user's request with a warning, or a failed task |
+| where it runs | ``runner="auto"`` / ``"kubernetes"`` / ``"local"``, or ``AIRFLOW_ADAPTIVE_RUNNER`` | auto: Kubernetes when a kube config is found |
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.domain.stage_run import STAGE_FEATURES, ObservedSummary, OomEvent, StageIdentity
+from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
+from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
+from airflow_adaptive.logic.sizing import GpuType, SizingPolicy
+from airflow_adaptive.logic.stage_plan import MODES, StagePlan, plan_stage, prediction_table
+
+ENABLED_ENV = "AIRFLOW_ADAPTIVE_ENABLED"
+RUNNER_ENV = "AIRFLOW_ADAPTIVE_RUNNER"
+RUNNERS = ("auto", "kubernetes", "local")
+ON_ERROR = ("fallback", "fail")
+XCOM_PLAN = "adaptive_sizing"
+
+
+class SizingFailed(UserError):
+    """Sizing could not be done and the task asked to fail rather than fall back."""
+
+
+def adaptive_enabled() -> bool:
+    """The global kill switch: environment first, then Airflow's ``[adaptive] enabled``."""
+    value = os.environ.get(ENABLED_ENV)
+    if value is None:
+        try:
+            from airflow.configuration import conf
+
+            value = conf.get("adaptive", "enabled", fallback="true")
+        except Exception:  # noqa: BLE001 - no configuration available: enabled
+            value = "true"
+    return str(value).strip().lower() not in ("0", "false", "no", "off")
+
+
+def kubernetes_configured() -> bool:
+    """A kube config the provider would use: in-cluster, KUBECONFIG, or ~/.kube/config."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    paths.append(str(Path.home() / ".kube" / "config"))
+    return any(Path(p).is_file() for p in paths)
+
+
+def resources_from(value: Any, where: str) -> tuple[ResourceVector, ResourceVector]:
+    """(requests, limits) from a ``V1ResourceRequirements`` or a ``{"requests", "limits"}`` dict."""
+    if value is None:
+        return ResourceVector(), ResourceVector()
+    if isinstance(value, k8s.V1ResourceRequirements):
+        requests, limits = value.requests or {}, value.limits or {}
+    elif isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"requests", "limits"})
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {unknown}; expected 'requests' and 'limits'")
+        requests, limits = value.get("requests") or {}, value.get("limits") or {}
+    else:
+        raise UserError(f"{where}: expected V1ResourceRequirements or a dict with 'requests'/'limits', got {type(value).__name__}")
+    return (ResourceVector.from_kubernetes(requests, f"{where}.requests"),
+            ResourceVector.from_kubernetes(limits, f"{where}.limits"))
+
+
+def _gpu_types(types: Sequence[GpuType | Mapping[str, Any]]) -> tuple[GpuType, ...]:
+    from airflow_adaptive.domain.quantities import memory_bytes
+
+    out = []
+    for t in types:
+        if isinstance(t, GpuType):
+            out.append(t)
+        else:
+            memory = t["memory"]
+            out.append(GpuType(str(t["label"]), float(memory_bytes(memory, "gpu_types.memory")) if isinstance(memory, str) else float(memory)))
+    return tuple(out)
+
+
+class AdaptiveTrainingOperator(KubernetesPodOperator):
+    """Run one ML pipeline stage with resources predicted for it (see the module docstring).
+
+    :param features: the stage's job features (templated), in the registered profiler's schema.
+        ``dag_id`` and ``task_id`` are filled in when missing.
+    :param container_resources: the user's own request: requests are the prior, limits the bounds.
+    :param model_uri: the profiler, ``models:/job-profiler@champion`` by default.
+    :param sizing_preset: ``burstable`` (requests = predicted median) or ``guaranteed``.
+    :param sizing_margin: headroom over the covering quantile for limits.
+    :param min_resources: / ``max_resources``: clamps, as Kubernetes quantities ({"memory": "8Gi"}).
+    :param gpu_types: GPU types to choose from by predicted GPU memory ({"label", "memory"}).
+    :param sizing_mode: ``adaptive``, ``shadow`` (predict and log only) or ``off`` (templated).
+    :param on_sizing_error: ``fallback`` to the user's request with a warning, or ``fail``.
+    :param runner: ``auto``, ``kubernetes`` or ``local``.
+    :param mlflow_conn_id: Airflow connection of the MLflow server (else the environment).
+    :param experiment: MLflow experiment of the stage runs.
+    :param monitor_image: image of the monitor sidecar (Kubernetes; default: the stage's image).
+    :param monitor_interval: seconds between the monitor's samples.
+    """
+
+    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "features", "sizing_mode")
+    operator_extra_links = (StageRunLink(), ProfilerModelLink())
+
+    def __init__(
+        self,
+        *,
+        features: Mapping[str, Any] | None = None,
+        model_uri: str = "models:/job-profiler@champion",
+        sizing_preset: str = "burstable",
+        sizing_margin: float = 0.10,
+        min_resources: Mapping[str, str] | None = None,
+        max_resources: Mapping[str, str] | None = None,
+        gpu_types: Sequence[GpuType | Mapping[str, Any]] = (),
+        sizing_mode: str = "adaptive",
+        on_sizing_error: str = "fallback",
+        runner: str = "auto",
+        mlflow_conn_id: str | None = DEFAULT_CONN_ID,
+        experiment: str | None = None,
+        monitor_image: str | None = None,
+        monitor_interval: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("image", "python:3.11-slim")
+        kwargs.setdefault("name", kwargs.get("task_id"))
+        super().__init__(**kwargs)
+        if on_sizing_error not in ON_ERROR:
+            raise ValueError(f"{self.task_id}: on_sizing_error must be one of {ON_ERROR}, got {on_sizing_error!r}")
+        if runner not in RUNNERS:
+            raise ValueError(f"{self.task_id}: runner must be one of {RUNNERS}, got {runner!r}")
+        if "{{" not in str(sizing_mode) and sizing_mode not in MODES:
+            raise ValueError(f"{self.task_id}: sizing_mode must be one of {MODES}, got {sizing_mode!r}")
+        self.features = dict(features or {})
+        self.model_uri = model_uri
+        # Clamps are plain text until execute, so a bad one fails the parse with the field named.
+        minimum = ResourceVector.from_kubernetes(min_resources or {}, f"{self.task_id}.min_resources")
+        maximum = ResourceVector.from_kubernetes(max_resources, f"{self.task_id}.max_resources") if max_resources else None
+        self.policy = SizingPolicy(sizing_preset, sizing_margin, minimum, maximum, _gpu_types(gpu_types))  # type: ignore[arg-type]
+        self.sizing_mode = sizing_mode
+        self.on_sizing_error = on_sizing_error
+        self.runner = runner
+        self.mlflow_conn_id = mlflow_conn_id
+        self.experiment = experiment
+        self.monitor_image = monitor_image
+        self.monitor_interval = monitor_interval
+        self._plan: StagePlan | None = None
+        self._stage_run: str | None = None
+        self._run_log = None
+
+    # ------------------------------------------------------------------ the decision
+    def _runner(self) -> str:
+        chosen = os.environ.get(RUNNER_ENV) or self.runner
+        if chosen not in RUNNERS:
+            raise UserError(f"{RUNNER_ENV}={chosen!r}: expected one of {RUNNERS}")
+        if chosen == "auto":
+            return "kubernetes" if kubernetes_configured() else "local"
+        return chosen
+
+    def _identity(self, context) -> StageIdentity:
+        ti = context["ti"]
+        return StageIdentity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number or 1))
+
+    def _stage_features(self, context) -> dict[str, Any]:
+        features = dict(self.features)
+        features.setdefault("dag_id", context["ti"].dag_id)
+        features.setdefault("task_id", context["ti"].task_id)
+        return features
+
+    def plan(self, context) -> StagePlan:
+        """Predict, size and explain this try (no pod, no process yet)."""
+        requested, limited = resources_from(self.container_resources, f"task '{self.task_id}' container_resources")
+        mode = str(self.sizing_mode).strip()
+        if mode not in MODES:
+            raise UserError(f"task '{self.task_id}': sizing_mode rendered to {mode!r}; expected one of {MODES}")
+        if not adaptive_enabled():
+            self.log.warning("airflow-adaptive is switched off (%s / [adaptive] enabled): plain KubernetesPodOperator sizing", ENABLED_ENV)
+            return plan_stage(requested, limited, None, self.policy, "off")
+        identity = self._identity(context)
+        features = self._stage_features(context)
+        profile, fallback = None, None
+        hook = ProfilerHook(self.mlflow_conn_id, self.model_uri)
+        started = time.perf_counter()
+        try:
+            profile, _ = hook.predict(features, where=f"task '{self.task_id}' features")
+        except UserError as exc:
+            if self.on_sizing_error == "fail":
+                raise SizingFailed(f"task '{self.task_id}': cannot size the stage: {exc}") from exc
+            fallback = str(exc)
+            self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, exc)
+        self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
+        earlier = self._earlier_ooms(hook.tracking_uri, identity)
+        return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier)
+
+    def _stage_log(self, tracking_uri: str):
+        if self._run_log is None:
+            from airflow_adaptive.adapters.mlflow.stage_run_log import STAGE_EXPERIMENT, StageRunLog
+
+            self._run_log = StageRunLog(tracking_uri, self.experiment or STAGE_EXPERIMENT)
+        return self._run_log
+
+    def _earlier_ooms(self, tracking_uri: str, identity: StageIdentity) -> list[OomEvent]:
+        if identity.try_number <= 1:
+            return []
+        try:
+            return self._stage_log(tracking_uri).earlier_oom_kills(identity)
+        except Exception as exc:  # noqa: BLE001 - MLflow down: the retry cannot escalate, but must still run
+            self.log.warning("cannot read earlier tries' OOM kills from MLflow (%s): the retry is not escalated", exc)
+            return []
+
+    def _record_plan(self, context, plan: StagePlan) -> None:
+        """Task log table, XCom, and the stage's MLflow run (never fatal: the stage matters more)."""
+        self.log.info("resources for task '%s':\n%s", self.task_id, prediction_table(plan))
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_PLAN, value=plan.to_dict())
+        for link in self.operator_extra_links:  # empty until known: the UI asks for every link
+            ti.xcom_push(key=link.xcom_key, value="")
+        if plan.mode == "off":
+            return
+        tracking = ProfilerHook(self.mlflow_conn_id, self.model_uri).tracking_uri
+        identity = self._identity(context)
+        try:
+            run_log = self._stage_log(tracking)
+            self._stage_run = run_log.start(
+                identity, self._stage_features(context), plan.profile,
+                plan.size.limits.as_dict(), plan.requested.as_dict(),
+                sizing=plan.sizing, reason="; ".join(plan.reasons()), model_uri=self.model_uri,
+                model_version=plan.profile.model_version if plan.profile else None, schema_id=STAGE_FEATURES.id,
+            )
+            ti.xcom_push(key=StageRunLink().xcom_key, value=run_url(tracking, run_log.experiment_id, self._stage_run))
+            version = plan.profile.model_version if plan.profile else ""
+            name = self.model_uri.split("/")[1].split("@")[0] if self.model_uri.startswith("models:/") else self.model_uri
+            ti.xcom_push(key=ProfilerModelLink().xcom_key, value=model_url(tracking, name, version) if version else "")
+        except Exception as exc:  # noqa: BLE001 - MLflow down: log, run the stage anyway
+            self._stage_run = None
+            self.log.warning("cannot open the stage's MLflow run at %s (%s): usage of this try is not recorded", tracking, exc)
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, context):
+        try:
+            plan = self.plan(context)
+        except UserError as exc:
+            from airflow.exceptions import AirflowFailException
+
+            self.log.error("%s", exc)
+            raise AirflowFailException(str(exc)) from None
+        self._plan = plan
+        self._record_plan(context, plan)
+        if self._runner() == "local":
+            return self._execute_local(context, plan)
+        return super().execute(context)
+
+    def _execute_local(self, context, plan: StagePlan):
+        from airflow.exceptions import AirflowException
+
+        from airflow_adaptive.operators.local import run_stage_locally
+
+        result = run_stage_locally(self, context, plan)
+        if result.oom_killed:
+            raise AirflowException(f"task '{self.task_id}' was OOM-killed at {result.limit_text}; "
+                                   "the next try gets more memory (recorded in the stage's MLflow run)")
+        if result.exit_code != 0:
+            raise AirflowException(f"task '{self.task_id}': the command exited with code {result.exit_code}")
+        return result.summary if self.do_xcom_push else None
+
+    # ------------------------------------------------------------------ Kubernetes
+    def build_pod_request_obj(self, context=None, *, dry_run: bool = False) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        plan = self._plan
+        if plan is None or plan.mode == "off":
+            return pod
+        from airflow_adaptive.operators.kubernetes import shape_stage_pod
+
+        return shape_stage_pod(self, pod, plan)
+
+
+def python_command(cmds: Sequence[str] | None, arguments: Sequence[str] | None) -> list[str]:
+    """The local command: ``python``/``python3`` is this worker's interpreter (the image is not used)."""
+    command = [str(c) for c in (cmds or [])] + [str(a) for a in (arguments or [])]
+    if command and command[0] in ("python", "python3", "python3.11"):
+        command[0] = sys.executable
+    elif command and os.sep not in command[0] and shutil.which(command[0]) is None:
+        raise UserError(f"the command {command[0]!r} is not on this worker's PATH (local runner: the image is not used)")
+    return command
+
+
+__all__ = ["AdaptiveTrainingOperator", "SizingFailed", "adaptive_enabled", "kubernetes_configured", "resources_from"]

@@ -1,0 +1,109 @@
+"""The small-history profiler: scaling laws per workload, conformal offsets from few residuals."""
+
+import math
+
+import numpy as np
+import pytest
+
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.records import JobTable
+from airflow_adaptive.domain.stage_run import STAGE_FEATURES
+from airflow_adaptive.logic.profiler import JobProfiler
+from airflow_adaptive.logic.promotion import score_on_window
+from airflow_adaptive.logic.scaling import (
+    TAIL_MARGIN, ScalingProfiler, conformal_offsets, fit_law, leave_one_out, profiler_for,
+)
+from airflow_adaptive.logic import conformal
+
+STAGES = {"load": (120e6, 300.0), "train": (150e6, 1800.0), "evaluate": (110e6, 200.0)}
+
+
+def features(task, rows):
+    return {"dag_id": "ml", "task_id": task, "algorithm": "rf", "framework": "sklearn", "data_rows": float(rows),
+            "data_bytes": rows * 256.0, "n_features": 32.0, "epochs": 1.0}
+
+
+def history(sizes=(50_000, 100_000, 200_000, 400_000), noise=0.03, seed=0):
+    rng = np.random.default_rng(seed)
+    rows, t = [], 1e9
+    for i, n in enumerate(sizes):
+        for task, (a, b) in STAGES.items():
+            mem = (a + b * n) * (1 + noise * rng.standard_normal())
+            rows.append({"job_id": f"{task}-{i}", "submit": t, "end": t + 5, "run_time": 5.0, "features": features(task, n),
+                         "used": {"cpu": 1.0, "memory": mem}, "requested": {}})
+            t += 10
+    return JobTable.from_rows(STAGE_FEATURES, rows).sorted_by_submit()
+
+
+def test_fit_law_recovers_a_power_law_and_bounds_the_slope():
+    x = np.log1p(np.array([1e4, 1e5, 1e6]))
+    law = fit_law(x, 2.0 + 0.5 * x, "data_rows")
+    assert law.slope == pytest.approx(0.5) and law.intercept == pytest.approx(2.0)
+    falling = fit_law(x, 10 - x, "data_rows")
+    assert falling.slope == 0.0  # usage never falls with input size: clipped to the mean's level
+
+
+def test_one_size_only_is_the_mean():
+    law = fit_law(np.array([3.0, 3.0]), np.array([1.0, 2.0]), "data_rows")
+    assert law.slope == 0.0 and law.intercept == pytest.approx(1.5)
+
+
+def test_leave_one_out_is_out_of_sample():
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    y = np.array([0.0, 1.0, 2.0, 10.0])  # the last point is far off the others' line
+    res = leave_one_out(x, y, "f")
+    assert res[-1] == pytest.approx(7.0)  # predicted 3 from the first three, observed 10
+
+
+@pytest.mark.parametrize("n,level,expected", [
+    (9, 0.5, "order"),  # ceil(10 * 0.5) = 5th of 9
+    (9, 0.99, "tail"),  # ceil(10 * 0.99) = 10 > 9: beyond the largest
+])
+def test_conformal_offsets_small_samples(n, level, expected):
+    residuals = np.arange(1, n + 1) / 10.0
+    offsets = conformal_offsets(residuals)
+    got = offsets[list(conformal.QUANTILES).index(level)]
+    if expected == "order":
+        assert got == pytest.approx(0.5)
+    else:
+        assert got == pytest.approx(residuals.max() + TAIL_MARGIN)
+    assert np.all(np.diff(offsets) >= 0)
+
+
+def test_predictions_follow_data_size_and_cover_new_runs():
+    profiler = ScalingProfiler().fit(history())
+    for task, (a, b) in STAGES.items():
+        small = profiler.predict_profile(features(task, 75_000)).resources["memory"]
+        large = profiler.predict_profile(features(task, 300_000)).resources["memory"]
+        assert large.median > small.median  # follows the input size
+        truth = a + b * 300_000
+        assert large.median == pytest.approx(truth, rel=0.10)
+        assert large.upper >= truth  # covering
+        assert large.upper < 2 * truth  # but not a blanket
+
+
+def test_unknown_stage_is_cold_and_wider():
+    profiler = ScalingProfiler().fit(history())
+    known = profiler.predict_profile(features("train", 200_000))
+    cold = profiler.predict_profile(features("never_seen", 200_000))
+    assert not known.cold_start and cold.cold_start
+    ratio = lambda p: p.resources["memory"].upper / p.resources["memory"].median  # noqa: E731
+    assert ratio(cold) > ratio(known)
+
+
+def test_too_little_history_is_a_clear_error():
+    with pytest.raises(UserError, match="seed runs"):
+        ScalingProfiler().fit(history(sizes=(50_000,)))
+
+
+def test_champion_challenger_scores_it_like_the_job_profiler():
+    table = history(sizes=(50_000, 400_000, 100_000, 200_000, 150_000))
+    profiler = ScalingProfiler().fit(table)
+    score = score_on_window(profiler, table, 0.01)
+    assert math.isfinite(score.allocated_over_used) and score.allocated_over_used >= 1.0
+
+
+def test_profiler_for_picks_by_history_size():
+    assert isinstance(profiler_for(history()), ScalingProfiler)
+    big = JobTable.from_rows(STAGE_FEATURES, [dict(r) for r in history(sizes=tuple(range(10_000, 10_000 + 1000 * 70, 1000))).rows()])
+    assert isinstance(profiler_for(big), JobProfiler)

@@ -1,0 +1,89 @@
+"""The operator's decision before a try: modes, fallback, OOM escalation, the log table."""
+
+import pytest
+
+from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.domain.stage_run import OomEvent
+from airflow_adaptive.logic.sizing import GpuType, SizingPolicy
+from airflow_adaptive.logic.stage_plan import plan_stage, prediction_table
+
+GiB, MiB = 2**30, 2**20
+REQ = ResourceVector(cpu=1, memory=2 * GiB)
+LIM = ResourceVector(cpu=2, memory=8 * GiB)
+PROFILE = PredictedProfile({"memory": ResourceEstimate(500 * MiB, 800 * MiB), "cpu": ResourceEstimate(0.8, 1.2)}, coverage=0.99,
+                           model_version="3")
+
+
+def test_adaptive_uses_the_policy_size():
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy())
+    assert plan.sizing == "predicted" and plan.resizable
+    assert plan.size.requests.memory == pytest.approx(500 * MiB)
+    assert plan.size.limits.memory == pytest.approx(880 * MiB)
+
+
+def test_shadow_runs_the_users_request_and_keeps_what_adaptive_would_do():
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "shadow")
+    assert plan.sizing == "shadow" and not plan.resizable
+    assert plan.size.requests == REQ and plan.size.limits == LIM
+    assert plan.policy_size.limits.memory == pytest.approx(880 * MiB)
+    assert plan.to_dict()["policy"]["limits"]["memory"] == "880Mi"
+
+
+def test_fallback_keeps_the_reason_and_the_users_request():
+    plan = plan_stage(REQ, LIM, None, SizingPolicy(), "adaptive", fallback="MLflow at http://x did not answer")
+    assert plan.sizing == "fallback"
+    assert plan.size.requests == REQ and plan.size.limits == LIM
+    assert "did not answer" in plan.reasons()[0]
+
+
+def test_off_ignores_the_prediction():
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "off")
+    assert plan.sizing == "off" and plan.profile is None and plan.size.limits == LIM
+
+
+def test_limits_default_to_requests_when_the_user_gave_none():
+    plan = plan_stage(REQ, ResourceVector(), None, SizingPolicy(), "shadow")
+    assert plan.size.limits == REQ
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="sizing mode"):
+        plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "aggressive")
+
+
+def test_retry_after_a_kernel_oom_doubles_the_killed_limit_within_the_users_bound():
+    kill = OomEvent(time=1.0, container="base", limit_bytes=880 * MiB, try_number=1)
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), earlier_ooms=[kill])
+    assert plan.size.limits.memory == pytest.approx(1760 * MiB)
+    assert "try 1 was OOM-killed" in plan.escalation
+    capped = plan_stage(REQ, ResourceVector(cpu=2, memory=1 * GiB), PROFILE, SizingPolicy(), earlier_ooms=[kill])
+    assert capped.size.limits.memory == pytest.approx(1 * GiB)
+
+
+def test_shadow_retry_escalates_too_rather_than_repeat_a_killed_size():
+    kill = OomEvent(time=1.0, container="base", limit_bytes=2 * GiB, try_number=1)
+    plan = plan_stage(REQ, ResourceVector(), PROFILE, SizingPolicy(), "shadow", earlier_ooms=[kill])
+    assert plan.size.limits.memory == pytest.approx(4 * GiB)
+    assert plan.size.requests.memory == pytest.approx(4 * GiB)
+
+
+def test_gpu_oom_moves_to_a_larger_gpu_type():
+    types = (GpuType("T4", 16 * GiB), GpuType("A100-40GB", 40 * GiB), GpuType("A100-80GB", 80 * GiB))
+    profile = PredictedProfile({"gpu": ResourceEstimate(1, 1), "gpu_memory": ResourceEstimate(10 * GiB, 12 * GiB)}, coverage=0.99)
+    req = ResourceVector(cpu=1, memory=GiB, gpu=1)
+    plan = plan_stage(req, req, profile, SizingPolicy(gpu_types=types))
+    assert plan.size.gpu_type == "T4"
+    oom = OomEvent(time=1.0, container="base", limit_bytes=16 * GiB, try_number=1, kind="gpu")
+    retry = plan_stage(req, req, profile, SizingPolicy(gpu_types=types), earlier_ooms=[oom])
+    assert retry.size.gpu_type == "A100-40GB"
+    assert "GPU memory" in retry.escalation
+
+
+def test_table_lists_each_resource_with_prediction_and_request():
+    table = prediction_table(plan_stage(REQ, LIM, PROFILE, SizingPolicy()))
+    lines = table.splitlines()
+    assert lines[0].startswith("sizing: predicted")
+    memory = next(line for line in lines if line.startswith("memory"))
+    assert "500Mi" in memory and "800Mi" in memory and "2Gi" in memory and "8Gi" in memory and "880Mi" in memory
+    assert not any(line.startswith("gpu ") for line in lines)  # nothing asked, nothing predicted
