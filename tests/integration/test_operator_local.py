@@ -1,0 +1,193 @@
+"""AdaptiveTrainingOperator on the embedded default, end to end: real Airflow (``airflow dags
+test``, SQLite metadata database), a real ``mlflow server``, real cgroups under the local
+Resource Manager. Nothing is mocked: each test writes a one-task DAG, runs it, and reads what
+the product recorded back from MLflow and the task log."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+MiB = 2**20
+
+DAG_TEMPLATE = '''
+from datetime import timedelta
+import pendulum
+from airflow.sdk import DAG
+from airflow_adaptive.operators import AdaptiveTrainingOperator
+
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+         default_args={{"retries": {retries}, "retry_delay": timedelta(seconds=0)}}) as dag:
+    AdaptiveTrainingOperator(
+        task_id="stage",
+        cmds=["python", "-m", "airflow_adaptive.examples.workloads", "grow"],
+        arguments=["--to-mib", "{{{{ dag_run.conf.get('mib', 200) }}}}", "--rate-mib-s", "400", "--hold-s", "0.5"],
+        features={features},
+        container_resources={resources},
+        sizing_mode="{{{{ dag_run.conf.get('mode', 'adaptive') }}}}",
+        monitor_interval=0.25,
+        {extra}
+    )
+'''
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """A migrated Airflow home (SQLite metadata database) shared by this module's DAG runs."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home
+
+
+@pytest.fixture
+def run_dag(airflow_home, tmp_path, mlflow_server, cgroups_available):
+    """Write a DAG and run it with ``airflow dags test``; returns (returncode, log text)."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+
+    def run(dag_id: str, conf: dict, *, features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': \"{{ dag_run.conf.get('mib', 200) }}\"}",
+            resources="{'requests': {'cpu': '1', 'memory': '128Mi'}, 'limits': {'cpu': '1', 'memory': '1Gi'}}",
+            retries=0, extra="", env=None):
+        (dags / f"{dag_id}.py").write_text(DAG_TEMPLATE.format(dag_id=dag_id, retries=retries, features=features,
+                                                               resources=resources, extra=extra))
+        full_env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+                    "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": mlflow_server,
+                    "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home"), "AIRFLOW_ADAPTIVE_RUNNER": "local",
+                    **(env or {})}
+        done = subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=full_env,
+                              capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        return done.returncode, done.stdout + done.stderr
+
+    return run
+
+
+def stage_runs(tracking: str, dag_id: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("airflow-adaptive-stages")
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], f"tags.`airflow_adaptive.dag_id` = '{dag_id}'")
+    return sorted(runs, key=lambda r: int(r.data.tags["airflow_adaptive.try_number"]))
+
+
+def dag_succeeded(log: str) -> bool:
+    return "state=success" in log.replace("DagRunState.SUCCESS", "state=success")
+
+
+def register_grow_profiler(tracking: str, dag_id: str, monkeypatch):
+    """A profiler trained on synthetic stage runs of ``dag_id``'s stage: memory = 1.1 x the MiB grown."""
+    from airflow_adaptive.adapters.mlflow.registry import log_profiler, set_alias
+    from airflow_adaptive.domain.records import JobTable
+    from airflow_adaptive.domain.stage_run import STAGE_FEATURES
+    from airflow_adaptive.logic.scaling import ScalingProfiler
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, mib in enumerate([100, 150, 200, 250, 300, 350, 120, 280]):
+        rows.append({"job_id": str(i), "submit": 1e9 + i * 10, "end": 1e9 + i * 10 + 5, "run_time": 5.0,
+                     "features": {"dag_id": dag_id, "task_id": "stage", "algorithm": "grow", "framework": "numpy", "data_rows": float(mib)},
+                     "used": {"memory": (30 + 1.1 * mib) * MiB * (1 + 0.02 * rng.standard_normal()), "cpu": 1.0}, "requested": {}})
+    profiler = ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    _, version = log_profiler(profiler, name="job-profiler")
+    set_alias("job-profiler", "champion", version)
+    return version
+
+
+def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, mlflow_server):
+    """Shadow mode runs the user's 160 MiB as written; the 300 MiB workload is OOM-killed, the
+    kill goes to MLflow before the retry, and the retry (XCom cleared) escalates from that record."""
+    code, log = run_dag("oom_retry", {"mib": 300, "mode": "shadow"}, retries=1,
+                        resources="{'requests': {'cpu': '1', 'memory': '160Mi'}}")
+    runs = stage_runs(mlflow_server, "oom_retry")
+    assert [r.data.tags["airflow_adaptive.try_number"] for r in runs] == ["1", "2"], log[-3000:]
+    first, second = runs
+    assert first.data.tags["airflow_adaptive.outcome"] == "oom_killed"
+    events = json.loads(first.data.tags["airflow_adaptive.oom_events"])
+    assert events[0]["limit_bytes"] == 160 * MiB and events[0]["try_number"] == 1
+    assert float(second.data.params["allocated.memory"]) == 320 * MiB
+    assert second.data.tags["airflow_adaptive.outcome"] == "success"
+    assert "try 1 was OOM-killed at 160 MiB" in log
+    assert code == 0 and dag_succeeded(log)
+
+
+def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, mlflow_server, monkeypatch):
+    version = register_grow_profiler(mlflow_server, "sized", monkeypatch)
+    code, log = run_dag("sized", {"mib": 300, "mode": "adaptive"},
+                        resources="{'requests': {'cpu': '1', 'memory': '64Mi'}, 'limits': {'cpu': '1', 'memory': '2Gi'}}")
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    (run,) = stage_runs(mlflow_server, "sized")
+    params, tags = run.data.params, run.data.tags
+    assert tags["airflow_adaptive.sizing"] == "predicted"
+    assert tags["airflow_adaptive.model_version"] == version
+    upper = float(params["predicted.memory.upper"])
+    assert float(params["allocated.memory"]) == pytest.approx(upper * 1.1, rel=1e-6)
+    assert 300 * MiB < upper < 600 * MiB
+    assert run.data.metrics["observed.memory.peak"] > 250 * MiB
+    assert "predicted median" in log and "sizing: predicted (adaptive)" in log
+
+
+def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, mlflow_server, monkeypatch):
+    """Features say 100 MiB, the workload grows to 400: the monitor raises the limit in place."""
+    register_grow_profiler(mlflow_server, "outgrown", monkeypatch)
+    code, log = run_dag("outgrown", {"mib": 400, "mode": "adaptive"},
+                        features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100}",
+                        resources="{'requests': {'cpu': '1', 'memory': '64Mi'}, 'limits': {'cpu': '1', 'memory': '2Gi'}}")
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    (run,) = stage_runs(mlflow_server, "outgrown")
+    from mlflow.tracking import MlflowClient
+
+    resizes = MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "resize.memory")
+    assert resizes and max(m.value for m in resizes) > float(run.data.params["allocated.memory"])
+    assert "resize memory" in log
+
+
+def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_dag, mlflow_server, monkeypatch):
+    register_grow_profiler(mlflow_server, "badfeature", monkeypatch)
+    code, log = run_dag("badfeature", {"mib": 50},
+                        features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 'lots'}")
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    assert "cannot size task 'stage' from the profiler, using the user's own request" in log
+    assert "'data_rows' must be a number, got 'lots'" in log
+    (run,) = stage_runs(mlflow_server, "badfeature")
+    assert run.data.tags["airflow_adaptive.sizing"] == "fallback"
+    assert float(run.data.params["allocated.memory"]) == 1 * 2**30  # the user's limit
+
+
+def test_on_sizing_error_fail_fails_the_task_with_the_reason(run_dag, mlflow_server, monkeypatch):
+    register_grow_profiler(mlflow_server, "strict", monkeypatch)
+    code, log = run_dag("strict", {"mib": 50}, extra="on_sizing_error='fail',",
+                        features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100, 'colour': 'red'}")
+    assert code != 0 or not dag_succeeded(log)
+    assert "cannot size the stage" in log and "unknown feature(s) ['colour']" in log
+
+
+def test_invalid_quantity_is_a_clear_task_failure(run_dag):
+    code, log = run_dag("badquantity", {"mib": 50}, resources="{'requests': {'cpu': '1', 'memory': '12 GB'}}")
+    assert not dag_succeeded(log)
+    assert "container_resources.requests.memory" in log and "12 GB" in log
+
+
+def test_mlflow_down_falls_back_and_the_stage_still_runs(run_dag, closed_port):
+    code, log = run_dag("nomlflow", {"mib": 50}, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port}"})
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    assert "did not answer" in log and "using the user's own request" in log
+    assert "usage of this try is not recorded" in log
+
+
+def test_kill_switch_restores_plain_sizing(run_dag, mlflow_server):
+    code, log = run_dag("switched_off", {"mib": 50}, env={"AIRFLOW_ADAPTIVE_ENABLED": "false"})
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    assert "airflow-adaptive is switched off" in log
+    assert stage_runs(mlflow_server, "switched_off") == []
