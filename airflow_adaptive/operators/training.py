@@ -125,7 +125,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
     :param runner: ``auto``, ``kubernetes`` or ``local``.
     :param mlflow_conn_id: Airflow connection of the MLflow server (else the environment).
     :param experiment: MLflow experiment of the stage runs.
-    :param monitor_image: image of the monitor sidecar (Kubernetes; default: the stage's image).
+    :param monitor_image: image of the monitor sidecar (Kubernetes; default: the project's monitor image).
     :param monitor_interval: seconds between the monitor's samples.
     """
 
@@ -151,9 +151,13 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         monitor_interval: float = 1.0,
         **kwargs: Any,
     ) -> None:
+        from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks
+
         kwargs.setdefault("image", "python:3.11-slim")
         kwargs.setdefault("name", kwargs.get("task_id"))
-        super().__init__(**kwargs)
+        callbacks = kwargs.pop("callbacks", None) or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        super().__init__(callbacks=[*callbacks, AdaptivePodCallbacks], **kwargs)
         if on_sizing_error not in ON_ERROR:
             raise ValueError(f"{self.task_id}: on_sizing_error must be one of {ON_ERROR}, got {on_sizing_error!r}")
         if runner not in RUNNERS:
@@ -176,6 +180,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self._plan: StagePlan | None = None
         self._stage_run: str | None = None
         self._run_log = None
+        self._try_number = 1
+        self._last_resize_sequence: int | None = None
 
     # ------------------------------------------------------------------ the decision
     def _runner(self) -> str:
@@ -274,6 +280,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc)) from None
         self._plan = plan
+        self._try_number = self._identity(context).try_number
         self._record_plan(context, plan)
         if self._runner() == "local":
             return self._execute_local(context, plan)
@@ -301,6 +308,27 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         from airflow_adaptive.operators.kubernetes import shape_stage_pod
 
         return shape_stage_pod(self, pod, plan)
+
+    def defer(self, *, trigger, method_name, kwargs=None, timeout=None):
+        """The provider's pod trigger, as the project's trigger that also applies resizes."""
+        from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+
+        from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER
+        from airflow_adaptive.triggers.pod import AdaptivePodTrigger
+
+        if isinstance(trigger, KubernetesPodTrigger) and not isinstance(trigger, AdaptivePodTrigger) and self._plan is not None:
+            _, trigger_kwargs = trigger.serialize()
+            trigger = AdaptivePodTrigger(**trigger_kwargs, monitor_container_name=MONITOR_CONTAINER,
+                                         workload_container_name=self.base_container_name, resize=self._plan.resizable,
+                                         last_resize_sequence=self._last_resize_sequence)
+        super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
+
+    def trigger_reentry(self, context, event):
+        for r in event.get("resizes") or []:
+            self.log.info("resize %s: %s (%s)", r.get("resource"), r.get("status"), r.get("message"))
+        if event.get("last_resize_sequence") is not None:
+            self._last_resize_sequence = int(event["last_resize_sequence"])
+        return super().trigger_reentry(context, event)
 
 
 def python_command(cmds: Sequence[str] | None, arguments: Sequence[str] | None) -> list[str]:

@@ -1,0 +1,1 @@
+"""Deferrable triggers: the pod trigger that also applies the monitor's resize signals."""

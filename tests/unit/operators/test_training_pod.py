@@ -1,0 +1,140 @@
+"""The pod AdaptiveTrainingOperator actually builds: KPO's own ``build_pod_request_obj`` (dry run,
+no cluster needed) narrowed by the plan, serialized as the API server would receive it."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
+
+from airflow_adaptive.domain.errors import QuantityError, UserError
+from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.logic.sizing import SizingPolicy
+from airflow_adaptive.logic.stage_plan import plan_stage
+from airflow_adaptive.operators import AdaptiveTrainingOperator
+from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER, AdaptivePodCallbacks
+from airflow_adaptive.operators.training import adaptive_enabled, python_command, resources_from
+from airflow_adaptive.triggers.pod import AdaptivePodTrigger
+
+GiB, MiB = 2**30, 2**20
+GPU_TYPES = [{"label": "NVIDIA-T4", "memory": "16Gi"}, {"label": "NVIDIA-A100-SXM4-40GB", "memory": "40Gi"}]
+
+
+def operator(**kw):
+    defaults = dict(task_id="train", namespace="ml", cmds=["python", "train.py"], service_account_name="adaptive-stage",
+                    container_resources={"requests": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"},
+                                         "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+                    gpu_types=GPU_TYPES, features={"algorithm": "resnet50", "framework": "pytorch"})
+    return AdaptiveTrainingOperator(**{**defaults, **kw})
+
+
+def built(op, profile, mode="adaptive"):
+    requested, limited = resources_from(op.container_resources, "test")
+    op._plan = plan_stage(requested, limited, profile, op.policy, mode)
+    op._stage_run, op._run_log = "run-123", None
+    return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+
+
+PROFILE = PredictedProfile({"cpu": ResourceEstimate(1.5, 2.5), "memory": ResourceEstimate(3 * GiB, 5 * GiB),
+                            "gpu": ResourceEstimate(1, 1), "gpu_memory": ResourceEstimate(20 * GiB, 30 * GiB)},
+                           coverage=0.99, model_uri="models:/job-profiler@champion", model_version="7")
+
+
+def test_adaptive_pod_has_predicted_resources_sidecar_env_service_account_and_gpu_affinity():
+    pod = built(operator(), PROFILE)
+    spec = pod["spec"]
+    (base,) = spec["containers"]
+    assert base["resources"]["requests"] == {"cpu": "1500m", "memory": "3Gi", "nvidia.com/gpu": "1"}
+    assert base["resources"]["limits"] == {"cpu": "2750m", "memory": "5632Mi", "nvidia.com/gpu": "1"}
+    assert {"name": "AIRFLOW_ADAPTIVE_WORKLOAD", "value": "base"} in base["env"]
+    assert spec["serviceAccountName"] == "adaptive-stage"
+    assert spec["shareProcessNamespace"] is True
+    monitor = next(c for c in spec["initContainers"] if c["name"] == MONITOR_CONTAINER)
+    assert monitor["restartPolicy"] == "Always"
+    env = {e["name"]: e.get("value") for e in monitor["env"]}
+    assert env["AIRFLOW_ADAPTIVE_RUN_ID"] == "run-123"
+    assert env["AIRFLOW_ADAPTIVE_MEMORY"] == "5632Mi"
+    assert json.loads(env["AIRFLOW_ADAPTIVE_PROFILE"])["model_version"] == "7"
+    assert monitor["image"].startswith("ghcr.io/airflow-adaptive/monitor")
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-40GB"]} in terms[0]["matchExpressions"]
+    assert "gpu_memory" not in json.dumps(base["resources"])  # not a Kubernetes resource: it chose the GPU type
+
+
+def test_shadow_pod_keeps_the_users_request_and_the_monitor_only_recommends():
+    pod = built(operator(), PROFILE, mode="shadow")
+    (base,) = pod["spec"]["containers"]
+    assert base["resources"]["requests"] == {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}
+    monitor = next(c for c in pod["spec"]["initContainers"] if c["name"] == MONITOR_CONTAINER)
+    assert {"name": "AIRFLOW_ADAPTIVE_CHANNEL", "value": "recommend"} in monitor["env"]
+
+
+def test_kill_switch_builds_the_plain_kpo_pod():
+    op = operator()
+    requested, limited = resources_from(op.container_resources, "test")
+    op._plan = plan_stage(requested, limited, PROFILE, op.policy, "off")
+    pod = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+    assert not pod["spec"].get("initContainers")
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
+
+
+def test_resources_from_reads_both_forms_and_names_the_bad_field():
+    req, lim = resources_from(k8s.V1ResourceRequirements(requests={"memory": "1Gi"}, limits={"cpu": "2"}), "x")
+    assert req == ResourceVector(memory=GiB) and lim == ResourceVector(cpu=2)
+    with pytest.raises(QuantityError, match=r"task 'a' container_resources.requests.memory"):
+        resources_from({"requests": {"memory": "12 GB"}}, "task 'a' container_resources")
+    with pytest.raises(UserError, match="unknown key"):
+        resources_from({"request": {"memory": "1Gi"}}, "x")
+
+
+def test_bad_static_arguments_fail_at_parse_time():
+    with pytest.raises(QuantityError, match="max_resources"):
+        operator(max_resources={"memory": "lots"})
+    with pytest.raises(ValueError, match="on_sizing_error"):
+        operator(on_sizing_error="ignore")
+    with pytest.raises(ValueError, match="sizing_mode"):
+        operator(sizing_mode="yolo")
+
+
+def test_callbacks_keep_the_users_own_first():
+    class Mine(AdaptivePodCallbacks.__mro__[1]):
+        pass
+
+    op = operator(callbacks=Mine)
+    assert op.callbacks == [Mine, AdaptivePodCallbacks]
+
+
+def test_deferral_uses_the_adaptive_trigger_with_the_providers_kwargs():
+    from airflow.sdk.exceptions import TaskDeferred
+
+    op = operator()
+    requested, limited = resources_from(op.container_resources, "test")
+    op._plan = plan_stage(requested, limited, PROFILE, op.policy)
+    base = KubernetesPodTrigger(pod_name="p", pod_namespace="ml", trigger_start_time=datetime.now(timezone.utc),
+                                base_container_name="base", poll_interval=3)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.defer(trigger=base, method_name="trigger_reentry")
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, AdaptivePodTrigger) and trigger.resize
+    _, kwargs = trigger.serialize()
+    assert kwargs["pod_name"] == "p" and kwargs["poll_interval"] == 3 and kwargs["monitor_container_name"] == MONITOR_CONTAINER
+
+
+def test_python_command_uses_this_worker_and_refuses_unknown_programs(monkeypatch):
+    import sys
+
+    assert python_command(["python", "-m", "x"], ["--rows", 5]) == [sys.executable, "-m", "x", "--rows", "5"]
+    with pytest.raises(UserError, match="not on this worker's PATH"):
+        python_command(["no-such-program-here"], [])
+
+
+@pytest.mark.parametrize("value,enabled", [(None, True), ("false", False), ("0", False), ("true", True), ("off", False)])
+def test_kill_switch_from_the_environment(monkeypatch, value, enabled):
+    if value is None:
+        monkeypatch.delenv("AIRFLOW_ADAPTIVE_ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_ADAPTIVE_ENABLED", value)
+    assert adaptive_enabled() is enabled
