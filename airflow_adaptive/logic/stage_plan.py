@@ -12,9 +12,10 @@ runner, prints as a table and pushes to XCom.
 | ``off`` (kill switch) | the user's request, as plain KubernetesPodOperator | not made |
 
 A prediction that cannot be made (a bad feature, no model, MLflow down) makes the plan a
-*fallback*: the user's request, with the reason kept. A retry after an OOM kill raises memory
-from the recorded kill with the deviation policy's rule, whatever the mode but ``off``:
-repeating a size that was just killed is never the right plan.
+*fallback*: the user's request, with the reason kept. In ``adaptive`` mode a retry after an OOM
+kill raises memory from the recorded kill with the deviation policy's rule (repeating a size
+that was just killed is never the right plan); ``shadow`` only says what it would have done,
+because shadow mode changes nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class StagePlan:
     profile: PredictedProfile | None
     fallback: str | None = None  # why the user's request is used instead of a prediction
     escalation: str | None = None  # how an earlier OOM kill changed the size
+    in_place: bool = True  # False: sized at start (and on retries) only, never while running
 
     @property
     def sizing(self) -> str:
@@ -53,7 +55,7 @@ class StagePlan:
 
     @property
     def resizable(self) -> bool:
-        return self.mode == "adaptive"
+        return self.mode == "adaptive" and self.in_place
 
     def reasons(self) -> list[str]:
         out = list(self.size.reasons)
@@ -108,6 +110,11 @@ def plan_stage(
     else:
         size = policy_size
     plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback)
+    if mode == "shadow":
+        would = escalate(plan, earlier_ooms, policy, config)
+        if would.escalation:
+            return replace(plan, escalation=f"shadow mode, not applied: {would.escalation} (would use {_fmt('memory', would.size.limits.memory)})")
+        return plan
     return escalate(plan, earlier_ooms, policy, config)
 
 
@@ -125,7 +132,7 @@ def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, co
         if esc.new_limit > size.limits.memory:
             limits = replace(size.limits, memory=esc.new_limit)
             requests = replace(size.requests, memory=min(max(size.requests.memory, 0.0), esc.new_limit))
-            if policy.preset == "guaranteed" or plan.mode == "shadow":
+            if policy.preset == "guaranteed" or plan.policy_size is None:
                 requests = replace(requests, memory=esc.new_limit)
             size = ContainerSize(requests, limits, size.gpu_type, size.reasons)
         notes.append(f"try {last.try_number} was {esc.reason}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -127,6 +128,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
     :param experiment: MLflow experiment of the stage runs.
     :param monitor_image: image of the monitor sidecar (Kubernetes; default: the project's monitor image).
     :param monitor_interval: seconds between the monitor's samples.
+    :param in_place_resize: resize the running stage when the monitor signals (default); False
+        sizes at start and on retries only (clusters without in-place pod resize).
     """
 
     template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "features", "sizing_mode")
@@ -149,6 +152,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         experiment: str | None = None,
         monitor_image: str | None = None,
         monitor_interval: float = 1.0,
+        in_place_resize: bool = True,
         **kwargs: Any,
     ) -> None:
         from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks
@@ -177,6 +181,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.experiment = experiment
         self.monitor_image = monitor_image
         self.monitor_interval = monitor_interval
+        self.in_place_resize = in_place_resize
         self._plan: StagePlan | None = None
         self._stage_run: str | None = None
         self._run_log = None
@@ -225,7 +230,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, exc)
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
-        return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier)
+        plan = plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier)
+        return plan if self.in_place_resize else replace(plan, in_place=False)
 
     def _stage_log(self, tracking_uri: str):
         if self._run_log is None:

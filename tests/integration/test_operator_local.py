@@ -106,9 +106,10 @@ def register_grow_profiler(tracking: str, dag_id: str, monkeypatch):
 
 
 def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, mlflow_server):
-    """Shadow mode runs the user's 160 MiB as written; the 300 MiB workload is OOM-killed, the
-    kill goes to MLflow before the retry, and the retry (XCom cleared) escalates from that record."""
-    code, log = run_dag("oom_retry", {"mib": 300, "mode": "shadow"}, retries=1,
+    """No model yet (fallback to the user's 160 MiB) and no in-place resize: the 300 MiB workload
+    is OOM-killed, the kill goes to MLflow before the retry, and the retry (XCom cleared)
+    escalates from that record."""
+    code, log = run_dag("oom_retry", {"mib": 300, "mode": "adaptive"}, retries=1, extra="in_place_resize=False,",
                         resources="{'requests': {'cpu': '1', 'memory': '160Mi'}}")
     runs = stage_runs(mlflow_server, "oom_retry")
     assert [r.data.tags["airflow_adaptive.try_number"] for r in runs] == ["1", "2"], log[-3000:]

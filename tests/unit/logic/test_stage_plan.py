@@ -61,11 +61,18 @@ def test_retry_after_a_kernel_oom_doubles_the_killed_limit_within_the_users_boun
     assert capped.size.limits.memory == pytest.approx(1 * GiB)
 
 
-def test_shadow_retry_escalates_too_rather_than_repeat_a_killed_size():
+def test_fallback_retry_escalates_requests_with_limits():
     kill = OomEvent(time=1.0, container="base", limit_bytes=2 * GiB, try_number=1)
-    plan = plan_stage(REQ, ResourceVector(), PROFILE, SizingPolicy(), "shadow", earlier_ooms=[kill])
+    plan = plan_stage(REQ, ResourceVector(), None, SizingPolicy(), "adaptive", fallback="no model", earlier_ooms=[kill])
     assert plan.size.limits.memory == pytest.approx(4 * GiB)
     assert plan.size.requests.memory == pytest.approx(4 * GiB)
+
+
+def test_shadow_retry_changes_nothing_but_says_what_it_would_do():
+    kill = OomEvent(time=1.0, container="base", limit_bytes=2 * GiB, try_number=1)
+    plan = plan_stage(REQ, ResourceVector(), PROFILE, SizingPolicy(), "shadow", earlier_ooms=[kill])
+    assert plan.size.limits.memory == pytest.approx(2 * GiB)
+    assert "shadow mode, not applied" in plan.escalation and "4Gi" in plan.escalation
 
 
 def test_gpu_oom_moves_to_a_larger_gpu_type():
