@@ -35,6 +35,10 @@ PIPELINE = "ml_training_pipeline"
 RETRAIN = "retrain_profiler"
 MODEL = "job-profiler"
 STATIC_MARGIN = 0.20  # the careful user's headroom over the largest seed peak
+#: Data sizes (rows): four seeds spanning the range (the scaling laws need three runs per stage
+#: after the hold-out), then three compared runs between them; sized to finish in ~4 minutes here.
+SEED_SIZES = (50_000, 110_000, 170_000, 230_000)
+COMPARE_SIZES = (80_000, 140_000, 200_000)
 
 
 def _setup(base: Path) -> dict[str, str]:
@@ -59,7 +63,7 @@ def _setup(base: Path) -> dict[str, str]:
 
 
 def _dag(dag_id: str):
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(DAGS))
     if bag.import_errors:
@@ -68,6 +72,8 @@ def _dag(dag_id: str):
 
 
 def _run(dag, conf: dict[str, Any]) -> tuple[str, str]:
+    """One DAG run. Pass every param the run depends on: in one process, a param left out keeps
+    the value an earlier run's conf gave it."""
     import pendulum
 
     dr = dag.test(logical_date=pendulum.now("UTC"), run_conf=conf)
@@ -163,7 +169,7 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         pipeline = _dag(PIPELINE)
         user = _user_requests(pipeline)
         print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
-        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow"})
+        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
         bootstrap = _retrain()
         print(f"[demo] profiler: version {bootstrap['version']} ({bootstrap['profiler']}); champion -> "
               f"{bootstrap['champion_after']}: {bootstrap['reason']}", flush=True)
@@ -172,7 +178,7 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         runs = {}
         for name, conf in (("static", {"sizing_mode": "shadow", "resources": careful}),
                            ("optimistic", {"sizing_mode": "shadow", "resources": optimistic}),
-                           ("adaptive", {"sizing_mode": "adaptive"})):
+                           ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
             print(f"[demo] {name}: {len(compare_sizes)} pipeline runs at {list(compare_sizes)} rows", flush=True)
             runs[name] = _policy_runs(pipeline, compare_sizes, lambda rows, c=conf: c)
         closed_loop = _retrain_dag()

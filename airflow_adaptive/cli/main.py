@@ -141,10 +141,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from airflow_adaptive.demo import run_demo
-    from airflow_adaptive.examples.pipeline import DEMO_SIZES
+    from airflow_adaptive.demo import COMPARE_SIZES, SEED_SIZES, run_demo
 
-    seeds, compare = _demo_sizes(args.seed_sizes, DEMO_SIZES[::2]), _demo_sizes(args.sizes, DEMO_SIZES[1::2])
+    seeds, compare = _demo_sizes(args.seed_sizes, SEED_SIZES), _demo_sizes(args.sizes, COMPARE_SIZES)
     report = run_demo(seeds, compare, json_out=args.json, plot_out=args.plot)
     if args.json:
         print(f"report: {args.json}" + (f", plot: {args.plot}" if args.plot else ""))

@@ -35,6 +35,7 @@ class LocalMlflowServer:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> str:
         """Start and wait until ``/health`` answers; RuntimeError (with the log's tail) otherwise."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
