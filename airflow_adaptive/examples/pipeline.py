@@ -15,11 +15,15 @@ Three stages with deliberately different resource profiles, all of which follow 
 ``train`` -- the long stage, memory **grows over the run**.
     A small model search with scikit-learn ``ExtraTreesClassifier``: two candidates (fully grown
     trees, and regularised trees with ``min_samples_leaf``) grow side by side with ``warm_start``,
-    a few trees per step, and the better one on a validation split is kept. Fully grown trees on
-    noisy labels have about one node per training row, so every step adds memory in proportion
+    a few trees per step, and the better one on a validation split is kept (the regularised one,
+    in practice: the saved model is small). Fully grown trees on noisy labels have one to two
+    nodes per training row, so every step adds memory in proportion
     to ``N``: resident memory climbs step by step to a peak that depends clearly on ``N`` (what
     adaptive sizing must predict, and what an in-place resize must follow). The kept model is
-    pickled (``model.pkl``) and exported as flat tree arrays (``model.npz``).
+    pickled (``model.pkl``) and exported as flat tree arrays (``model.npz``). Its wall time
+    includes importing scikit-learn: ~2 s of CPU with cached bytecode, ~4 s (more on a busy
+    machine) where ``PYTHONDONTWRITEBYTECODE`` keeps it compiling every module on every start;
+    ``phase_seconds`` in its summary splits import, fit and saving.
 ``evaluate`` -- short, small memory, numpy only.
     Scores the hold-out with the exported trees (no scikit-learn import, so no ~200 MiB
     baseline), writes accuracy, ROC AUC (with a bootstrap 95% interval), log loss and Brier score
@@ -31,6 +35,9 @@ killed half-way (OOM) leaves nothing half-written. Each stage prints one JSON li
 below ``MIN_ROWS``, the previous stage's output missing or made for another ``--rows``) exits 2
 with one line ``pipeline: error: ...``. Threads are bounded: ``--jobs`` defaults to
 ``OMP_NUM_THREADS`` (else 2) and also bounds the BLAS/OpenMP pools.
+
+Measured profile (wall seconds and peak RSS per stage and size): ``benchmarks/pipeline_profile.py``
+writes ``benchmarks/results/pipeline-profile.json``.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ VALIDATION = 0.2  # last rows of the training part: train's model selection
 #: train's candidates (ExtraTreesClassifier parameters), grown side by side.
 CANDIDATES = {
     "deep": {"min_samples_leaf": 1, "max_features": 1},
-    "regularised": {"min_samples_leaf": 20, "max_features": 0.2, "bootstrap": True, "max_samples": 0.25},
+    "regularised": {"min_samples_leaf": 10, "max_features": 0.2, "bootstrap": True, "max_samples": 0.1},
 }
 STEPS = 8
 TREES_PER_STEP = 2
@@ -249,22 +256,18 @@ def _engineer(raw, y, n_train: int, seed: int, jobs: int):
         enc[n_train:] = ((total_s + TE_SMOOTHING * prior) / (total_n + TE_SMOOTHING))[code[n_train:]]
         out[:, 2 * N_NUMERIC + len(pairs) + j] = enc
 
-    def entity_aggregates(_):
+    def entity_aggregates(_):  # group-by entity: count, mean and std of 4 numeric columns
         entity = raw[:, N_COLUMNS - 1].astype(np.int64)
-        order = np.argsort(entity, kind="stable")  # group-by via sort
         base = 2 * N_NUMERIC + len(pairs) + N_CATEGORICAL
         count = np.bincount(entity)
+        n = np.maximum(count, 1)
         out[:, base] = count[entity]
-        for m, c in enumerate(range(4)):
-            col = num[order, c]
-            sorted_entity = entity[order]
-            k = len(count)
-            s = np.bincount(sorted_entity, weights=col, minlength=k)
-            s2 = np.bincount(sorted_entity, weights=col * col, minlength=k)
-            mean = s / np.maximum(count, 1)
-            var = np.maximum(s2 / np.maximum(count, 1) - mean * mean, 0.0)
-            out[:, base + 1 + 2 * m] = mean[entity]
-            out[:, base + 2 + 2 * m] = np.sqrt(var)[entity]
+        for c in range(4):
+            col = num[:, c]
+            mean = np.bincount(entity, weights=col, minlength=len(count)) / n
+            var = np.maximum(np.bincount(entity, weights=col * col, minlength=len(count)) / n - mean * mean, 0.0)
+            out[:, base + 1 + 2 * c] = mean[entity]
+            out[:, base + 2 + 2 * c] = np.sqrt(var)[entity]
 
     names += [f"num{c}" for c in range(N_NUMERIC)] + [f"num{i}*num{j}" for i, j in pairs]
     names += [f"quantile{c}" for c in range(N_NUMERIC)] + [f"te_cat{j}" for j in range(N_CATEGORICAL - 1)] + ["te_entity"]
@@ -351,9 +354,11 @@ def predict_proba(model: dict, X, chunk: int = 8192):
 def train(rows: int, workdir: Path, seed: int, jobs: int) -> dict:
     _need(workdir, DATA_FILES, "load")
     _read_meta(workdir / "data.json", rows, "load")
+    t0 = time.perf_counter()
     import numpy as np
     from sklearn.ensemble import ExtraTreesClassifier
 
+    t_import = time.perf_counter()
     X = _load_npy(workdir / "X_train.npy")
     y = _load_npy(workdir / "y_train.npy")
     if X.ndim != 2 or len(X) != len(y):
@@ -368,6 +373,7 @@ def train(rows: int, workdir: Path, seed: int, jobs: int) -> dict:
             model.n_estimators = step * TREES_PER_STEP
             model.fit(X_fit, y_fit)
         rss_by_step.append(_rss_mib())
+    t_fit = time.perf_counter()
     val_auc = {name: roc_auc(y_val, m.predict_proba(X_val)[:, 1]) for name, m in models.items()}
     nodes = {name: int(sum(e.tree_.node_count for e in m.estimators_)) for name, m in models.items()}
     selected = max(val_auc, key=lambda name: val_auc[name])
@@ -384,8 +390,9 @@ def train(rows: int, workdir: Path, seed: int, jobs: int) -> dict:
             "trees": len(forest.estimators_), "nodes": nodes[selected], "fit_rows": n_fit, "validation_rows": len(y_val),
             "validation_auc": {k: round(v, 4) for k, v in val_auc.items()}}
     _write_json(workdir / "model.json", info)
+    phases = {"import": t_import - t0, "fit": t_fit - t_import, "select_and_save": time.perf_counter() - t_fit}
     return {"selected": selected, "trees": info["trees"], "nodes": nodes, "validation_auc": info["validation_auc"],
-            "rss_mib_by_step": rss_by_step}
+            "rss_mib_by_step": rss_by_step, "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
 
 
 # --- evaluate -------------------------------------------------------------------------------

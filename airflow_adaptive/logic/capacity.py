@@ -109,6 +109,11 @@ def readable(resource: str, amount: float) -> str:
     return f"{amount:g}"
 
 
+def _named(resource: str, amount: float) -> str:
+    """Readable with the resource named once: "3.0 GiB memory", "2 CPU", "1 GPU"."""
+    return readable(resource, amount) + (" memory" if resource == "memory" else "")
+
+
 def _over(need: float, have: float) -> bool:
     return need > have + _REL_EPS * max(1.0, abs(need))
 
@@ -142,14 +147,14 @@ def _limit_range_violations(requests: ResourceVector, limits: ResourceVector, po
                 top = getattr(lr.max, r)
                 for what, need in (("request", need_req), ("limit", need_lim)):
                     if _over(need, top):
-                        out.append(f"LimitRange {lr.name} allows a container at most {readable(r, top)} of {r}; "
+                        out.append(f"LimitRange {lr.name} allows a container at most {_named(r, top)}; "
                                    f"the stage's {r} {what} is {readable(r, need)}")
                         break
             if lr.min is not None and getattr(lr.min, r) > 0 and _over(getattr(lr.min, r), need_req):
                 out.append(f"LimitRange {lr.name} needs a container to request at least "
-                           f"{readable(r, getattr(lr.min, r))} of {r}; the stage requests {readable(r, need_req)}")
+                           f"{_named(r, getattr(lr.min, r))}; the stage requests {readable(r, need_req)}")
             if lr.pod_max is not None and getattr(lr.pod_max, r) > 0 and _over(getattr(pod, r), getattr(lr.pod_max, r)):
-                out.append(f"LimitRange {lr.name} allows a pod at most {readable(r, getattr(lr.pod_max, r))} of {r}; "
+                out.append(f"LimitRange {lr.name} allows a pod at most {_named(r, getattr(lr.pod_max, r))}; "
                            f"the stage's pod needs {readable(r, getattr(pod, r))}")
     return out
 
@@ -261,8 +266,7 @@ def fit(
             per_node[node.name] = "fits"
             fitting.append(node)
 
-    need_text = ", ".join(f"{readable(r, getattr(pod_req, r))} {r}" if r != "gpu" else readable(r, pod_req.gpu)
-                          for r in SCHEDULED if getattr(pod_req, r) > 0) or "nothing"
+    need_text = ", ".join(_named(r, getattr(pod_req, r)) for r in SCHEDULED if getattr(pod_req, r) > 0) or "nothing"
     where = f" of GPU type {gpu_type}" if gpu_type else ""
     if not big_enough:
         if not nodes:

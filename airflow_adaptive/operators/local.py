@@ -63,8 +63,11 @@ def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
              "image %s is not used (the worker's own Python environment runs it)", operator.image)
     host_cpu, host_memory = _host_limits()
     size = plan.size
-    cpu = size.limits.cpu or size.requests.cpu or host_cpu
-    memory = size.limits.memory or size.requests.memory
+    # Resizable: start where Kubernetes would reserve (the requests) and let the monitor raise the
+    # limits in place as the stage grows, up to the user's bound. Otherwise the limits, as a pod's.
+    start = size.requests if plan.resizable else size.limits
+    cpu = start.cpu or size.limits.cpu or size.requests.cpu or host_cpu
+    memory = start.memory or size.limits.memory or size.requests.memory
     if not memory:
         log.warning("task '%s' has no memory request or prediction: starting at the host's %s", operator.task_id, format_memory(host_memory))
         memory = host_memory

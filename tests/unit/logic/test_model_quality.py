@@ -1,0 +1,49 @@
+"""The profiler's quality bar: each bound, missing and broken metrics, and bad bars."""
+
+import math
+
+import pytest
+
+from airflow_adaptive.logic.model_quality import QualityBar, meets
+
+GOOD = {"holdout_allocated_over_used": 1.3, "holdout_under_provisioned_fraction": 0.01, "training_records": 5000.0}
+
+# (case, bar, metrics, met, words in the reason)
+CASES = [
+    ("every bar met", QualityBar(1.5, 0.02, 1000), GOOD, True, ["quality bar met", "holdout_allocated_over_used 1.3 <= 1.5",
+                                                                "training_records 5000 >= 1000"]),
+    ("a bound equal to the value is met", QualityBar(1.3, 0.01, 5000), GOOD, True, []),
+    ("too much allocated per byte used", QualityBar(max_allocated_over_used=1.2), GOOD, False,
+     ["holdout_allocated_over_used 1.3 > 1.2"]),
+    ("too many under-provisioned stages", QualityBar(max_under_provisioned_fraction=0.005), GOOD, False,
+     ["holdout_under_provisioned_fraction 0.01 > 0.005"]),
+    ("too little history", QualityBar(min_training_records=10000), GOOD, False, ["training_records 5000 < 10000"]),
+    ("every failure is listed", QualityBar(1.0, 0.0, 10000), GOOD, False,
+     ["allocated_over_used 1.3 > 1", "under_provisioned_fraction 0.01 > 0", "training_records 5000 < 10000"]),
+    ("a missing metric fails its bar", QualityBar(min_training_records=1), {"holdout_allocated_over_used": 1.0}, False,
+     ["training_records is missing from the model's run"]),
+    ("a NaN metric fails its bar", QualityBar(max_allocated_over_used=2), {"holdout_allocated_over_used": math.nan}, False,
+     ["holdout_allocated_over_used is not a number"]),
+    ("an unset bar ignores its metric", QualityBar(max_allocated_over_used=2), {"holdout_allocated_over_used": 1.9}, True, []),
+    ("no bar at all is met", QualityBar(), {}, True, ["no quality bar set"]),
+]
+
+
+@pytest.mark.parametrize("case, bar, metrics, met, words", CASES, ids=[c[0] for c in CASES])
+def test_meets(case, bar, metrics, met, words):
+    ok, reason = meets(bar, metrics)
+    assert ok is met, reason
+    for w in words:
+        assert w in reason, f"{w!r} not in {reason!r}"
+
+
+@pytest.mark.parametrize("kwargs", [{"max_allocated_over_used": -1}, {"min_training_records": math.inf},
+                                    {"max_under_provisioned_fraction": "0.1"}, {"min_training_records": True}])
+def test_a_bad_bar_is_refused(kwargs):
+    with pytest.raises(ValueError, match="quality bar"):
+        QualityBar(**kwargs)
+
+
+def test_bar_round_trips_as_plain_data():
+    bar = QualityBar(1.5, None, 100)
+    assert QualityBar(**bar.to_dict()) == bar
