@@ -35,9 +35,9 @@ from airflow_adaptive.domain.features import FeatureSchema
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
+from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, target_values  # noqa: F401 (re-exported)
 from airflow_adaptive.logic.history import STATS, SequenceState, feature_names, level_codes, sequence_features
 
-DURATION = "duration"
 #: Fewer records than this for a target and the profiler does not model it.
 MIN_ROWS = 30
 #: A categorical feature with more values than this is an identity, used only through history.
@@ -48,27 +48,6 @@ RESAMPLE_ABOVE_ROWS = 6000
 
 
 # ----------------------------------------------------------------------------- feature blocks
-def level_strings(table: JobTable, level: tuple[str, ...]) -> np.ndarray:
-    """The level's value per row as one string; numeric parts print as ``%g`` (4.0 -> '4')."""
-    parts = []
-    for name in level:
-        col = table.features[name]
-        if table.schema.feature(name).kind == "numeric":
-            parts.append(np.array([f"{v:g}" for v in col], dtype=object))
-        else:
-            parts.append(col.astype(str).astype(object))
-    if len(parts) == 1:
-        return parts[0]
-    return np.array(["\x1f".join(t) for t in zip(*parts)], dtype=object)
-
-
-def target_values(table: JobTable, target: str) -> np.ndarray:
-    """Log of the observed value (NaN when unknown or not positive)."""
-    raw = table.run_time if target == DURATION else table.used[target]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(raw > 0, np.log(np.where(raw > 0, raw, 1.0)), np.nan)
-
-
 def history_block(table: JobTable, target: str) -> np.ndarray:
     """Sequence features of every row from the rows that ended before it was submitted."""
     log_value = target_values(table, target)
@@ -179,16 +158,6 @@ def recency_weight(end: np.ndarray, now: float, half_life_days: float) -> np.nda
 
 
 # ----------------------------------------------------------------------------- the estimator
-@dataclass
-class TargetPrediction:
-    median_log: np.ndarray
-    offsets: np.ndarray  # (n, len(conformal.QUANTILES)), log scale, non-decreasing per row
-    stratum: np.ndarray
-
-    def quantile(self, coverage: float) -> np.ndarray:
-        return np.exp(self.median_log + conformal.interpolate_level(self.offsets, coverage))
-
-
 class JobProfiler(BaseEstimator):
     """Learns what each job needs per resource from finished jobs of one feature schema."""
 

@@ -38,14 +38,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
-from airflow_adaptive.logic.profiler import DURATION, TargetPrediction, level_strings, target_values
+from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, target_values
 
 MIN_KEY_ROWS = 3
 MIN_ROWS = 6
@@ -100,11 +98,20 @@ def conformal_offsets(residuals: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.maximum(out, 0.0))
 
 
-class ScalingProfiler(BaseEstimator):
-    """Per-key log-log scaling laws with conformal offsets; for histories of a few dozen runs."""
+class ScalingProfiler:
+    """Per-key log-log scaling laws with conformal offsets; for histories of a few dozen runs.
+
+    scikit-learn's estimator contract (``get_params``, ``fit`` returns self, learned attributes
+    end in ``_``) without its base class: importing ``sklearn.base`` would cost a task ~1 s."""
 
     def __init__(self, coverage: float = 0.99):
         self.coverage = coverage
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"coverage": self.coverage}
+
+    def __repr__(self) -> str:
+        return f"ScalingProfiler(coverage={self.coverage})"
 
     def fit(self, X: JobTable, y: Any = None) -> "ScalingProfiler":
         if not isinstance(X, JobTable):
@@ -150,7 +157,7 @@ class ScalingProfiler(BaseEstimator):
         return self
 
     def predict_targets(self, X: JobTable) -> dict[str, TargetPrediction]:
-        check_is_fitted(self, "laws_")
+        _check_fitted(self)
         self.schema_.require_same(X.schema, "the jobs")
         keys = level_strings(X, self.schema_.key)
         out = {}
@@ -170,7 +177,7 @@ class ScalingProfiler(BaseEstimator):
         return {t: {"median": np.exp(p.median_log), "upper": p.quantile(self.coverage)} for t, p in self.predict_targets(X).items()}
 
     def predict_profile(self, job: Mapping[str, Any], submit: float | None = None, where: str = "job") -> PredictedProfile:
-        check_is_fitted(self, "laws_")
+        _check_fitted(self)
         features = self.schema_.validate_job(job, where)
         now = self.trained_until_ if submit is None else float(submit)
         table = JobTable.from_rows(self.schema_, [{"job_id": where, "submit": now, "end": now, "run_time": 0.0, "features": features}])
@@ -186,6 +193,11 @@ class ScalingProfiler(BaseEstimator):
             cold_start=any(int(p.stratum[0]) == COLD for p in preds.values()),
             schema_id=self.schema_.id,
         )
+
+
+def _check_fitted(profiler: "ScalingProfiler") -> None:
+    if not hasattr(profiler, "laws_"):
+        raise UserError("this ScalingProfiler is not fitted yet: call fit() with a JobTable of finished runs first")
 
 
 def _size_feature(sizes: Mapping[str, np.ndarray], rows: np.ndarray, y_log: np.ndarray) -> str | None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from airflow_adaptive.logic.profiler import JobProfiler
-from airflow_adaptive.logic.scaling import ScalingProfiler
-
-PROFILER_TYPES = (JobProfiler, ScalingProfiler)
+PROFILER_TYPE_NAMES = ("JobProfiler", "ScalingProfiler")
 
 
 def dump_profiler(profiler, path: str | Path) -> None:
@@ -24,6 +21,8 @@ def dump_profiler(profiler, path: str | Path) -> None:
 def read_profiler(path: str | Path):
     with open(path, "rb") as fh:
         profiler = pickle.load(fh)
-    if not isinstance(profiler, PROFILER_TYPES):
+    # By name: importing JobProfiler's module here would import scikit-learn for every load; the
+    # pickle itself imports whatever the profiler it holds needs.
+    if type(profiler).__name__ not in PROFILER_TYPE_NAMES or not type(profiler).__module__.startswith("airflow_adaptive.logic"):
         raise TypeError(f"{path} holds a {type(profiler).__name__}, not a JobProfiler or ScalingProfiler")
     return profiler

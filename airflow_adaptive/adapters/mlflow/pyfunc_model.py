@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_adaptive.domain.records import JobTable
-from airflow_adaptive.adapters.mlflow.profiler_pickle import PROFILER_TYPES, dump_profiler, read_profiler  # noqa: F401 (re-exported)
+from airflow_adaptive.adapters.mlflow.profiler_pickle import dump_profiler, read_profiler  # noqa: F401 (re-exported)
 from airflow_adaptive.logic.profiler import JobProfiler
 
 PROFILER_ARTIFACT = "profiler.pkl"
