@@ -99,6 +99,10 @@ def _stage_runs(airflow_run_id: str) -> list[dict[str, Any]]:
             "predicted_memory_median": _num(p.get("predicted.memory.median")),
             "predicted_memory_upper": _num(p.get("predicted.memory.upper")),
             "allocated_memory": _num(p.get("allocated.memory")),
+            "allocated_cpu": _num(p.get("allocated.cpu")),
+            "predicted_cpu_upper": _num(p.get("predicted.cpu.upper")),
+            "started_memory": m.get("started.memory"),
+            "started_cpu": m.get("started.cpu"),
             "final_memory": m.get("final.memory"),
             "observed_peak_memory": m.get("observed.memory.peak"),
             "observed_peak_cpu": m.get("observed.cpu.peak"),
@@ -260,38 +264,32 @@ def demo_table(report: dict[str, Any]) -> str:
 
 
 def demo_plot(report: dict[str, Any], path: str) -> None:
+    """Memory and CPU limits in force over time (stages back to back), and predictions vs peaks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (ax_m, ax_c, ax_p) = plt.subplots(1, 3, figsize=(18, 4.8))
     colours = {"static": "tab:grey", "optimistic": "tab:orange", "adaptive": "tab:blue"}
     for name, r in report["runs"].items():
-        xs, ys, offset = [], [], 0.0
-        for s in r["stages"]:
-            if not s["start"] or not s["end"]:
-                continue
-            level = s["allocated_memory"] or 0.0
-            t = s["start"]
-            points = [(t, level)] + [(when, v) for when, res, v in s["resize_events"] if res == "memory"] + [(s["end"], None)]
-            for (a, v), (b, _) in zip(points, points[1:]):
-                v = level if v is None else v
-                level = v
-                xs += [offset + a - s["start"], offset + b - s["start"]]
-                ys += [v / 2**30, v / 2**30]
-            offset += s["end"] - s["start"]
-            if s["oom_kills"]:
-                ax_t.plot(offset, level / 2**30, "x", color=colours[name], ms=9)
-        ax_t.plot(xs, ys, label=f"{name} ({r['reserved_memory_byte_seconds'] / 2**30:.0f} GiB-s, {r['oom_kills']} OOM)",
-                  color=colours[name], lw=1.4)
-    ax_t.set_xlabel("stage time, runs back to back (s)"), ax_t.set_ylabel("memory limit in force (GiB)")
-    ax_t.set_title("reserved memory over time (x = OOM kill)"), ax_t.legend(fontsize=8)
+        for ax, resource, scale, total in ((ax_m, "memory", 2**30, r["reserved_memory_byte_seconds"] / 2**30),
+                                           (ax_c, "cpu", 1.0, r["reserved_cpu_core_seconds"])):
+            xs, ys, kills = _timeline(r["stages"], resource, scale)
+            unit = "GiB-s" if resource == "memory" else "core-s"
+            ax.plot(xs, ys, color=colours[name], lw=1.4, label=f"{name} ({total:.1f} {unit}, {r['oom_kills']} OOM)")
+            if resource == "memory" and kills:
+                ax.plot(*zip(*kills), "x", color=colours[name], ms=9)
+    ax_m.set_ylabel("memory limit in force (GiB)"), ax_m.set_title("reserved memory over time (x = OOM kill)")
+    ax_c.set_ylabel("CPU limit in force (cores)"), ax_c.set_title("reserved CPU over time")
+    for ax in (ax_m, ax_c):
+        ax.set_xlabel("stage time, runs back to back (s)"), ax.legend(fontsize=8)
     stages = [s for s in report["runs"]["adaptive"]["stages"] if s["observed_peak_memory"] and s["predicted_memory_upper"]]
     for task in sorted({s["task"] for s in stages}):
         mine = [s for s in stages if s["task"] == task]
-        ax_p.scatter([s["observed_peak_memory"] / 2**20 for s in mine], [s["predicted_memory_upper"] / 2**20 for s in mine], label=f"{task} upper")
-        ax_p.scatter([s["observed_peak_memory"] / 2**20 for s in mine], [s["predicted_memory_median"] / 2**20 for s in mine], marker=".", label=f"{task} median")
+        peaks = [s["observed_peak_memory"] / 2**20 for s in mine]
+        ax_p.scatter(peaks, [s["predicted_memory_upper"] / 2**20 for s in mine], label=f"{task} upper")
+        ax_p.scatter(peaks, [s["predicted_memory_median"] / 2**20 for s in mine], marker=".", label=f"{task} median")
     top = max([s["predicted_memory_upper"] / 2**20 for s in stages] + [1.0])
     ax_p.plot([0, top], [0, top], color="grey", lw=1)
     ax_p.set_xlabel("observed peak memory (MiB)"), ax_p.set_ylabel("predicted (MiB)")
@@ -299,3 +297,21 @@ def demo_plot(report: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _timeline(stages, resource: str, scale: float):
+    """Step function of the limit in force, every try of every stage laid end to end."""
+    xs, ys, kills, offset = [], [], [], 0.0
+    for s in stages:
+        if not s["start"] or not s["end"]:
+            continue
+        level = s.get(f"started_{resource}") or s.get(f"allocated_{resource}") or 0.0
+        points = [(s["start"], level)] + [(t, v) for t, res, v in s["resize_events"] if res == resource] + [(s["end"], None)]
+        for (a, v), (b, _) in zip(points, points[1:]):
+            level = level if v is None else v
+            xs += [offset + a - s["start"], offset + b - s["start"]]
+            ys += [level / scale, level / scale]
+        offset += s["end"] - s["start"]
+        if s["oom_kills"]:
+            kills.append((offset, level / scale))
+    return xs, ys, kills

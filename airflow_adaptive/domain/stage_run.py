@@ -25,7 +25,7 @@ One MLflow run per stage *try*:
 | tag | ``airflow_adaptive.sizing`` | operator | ``predicted``, ``fallback`` (the user's request, and why in ``sizing_reason``), ``shadow``, ``off`` |
 | metric | ``resize.<resource>`` | operator | the size after each applied resize, ``step`` = resize number |
 | metric | ``reserved.memory_byte_seconds`` / ``reserved.cpu_core_seconds`` | operator (local) | the limits in force integrated over the try |
-| metric | ``final.<resource>`` | operator (local) | the size in force when the try ended |
+| metric | ``started.<resource>`` / ``final.<resource>`` | operator (local) | the size in force when the try started / ended |
 
 A stage run becomes a training record when it has an end time and an observed peak for at
 least one resource; ``used`` is the observed peak (a covering need, which is what sizing must

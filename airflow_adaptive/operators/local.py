@@ -98,7 +98,7 @@ def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
     log.info("stage %s: %s, peak memory %s, %d resize(s), %s reserved", operator.task_id,
              "OOM-killed" if report.oom_killed else f"exit {report.exit_code}", format_memory(report.peak_memory_bytes),
              len(report.resizes), f"{report.reserved_memory_byte_seconds / 2**30:.2f} GiB-s")
-    _log_to_mlflow(operator, usage, report)
+    _log_to_mlflow(operator, usage, report, {"cpu": cpu, "memory": memory})
     return LocalResult(report.exit_code, report.oom_killed, format_memory(report.final_allocation.get("memory", memory)), summary)
 
 
@@ -115,7 +115,7 @@ def _env(operator) -> dict[str, str]:
     return out
 
 
-def _log_to_mlflow(operator, usage: _CapturedUsage, report) -> None:
+def _log_to_mlflow(operator, usage: _CapturedUsage, report, started: dict[str, float]) -> None:
     run_id, run_log = operator._stage_run, operator._run_log
     if not run_id or run_log is None:
         return
@@ -126,6 +126,7 @@ def _log_to_mlflow(operator, usage: _CapturedUsage, report) -> None:
             "reserved.memory_byte_seconds": report.reserved_memory_byte_seconds,
             "reserved.cpu_core_seconds": report.reserved_cpu_core_seconds,
             **{f"final.{r}": v for r, v in report.final_allocation.items()},
+            **{f"started.{r}": v for r, v in started.items()},
         })
         if usage.summary is not None:
             if usage.summary.oom_events:
