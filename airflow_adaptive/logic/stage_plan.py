@@ -83,9 +83,9 @@ class StagePlan:
 
 
 def user_size(requested: ResourceVector, limited: ResourceVector, why: str) -> ContainerSize:
-    """The user's request as written (limits default to the requests, as for a Guaranteed pod)."""
-    limits = ResourceVector(*(lim if lim > 0 else req for lim, req in zip(limited.as_dict().values(), requested.as_dict().values())))
-    return ContainerSize(requested, limits, None, (why,))
+    """The user's request exactly as written: a limit left out stays out (0), so the pod is the
+    one the user would have had; the local runner starts such a stage at its request."""
+    return ContainerSize(requested, limited, None, (why,))
 
 
 def plan_stage(

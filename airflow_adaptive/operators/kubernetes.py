@@ -8,6 +8,7 @@ Only narrow hooks of KubernetesPodOperator are used:
 | ``build_pod_request_obj`` | :func:`shape_stage_pod`: sized container, monitor sidecar, GPU-type affinity |
 | callback ``on_pod_creation`` (sync mode) | start following the monitor's log; each signal -> ``pods/resize`` |
 | callback ``on_pod_completion`` (both modes) | stop following; OOMKilled / CUDA out-of-memory -> the stage's MLflow run |
+| callback ``on_pod_cleanup`` | stop following (also when the pod never started) |
 | ``defer`` | the provider's pod trigger becomes :class:`~airflow_adaptive.triggers.pod.AdaptivePodTrigger` (same kwargs, plus the monitor's) |
 | ``trigger_reentry`` | log the trigger's resize decisions, keep the last signal sequence for a re-deferral |
 """
@@ -37,10 +38,17 @@ def shape_stage_pod(operator, pod: k8s.V1Pod, plan) -> k8s.V1Pod:
         image=operator.monitor_image or MONITOR_IMAGE, interval_s=operator.monitor_interval, name=MONITOR_CONTAINER,
         env={} if plan.resizable else {"AIRFLOW_ADAPTIVE_CHANNEL": "recommend"},
     )
+    from airflow_adaptive.adapters.mlflow.store import is_remote
+
     tracking = operator._run_log.tracking_uri if operator._run_log is not None else None
+    run_id = operator._stage_run
+    if tracking and not is_remote(tracking):
+        operator.log.warning("MLflow at %s is not reachable from a pod: the monitor will not log usage (give the "
+                             "operator an MLflow server through the 'mlflow_default' connection or MLFLOW_TRACKING_URI)", tracking)
+        tracking, run_id = None, None
     return shape_pod(
         pod, container=operator.base_container_name, size=plan.size, monitor=monitor,
-        run_id=operator._stage_run, tracking_uri=tracking,
+        run_id=run_id, tracking_uri=tracking,
         profile_json=json.dumps(plan.profile.to_dict()) if plan.profile else None,
         service_account=operator.service_account_name, maximum=plan.limited if plan.limited.memory > 0 else None,
     )
@@ -51,7 +59,8 @@ class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
 
     @staticmethod
     def on_pod_creation(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
-        if operator is None or str(mode).lower().endswith("async") or not _resizable(operator) or pod is None:
+        # KPO calls this with mode SYNC from its deferrable path too: there the trigger follows.
+        if operator is None or operator.deferrable or not getattr(operator, "_resizable", False) or pod is None:
             return
         from airflow_adaptive.adapters.kubernetes.resize import PodResizer
         from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
@@ -74,15 +83,29 @@ class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
     def on_pod_completion(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
         if operator is None or pod is None:
             return
-        follower = getattr(operator, "_resize_follower", None)
-        if follower is not None:
-            follower.stop()
+        _stop_following(operator)
         record_pod_outcome(operator, pod, client)
 
+    @staticmethod
+    def on_pod_cleanup(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
+        # KPO always calls this (from a ``finally``), also when the pod never started or the API failed.
+        if operator is not None:
+            _stop_following(operator)
 
-def _resizable(operator) -> bool:
-    plan = getattr(operator, "_plan", None)
-    return plan is not None and plan.resizable
+
+def _stop_following(operator) -> None:
+    follower = getattr(operator, "_resize_follower", None)
+    if follower is not None:
+        follower.stop()
+        operator._resize_follower = None
+
+
+def killed_at(operator, resource: str = "memory") -> float:
+    """The limit in force when the try ended: the last resize applied, else the starting size."""
+    applied = [r for r in getattr(operator, "_resizes", None) or [] if r.get("resource") == resource and r.get("status") in ("applied", "capped")]
+    if applied:
+        return float(applied[-1]["new"])
+    return float((getattr(operator, "_limits", None) or {}).get(resource, 0.0))
 
 
 def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
@@ -95,10 +118,9 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
     statuses = (pod.status.container_statuses or []) if pod.status else []
     status = next((s for s in statuses if s.name == container), None)
     try_number = operator._try_number
-    limit = operator._plan.size.limits.memory if operator._plan else 0.0
     events = []
     if status is not None and kernel_oom_killed(status):
-        events.append(OomEvent(time.time(), container, limit, try_number, "kernel"))
+        events.append(OomEvent(time.time(), container, killed_at(operator, "memory"), try_number, "kernel"))
     else:
         try:
             tail = client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=container, tail_lines=LOG_TAIL_LINES)
@@ -106,7 +128,7 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
             operator.log.info("cannot read the workload's log tail for GPU out-of-memory errors: %s", exc)
             tail = ""
         if gpu_out_of_memory(tail.splitlines()):
-            events.append(OomEvent(time.time(), container, operator._plan.size.limits.gpu_memory if operator._plan else 0.0, try_number, "gpu"))
+            events.append(OomEvent(time.time(), container, killed_at(operator, "gpu_memory"), try_number, "gpu"))
     try:
         if events:
             run_log.record_oom(run_id, events)

@@ -28,6 +28,7 @@ Switches:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import replace
@@ -41,7 +42,7 @@ from kubernetes.client import models as k8s
 
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.resources import ResourceVector
-from airflow_adaptive.domain.stage_run import STAGE_FEATURES, ObservedSummary, OomEvent, StageIdentity
+from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
 from airflow_adaptive.logic.sizing import GpuType, SizingPolicy
@@ -52,6 +53,8 @@ RUNNER_ENV = "AIRFLOW_ADAPTIVE_RUNNER"
 RUNNERS = ("auto", "kubernetes", "local")
 ON_ERROR = ("fallback", "fail")
 XCOM_PLAN = "adaptive_sizing"
+#: What a resumed (deferred) try needs to record its outcome: Airflow resumes on a fresh operator.
+XCOM_STATE = "adaptive_state"
 
 
 class SizingFailed(UserError):
@@ -187,6 +190,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self._run_log = None
         self._try_number = 1
         self._last_resize_sequence: int | None = None
+        self._limits: dict[str, float] = {}  # the size in force at start, for OOM records
+        self._resizable = False
 
     # ------------------------------------------------------------------ the decision
     def _runner(self) -> str:
@@ -202,7 +207,15 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         return StageIdentity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number or 1))
 
     def _stage_features(self, context) -> dict[str, Any]:
-        features = dict(self.features)
+        features = self.features
+        if isinstance(features, str):  # a template that rendered to JSON text
+            try:
+                features = json.loads(features)
+            except ValueError:
+                raise UserError(f"task '{self.task_id}': features rendered to text that is not a JSON object: {features[:200]!r}") from None
+        if not isinstance(features, Mapping):
+            raise UserError(f"task '{self.task_id}': features must be a mapping of feature name to value, got {type(features).__name__}")
+        features = dict(features)
         features.setdefault("dag_id", context["ti"].dag_id)
         features.setdefault("task_id", context["ti"].task_id)
         return features
@@ -216,6 +229,9 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         if not adaptive_enabled():
             self.log.warning("airflow-adaptive is switched off (%s / [adaptive] enabled): plain KubernetesPodOperator sizing", ENABLED_ENV)
             return plan_stage(requested, limited, None, self.policy, "off")
+        if mode == "off":
+            self.log.info("sizing_mode is off for task '%s': plain KubernetesPodOperator sizing", self.task_id)
+            return plan_stage(requested, limited, None, self.policy, "off")
         identity = self._identity(context)
         features = self._stage_features(context)
         profile, fallback = None, None
@@ -223,11 +239,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         started = time.perf_counter()
         try:
             profile, _ = hook.predict(features, where=f"task '{self.task_id}' features")
-        except UserError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to predict is a fallback (or a clear failure), never a crash
+            why = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             if self.on_sizing_error == "fail":
-                raise SizingFailed(f"task '{self.task_id}': cannot size the stage: {exc}") from exc
-            fallback = str(exc)
-            self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, exc)
+                raise SizingFailed(f"task '{self.task_id}': cannot size the stage: {why}") from exc
+            fallback = why
+            self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, why)
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         plan = plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier)
@@ -275,20 +292,48 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         except Exception as exc:  # noqa: BLE001 - MLflow down: log, run the stage anyway
             self._stage_run = None
             self.log.warning("cannot open the stage's MLflow run at %s (%s): usage of this try is not recorded", tracking, exc)
+        ti.xcom_push(key=XCOM_STATE, value=self._state())
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "stage_run": self._stage_run,
+            "tracking_uri": self._run_log.tracking_uri if self._run_log is not None else None,
+            "experiment": self._run_log.experiment_name if self._run_log is not None else None,
+            "try_number": self._try_number,
+            "limits": dict(self._limits),
+            "resizable": self._resizable,
+        }
+
+    def _restore(self, context) -> None:
+        """A deferred try resumes on a freshly parsed operator: reload what execute knew."""
+        if self._plan is not None or self._limits:
+            return
+        state = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_STATE) or {}
+        self._stage_run = state.get("stage_run")
+        self._try_number = int(state.get("try_number") or 1)
+        self._limits = dict(state.get("limits") or {})
+        self._resizable = bool(state.get("resizable"))
+        if state.get("tracking_uri") and self._stage_run:
+            from airflow_adaptive.adapters.mlflow.stage_run_log import StageRunLog
+
+            self._run_log = StageRunLog(state["tracking_uri"], state.get("experiment") or "airflow-adaptive-stages")
 
     # ------------------------------------------------------------------ execution
     def execute(self, context):
         try:
             plan = self.plan(context)
+            runner = self._runner()
         except UserError as exc:
             from airflow.exceptions import AirflowFailException
 
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc)) from None
         self._plan = plan
+        self._limits = plan.size.limits.max(plan.size.requests).as_dict()  # a limit left out: the request
+        self._resizable = plan.resizable
         self._try_number = self._identity(context).try_number
         self._record_plan(context, plan)
-        if self._runner() == "local":
+        if runner == "local":
             return self._execute_local(context, plan)
         return super().execute(context)
 
@@ -297,7 +342,18 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
 
         from airflow_adaptive.operators.local import run_stage_locally
 
-        result = run_stage_locally(self, context, plan)
+        from airflow.exceptions import AirflowFailException
+
+        try:
+            result = run_stage_locally(self, context, plan)
+        except UserError as exc:  # e.g. a command that is not on this worker
+            self.log.error("%s", exc)
+            if self._stage_run and self._run_log is not None:
+                try:
+                    self._run_log.backend.terminate(self._stage_run, "FAILED")
+                except Exception:  # noqa: BLE001 - best effort: the task's failure is what matters
+                    pass
+            raise AirflowFailException(str(exc)) from None
         if result.oom_killed:
             raise AirflowException(f"task '{self.task_id}' was OOM-killed at {result.limit_text}; "
                                    "the next try gets more memory (recorded in the stage's MLflow run)")
@@ -322,14 +378,16 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER
         from airflow_adaptive.triggers.pod import AdaptivePodTrigger
 
-        if isinstance(trigger, KubernetesPodTrigger) and not isinstance(trigger, AdaptivePodTrigger) and self._plan is not None:
+        if isinstance(trigger, KubernetesPodTrigger) and not isinstance(trigger, AdaptivePodTrigger) and (self._plan or self._limits):
             _, trigger_kwargs = trigger.serialize()
             trigger = AdaptivePodTrigger(**trigger_kwargs, monitor_container_name=MONITOR_CONTAINER,
-                                         workload_container_name=self.base_container_name, resize=self._plan.resizable,
+                                         workload_container_name=self.base_container_name, resize=self._resizable,
                                          last_resize_sequence=self._last_resize_sequence)
         super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
     def trigger_reentry(self, context, event):
+        self._restore(context)
+        self._resizes = [*getattr(self, "_resizes", []), *(event.get("resizes") or [])]
         for r in event.get("resizes") or []:
             self.log.info("resize %s: %s (%s)", r.get("resource"), r.get("status"), r.get("message"))
         if event.get("last_resize_sequence") is not None:

@@ -67,5 +67,5 @@ def test_pipeline_seeds_retraining_promotes_and_the_next_run_is_sized(airflow, m
         assert run.data.tags["airflow_adaptive.model_version"] == "1"
         assert run.data.tags["airflow_adaptive.outcome"] == "success"
         peak, upper = run.data.metrics["observed.memory.peak"], float(run.data.params["predicted.memory.upper"])
-        assert peak <= float(run.data.params["allocated.memory"]) * 1.01 or run.data.metrics.get("final.memory", 0) >= peak
+        assert run.data.metrics["oom_kills"] == 0
         assert 0.3 < peak / upper < 1.5  # the prediction is about the stage, not a blanket

@@ -19,8 +19,17 @@ def dump_profiler(profiler, path: str | Path) -> None:
 
 
 def read_profiler(path: str | Path):
-    with open(path, "rb") as fh:
-        profiler = pickle.load(fh)
+    """The profiler in ``path``; an unreadable file (truncated, from an incompatible version) is
+    removed from the cache, so the next load downloads it again, and reported as a RegistryError."""
+    from airflow_adaptive.domain.errors import RegistryError
+
+    try:
+        with open(path, "rb") as fh:
+            profiler = pickle.load(fh)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ModuleNotFoundError, ValueError, TypeError) as exc:
+        Path(path).unlink(missing_ok=True)
+        raise RegistryError(f"the cached profiler {path} cannot be read ({type(exc).__name__}: {exc}); it was removed "
+                            "and will be downloaded again, or re-register the model if this repeats") from exc
     # By name: importing JobProfiler's module here would import scikit-learn for every load; the
     # pickle itself imports whatever the profiler it holds needs.
     if type(profiler).__name__ not in PROFILER_TYPE_NAMES or not type(profiler).__module__.startswith("airflow_adaptive.logic"):

@@ -13,7 +13,6 @@ This is the only profiler module that imports mlflow.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc

@@ -99,6 +99,11 @@ def load_stage_runs(experiment_name: str) -> LoadedTrace:
             if schema_id != STAGE_FEATURES.id:
                 report.exclude(f"feature schema {schema_id}, not {STAGE_FEATURES.id}")
                 continue
+            if tags.get(TAG_OUTCOME) == "oom_killed":
+                # Its peak is the limit it was killed at, not what it needed: it would teach the
+                # profiler to predict exactly the size that failed.
+                report.exclude("OOM-killed: the observed peak is the kill limit, not the need")
+                continue
             record = record_from_run(STAGE_FEATURES, run.info.run_id, tags, data.params, data.metrics)
             if record is None:
                 report.exclude(UNFINISHED)

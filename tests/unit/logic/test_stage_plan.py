@@ -42,9 +42,9 @@ def test_off_ignores_the_prediction():
     assert plan.sizing == "off" and plan.profile is None and plan.size.limits == LIM
 
 
-def test_limits_default_to_requests_when_the_user_gave_none():
-    plan = plan_stage(REQ, ResourceVector(), None, SizingPolicy(), "shadow")
-    assert plan.size.limits == REQ
+def test_a_limit_left_out_stays_out():
+    plan = plan_stage(REQ, ResourceVector(), PROFILE, SizingPolicy(), "shadow")
+    assert plan.size.limits == ResourceVector() and plan.size.requests == REQ
 
 
 def test_unknown_mode_is_refused():
@@ -71,7 +71,7 @@ def test_fallback_retry_escalates_requests_with_limits():
 def test_shadow_retry_changes_nothing_but_says_what_it_would_do():
     kill = OomEvent(time=1.0, container="base", limit_bytes=2 * GiB, try_number=1)
     plan = plan_stage(REQ, ResourceVector(), PROFILE, SizingPolicy(), "shadow", earlier_ooms=[kill])
-    assert plan.size.limits.memory == pytest.approx(2 * GiB)
+    assert plan.size.limits == ResourceVector() and plan.size.requests == REQ  # as the user wrote it
     assert "shadow mode, not applied" in plan.escalation and "4Gi" in plan.escalation
 
 

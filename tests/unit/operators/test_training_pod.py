@@ -113,6 +113,7 @@ def test_deferral_uses_the_adaptive_trigger_with_the_providers_kwargs():
     op = operator()
     requested, limited = resources_from(op.container_resources, "test")
     op._plan = plan_stage(requested, limited, PROFILE, op.policy)
+    op._limits, op._resizable = op._plan.size.limits.as_dict(), op._plan.resizable  # as execute sets them
     base = KubernetesPodTrigger(pod_name="p", pod_namespace="ml", trigger_start_time=datetime.now(timezone.utc),
                                 base_container_name="base", poll_interval=3)
     with pytest.raises(TaskDeferred) as deferred:

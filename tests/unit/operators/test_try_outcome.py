@@ -1,0 +1,115 @@
+"""What a try leaves for the next one, on the Kubernetes path: the OOM record written before KPO
+deletes the pod, and the state a deferred try resumes with.
+
+No Kubernetes API server runs here yet (the Kubernetes issue adds one), so the pod is a real
+``V1Pod`` model and the API client is a stub that only serves the log tail; the MLflow side is a
+stub that records what it is asked to write."""
+
+from types import SimpleNamespace
+
+import pytest
+from kubernetes.client import models as k8s
+
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.logic.sizing import SizingPolicy
+from airflow_adaptive.logic.stage_plan import plan_stage
+from airflow_adaptive.operators import AdaptiveTrainingOperator
+from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks, killed_at, record_pod_outcome
+from airflow_adaptive.operators.training import XCOM_STATE
+
+MiB = 2**20
+
+
+class RecordingRunLog:
+    tracking_uri, experiment_name = "http://mlflow:5000", "airflow-adaptive-stages"
+
+    def __init__(self):
+        self.ooms, self.resizes = [], []
+
+    def record_oom(self, run_id, events, peak_memory=None):
+        self.ooms.append((run_id, list(events)))
+
+    def log_resizes(self, run_id, resizes):
+        self.resizes.append((run_id, list(resizes)))
+
+
+class LogTail:
+    def __init__(self, text):
+        self.text = text
+
+    def read_namespaced_pod_log(self, name, namespace, container, tail_lines):
+        return self.text
+
+
+def finished_pod(reason="Completed", exit_code=0):
+    terminated = k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=reason)
+    status = k8s.V1ContainerStatus(name="base", image="x", image_id="", ready=False, restart_count=0,
+                                   state=k8s.V1ContainerState(terminated=terminated))
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p", namespace="ml"), status=k8s.V1PodStatus(container_statuses=[status]))
+
+
+@pytest.fixture
+def op():
+    o = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"],
+                                 container_resources={"requests": {"memory": "256Mi"}, "limits": {"memory": "1Gi"}})
+    o._stage_run, o._run_log, o._try_number = "run-1", RecordingRunLog(), 2
+    o._limits = {"memory": 300 * MiB, "gpu_memory": 16 * 2**30}
+    return o
+
+
+def test_kernel_oom_is_recorded_at_the_limit_in_force_after_resizes(op):
+    op._resizes = [{"resource": "memory", "status": "applied", "new": 450 * MiB},
+                   {"resource": "memory", "status": "deferred", "new": 900 * MiB}]
+    record_pod_outcome(op, finished_pod("OOMKilled", 137), LogTail(""))
+    (run_id, events), = op._run_log.ooms
+    assert run_id == "run-1" and events[0].kind == "kernel" and events[0].try_number == 2
+    assert events[0].limit_bytes == 450 * MiB  # the applied resize, not the deferred one nor the start
+
+
+def test_cuda_out_of_memory_in_the_log_tail_is_a_gpu_oom(op):
+    tail = "epoch 3\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    record_pod_outcome(op, finished_pod("Error", 1), LogTail(tail))
+    (_, events), = op._run_log.ooms
+    assert events[0].kind == "gpu" and events[0].limit_bytes == 16 * 2**30
+
+
+def test_an_ordinary_failure_records_no_oom(op):
+    record_pod_outcome(op, finished_pod("Error", 1), LogTail("ValueError: bad input\n"))
+    assert op._run_log.ooms == []
+
+
+def test_killed_at_falls_back_to_the_starting_size(op):
+    assert killed_at(op) == 300 * MiB
+
+
+def test_no_follower_thread_in_deferrable_mode(op):
+    op.deferrable, op._resizable = True, True
+    AdaptivePodCallbacks.on_pod_creation(pod=finished_pod(), client=object(), mode="sync", operator=op)
+    assert getattr(op, "_resize_follower", None) is None
+
+
+def test_a_resumed_try_restores_its_stage_run_from_xcom():
+    """Airflow resumes a deferred task on a freshly parsed operator: the state comes from XCom."""
+    first = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"],
+                                     container_resources={"requests": {"memory": "256Mi"}})
+    first._plan = plan_stage(ResourceVector(memory=256 * MiB), ResourceVector(), None, SizingPolicy())
+    first._limits, first._resizable, first._try_number, first._stage_run = {"memory": 256 * MiB}, True, 3, "run-9"
+    first._run_log = RecordingRunLog()
+    saved = first._state()
+
+    resumed = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"])
+    ti = SimpleNamespace(xcom_pull=lambda task_ids, key: saved if key == XCOM_STATE else None)
+    resumed._restore({"ti": ti})
+    assert resumed._stage_run == "run-9" and resumed._try_number == 3 and resumed._resizable
+    assert resumed._run_log.tracking_uri == "http://mlflow:5000"
+    assert killed_at(resumed) == 256 * MiB
+
+
+def test_per_task_off_never_asks_the_profiler(monkeypatch):
+    """sizing_mode='off' must not need MLflow: with on_sizing_error='fail' and no MLflow it still plans."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    op = AdaptiveTrainingOperator(task_id="t", namespace="ml", cmds=["python", "t.py"], sizing_mode="off",
+                                  on_sizing_error="fail", container_resources={"requests": {"memory": "1Gi"}})
+    ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", try_number=1)
+    plan = op.plan({"ti": ti})
+    assert plan.sizing == "off" and plan.profile is None and plan.size.requests.memory == 2**30
