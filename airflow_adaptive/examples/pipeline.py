@@ -96,6 +96,16 @@ def stage_command(stage: str, rows: int, workdir: str | os.PathLike, seed: int =
 # --- helpers --------------------------------------------------------------------------------
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident memory since exec: ``VmHWM`` belongs to the address space, which
+    exec replaces. (``ru_maxrss`` also counts the parent's size inherited at fork, so a stage started
+    from a 700 MiB process would report 700 MiB.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 

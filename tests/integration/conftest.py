@@ -27,6 +27,20 @@ def mlflow_server(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def private_mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` for one test module: modules that register ``job-profiler``
+    versions (the operator's default model) must not shift the version numbers other modules
+    expect on the session's shared server."""
+    server = LocalMlflowServer(tmp_path_factory.mktemp("private-mlflow-server"))
+    try:
+        yield server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def closed_port():
     """A port nothing listens on (just freed by the OS)."""

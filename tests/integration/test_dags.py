@@ -29,10 +29,10 @@ def test_every_dag_in_dags_imports(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def airflow(tmp_path, mlflow_server, cgroups_available):
+def airflow(tmp_path, private_mlflow_server, cgroups_available):
     home = tmp_path / "airflow"
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": mlflow_server,
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": private_mlflow_server,
            "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive"), "AIRFLOW_ADAPTIVE_RUNNER": "local"}
     done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,7 +47,7 @@ def airflow(tmp_path, mlflow_server, cgroups_available):
     return dags_test
 
 
-def test_pipeline_seeds_retraining_promotes_and_the_next_run_is_sized(airflow, mlflow_server):
+def test_pipeline_seeds_retraining_promotes_and_the_next_run_is_sized(airflow, private_mlflow_server):
     from mlflow.tracking import MlflowClient
 
     for rows in (20_000, 50_000, 35_000):
@@ -59,7 +59,7 @@ def test_pipeline_seeds_retraining_promotes_and_the_next_run_is_sized(airflow, m
 
     log = airflow("ml_training_pipeline", {"data_rows": 40_000, "sizing_mode": "adaptive"})
     assert "sizing: predicted (adaptive)" in log
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(private_mlflow_server)
     exp = client.get_experiment_by_name("airflow-adaptive-stages")
     runs = client.search_runs([exp.experiment_id], "tags.`airflow_adaptive.sizing` = 'predicted'")
     assert {r.data.tags["airflow_adaptive.task_id"] for r in runs} == {"load_data", "train_model", "evaluate_model"}

@@ -49,7 +49,7 @@ def airflow_home(tmp_path_factory):
 
 
 @pytest.fixture
-def run_dag(airflow_home, tmp_path, mlflow_server, cgroups_available):
+def run_dag(airflow_home, tmp_path, private_mlflow_server, cgroups_available):
     """Write a DAG and run it with ``airflow dags test``; returns (returncode, log text)."""
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -60,7 +60,7 @@ def run_dag(airflow_home, tmp_path, mlflow_server, cgroups_available):
         (dags / f"{dag_id}.py").write_text(DAG_TEMPLATE.format(dag_id=dag_id, retries=retries, features=features,
                                                                resources=resources, extra=extra))
         full_env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                    "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": mlflow_server,
+                    "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": private_mlflow_server,
                     "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home"), "AIRFLOW_ADAPTIVE_RUNNER": "local",
                     **(env or {})}
         done = subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=full_env,
@@ -105,13 +105,13 @@ def register_grow_profiler(tracking: str, dag_id: str, monkeypatch):
     return version
 
 
-def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, mlflow_server):
+def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, private_mlflow_server):
     """No model yet (fallback to the user's 160 MiB) and no in-place resize: the 300 MiB workload
     is OOM-killed, the kill goes to MLflow before the retry, and the retry (XCom cleared)
     escalates from that record."""
     code, log = run_dag("oom_retry", {"mib": 300, "mode": "adaptive"}, retries=1, extra="in_place_resize=False,",
                         resources="{'requests': {'cpu': '1', 'memory': '160Mi'}}")
-    runs = stage_runs(mlflow_server, "oom_retry")
+    runs = stage_runs(private_mlflow_server, "oom_retry")
     assert [r.data.tags["airflow_adaptive.try_number"] for r in runs] == ["1", "2"], log[-3000:]
     first, second = runs
     assert first.data.tags["airflow_adaptive.outcome"] == "oom_killed"
@@ -123,12 +123,12 @@ def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, mlflow_ser
     assert code == 0 and dag_succeeded(log)
 
 
-def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, mlflow_server, monkeypatch):
-    version = register_grow_profiler(mlflow_server, "sized", monkeypatch)
+def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, private_mlflow_server, monkeypatch):
+    version = register_grow_profiler(private_mlflow_server, "sized", monkeypatch)
     code, log = run_dag("sized", {"mib": 300, "mode": "adaptive"},
                         resources="{'requests': {'cpu': '1', 'memory': '64Mi'}, 'limits': {'cpu': '1', 'memory': '2Gi'}}")
     assert code == 0 and dag_succeeded(log), log[-4000:]
-    (run,) = stage_runs(mlflow_server, "sized")
+    (run,) = stage_runs(private_mlflow_server, "sized")
     params, tags = run.data.params, run.data.tags
     assert tags["airflow_adaptive.sizing"] == "predicted"
     assert tags["airflow_adaptive.model_version"] == version
@@ -139,35 +139,35 @@ def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, m
     assert "predicted median" in log and "sizing: predicted (adaptive)" in log
 
 
-def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, mlflow_server, monkeypatch):
+def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, private_mlflow_server, monkeypatch):
     """Features say 100 MiB, the workload grows to 400: the monitor raises the limit in place."""
-    register_grow_profiler(mlflow_server, "outgrown", monkeypatch)
+    register_grow_profiler(private_mlflow_server, "outgrown", monkeypatch)
     code, log = run_dag("outgrown", {"mib": 400, "mode": "adaptive"},
                         features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100}",
                         resources="{'requests': {'cpu': '1', 'memory': '64Mi'}, 'limits': {'cpu': '1', 'memory': '2Gi'}}")
     assert code == 0 and dag_succeeded(log), log[-4000:]
-    (run,) = stage_runs(mlflow_server, "outgrown")
+    (run,) = stage_runs(private_mlflow_server, "outgrown")
     from mlflow.tracking import MlflowClient
 
-    resizes = MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "resize.memory")
+    resizes = MlflowClient(private_mlflow_server).get_metric_history(run.info.run_id, "resize.memory")
     assert resizes and max(m.value for m in resizes) > float(run.data.params["allocated.memory"])
     assert "resize memory" in log
 
 
-def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_dag, mlflow_server, monkeypatch):
-    register_grow_profiler(mlflow_server, "badfeature", monkeypatch)
+def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_dag, private_mlflow_server, monkeypatch):
+    register_grow_profiler(private_mlflow_server, "badfeature", monkeypatch)
     code, log = run_dag("badfeature", {"mib": 50},
                         features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 'lots'}")
     assert code == 0 and dag_succeeded(log), log[-4000:]
     assert "cannot size task 'stage' from the profiler, using the user's own request" in log
     assert "'data_rows' must be a number, got 'lots'" in log
-    (run,) = stage_runs(mlflow_server, "badfeature")
+    (run,) = stage_runs(private_mlflow_server, "badfeature")
     assert run.data.tags["airflow_adaptive.sizing"] == "fallback"
     assert float(run.data.params["allocated.memory"]) == 1 * 2**30  # the user's limit
 
 
-def test_on_sizing_error_fail_fails_the_task_with_the_reason(run_dag, mlflow_server, monkeypatch):
-    register_grow_profiler(mlflow_server, "strict", monkeypatch)
+def test_on_sizing_error_fail_fails_the_task_with_the_reason(run_dag, private_mlflow_server, monkeypatch):
+    register_grow_profiler(private_mlflow_server, "strict", monkeypatch)
     code, log = run_dag("strict", {"mib": 50}, extra="on_sizing_error='fail',",
                         features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100, 'colour': 'red'}")
     assert code != 0 or not dag_succeeded(log)
@@ -187,8 +187,8 @@ def test_mlflow_down_falls_back_and_the_stage_still_runs(run_dag, closed_port):
     assert "usage of this try is not recorded" in log
 
 
-def test_kill_switch_restores_plain_sizing(run_dag, mlflow_server):
+def test_kill_switch_restores_plain_sizing(run_dag, private_mlflow_server):
     code, log = run_dag("switched_off", {"mib": 50}, env={"AIRFLOW_ADAPTIVE_ENABLED": "false"})
     assert code == 0 and dag_succeeded(log), log[-4000:]
     assert "airflow-adaptive is switched off" in log
-    assert stage_runs(mlflow_server, "switched_off") == []
+    assert stage_runs(private_mlflow_server, "switched_off") == []

@@ -148,5 +148,8 @@ def test_train_memory_grows_with_rows_and_over_the_run(tiny, tmp_path):
     summary(run(stage_command("load", LARGER, tmp_path)))
     larger = run(stage_command("train", LARGER, tmp_path))
     steps = summary(larger)["rss_mib_by_step"]
-    assert larger["peak_mib"] > runs["train"]["peak_mib"] + 30, (larger["peak_mib"], runs["train"]["peak_mib"])
+    # The stage's own VmHWM: the kernel's rusage for a child also counts the (large) pytest process
+    # it was forked from, which made this comparison meaningless in a full test run.
+    big, small = summary(larger)["peak_rss_mib"], summary(runs["train"])["peak_rss_mib"]
+    assert big > small + 30, (big, small)
     assert steps[-1] > steps[0] + 25 and all(b >= a - 2 for a, b in zip(steps, steps[1:])), steps  # climbs step by step
