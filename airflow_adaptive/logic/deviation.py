@@ -212,9 +212,17 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
 
 
 def _urgent(r, t: Track, now, cfg, bounds, est):
-    want = max(t.allocation * cfg.urgent_step, t.peak * (1 + cfg.margin))
-    why = (f"urgent: the kernel signalled {r} pressure at the limit {_fmt(r, t.allocation)} (memory.high, usage threshold "
-           f"or tasks paused under OOM); x{cfg.urgent_step:g} or peak {_fmt(r, t.peak)} + {cfg.margin:.0%}, now")
+    pressure = (f"urgent: the kernel signalled {r} pressure at the limit {_fmt(r, t.allocation)} (memory.high, usage "
+                f"threshold or tasks paused under OOM)")
+    floor = max(t.allocation * (1 + cfg.min_change), t.peak * (1 + cfg.margin))
+    if est is not None and est.upper * (1 + cfg.margin) > floor:
+        # Below the covering prediction the stage is growing as predicted: go straight to it (with
+        # the margin) rather than double, which overshoots; a later warning still doubles.
+        want = est.upper * (1 + cfg.margin)
+        why = f"{pressure}; up to the predicted upper {_fmt(r, est.upper)} + {cfg.margin:.0%}, now"
+    else:
+        want = max(t.allocation * cfg.urgent_step, t.peak * (1 + cfg.margin))
+        why = f"{pressure}; x{cfg.urgent_step:g} or peak {_fmt(r, t.peak)} + {cfg.margin:.0%}, now"
     return _resize(r, t, want, now, cfg, bounds, why + _predicted(r, est), hysteresis=False)
 
 

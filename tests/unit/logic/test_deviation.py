@@ -248,6 +248,22 @@ def test_urgent_increases_at_once(name, series, urgent_at, config, bounds, expec
     assert all(("urgent" in d.reason) if d.action == "increase" else ("at bound" in d.reason) for d in urgent)
 
 
+@pytest.mark.parametrize("name, series, upper_mib, expect_mib", [
+    # The prediction says the stage grows to its upper: raise straight there (+ margin), not x2.
+    ("below the predicted upper", mem(950), 1500, 1800),
+    # Already past the prediction: it is wrong for this run, double as without one.
+    ("past the predicted upper", mem(950), 900, 2048),
+    # Peak + margin above upper + margin: the larger wins.
+    ("peak + margin above upper + margin", mem(1000, 1000), 980, 2048),
+])
+def test_urgent_with_a_prediction_goes_to_the_upper_first(name, series, upper_mib, expect_mib):
+    profile = estimate("memory", 600 * MIB, upper_mib * MIB)
+    decisions, _ = feed(series, MEM_1G, profile=profile, urgent_at={len(series) - 1})
+    urgent = [d for i, d in decisions if i == len(series) - 1]
+    assert [round(d.new / MIB) for d in urgent] == [expect_mib], name
+    assert "urgent" in urgent[0].reason
+
+
 def test_urgent_on_unlimited_memory_does_nothing():
     decisions, state = feed(mem(5000), {"memory": 0}, urgent_at={0})
     assert decisions == [] and state.allocation == {"memory": 0}
