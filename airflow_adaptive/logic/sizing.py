@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Mapping, Sequence
 
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.resources import ResourceVector
@@ -50,6 +50,28 @@ class SizingPolicy:
             raise ValueError(f"sizing preset must be one of {PRESETS}, got {self.preset!r}")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin <= 10):
             raise ValueError(f"sizing margin must be a number in [0, 10], got {self.margin!r}")
+
+
+def gpu_types_from(types: Sequence[GpuType | Mapping[str, Any]]) -> tuple[GpuType, ...]:
+    """GPU types as DAG authors write them: ``{"label": ..., "memory": "40Gi"}`` (or GpuType)."""
+    from airflow_adaptive.domain.quantities import memory_bytes
+
+    out = []
+    for t in types:
+        if isinstance(t, GpuType):
+            out.append(t)
+        else:
+            memory = t["memory"]
+            out.append(GpuType(str(t["label"]), float(memory_bytes(memory, "gpu_types.memory")) if isinstance(memory, str) else float(memory)))
+    return tuple(out)
+
+
+def policy_from(preset: str, margin: float, min_resources: Mapping[str, str] | None, max_resources: Mapping[str, str] | None,
+                gpu_types: Sequence[GpuType | Mapping[str, Any]], where: str) -> SizingPolicy:
+    """The policy from an operator's or sensor's arguments; a bad quantity names ``where``."""
+    minimum = ResourceVector.from_kubernetes(min_resources or {}, f"{where}.min_resources")
+    maximum = ResourceVector.from_kubernetes(max_resources, f"{where}.max_resources") if max_resources else None
+    return SizingPolicy(str(preset).strip(), margin, minimum, maximum, gpu_types_from(gpu_types))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,26 @@ def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, co
     return replace(plan, size=size, escalation="; ".join(notes))
 
 
+def local_allocation(plan: StagePlan, host: ResourceVector, policy_maximum: ResourceVector | None = None
+                     ) -> tuple[ResourceVector, dict[str, float]]:
+    """Where the local runner starts a stage (cpu, memory) and how far it may resize it.
+
+    Resizable: at the requests (what Kubernetes would reserve), raised in place as the stage
+    grows; otherwise at the limits, as a pod's. Whatever is unset falls back to the other, then to
+    the host. The bound is the user's limit (else the host), within the policy's maximum, and
+    never below the start.
+    """
+    size = plan.size
+    first = size.requests if plan.resizable else size.limits
+    cpu = first.cpu or size.limits.cpu or size.requests.cpu or host.cpu
+    memory = first.memory or size.limits.memory or size.requests.memory or host.memory
+    maximum = {"cpu": plan.limited.cpu or host.cpu, "memory": plan.limited.memory or host.memory}
+    if policy_maximum is not None:
+        maximum = {r: min(v, getattr(policy_maximum, r) or v) for r, v in maximum.items()}
+    maximum = {r: max(v, {"cpu": cpu, "memory": memory}[r]) for r, v in maximum.items()}
+    return ResourceVector(cpu=cpu, memory=memory), maximum
+
+
 def prediction_table(plan: StagePlan) -> str:
     """Predicted vs requested vs allocated, per resource, for the task log."""
     rows = [("resource", "predicted median", "predicted upper", "user request", "user limit", "request", "limit")]

@@ -17,7 +17,8 @@ from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.quantities import format_memory
 from airflow_adaptive.domain.stage_run import ObservedSummary
 from airflow_adaptive.logic.deviation import Bounds
-from airflow_adaptive.logic.stage_plan import StagePlan
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.logic.stage_plan import StagePlan, local_allocation
 
 
 @dataclass
@@ -62,19 +63,10 @@ def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
     log.info("no Kubernetes configured: running the stage's command under the local Resource Manager; "
              "image %s is not used (the worker's own Python environment runs it)", operator.image)
     host_cpu, host_memory = _host_limits()
-    size = plan.size
-    # Resizable: start where Kubernetes would reserve (the requests) and let the monitor raise the
-    # limits in place as the stage grows, up to the user's bound. Otherwise the limits, as a pod's.
-    start = size.requests if plan.resizable else size.limits
-    cpu = start.cpu or size.limits.cpu or size.requests.cpu or host_cpu
-    memory = start.memory or size.limits.memory or size.requests.memory
-    if not memory:
+    start, maximum = local_allocation(plan, ResourceVector(cpu=host_cpu, memory=host_memory), operator.policy.maximum)
+    cpu, memory = start.cpu, start.memory
+    if not (plan.size.requests.memory or plan.size.limits.memory):
         log.warning("task '%s' has no memory request or prediction: starting at the host's %s", operator.task_id, format_memory(host_memory))
-        memory = host_memory
-    maximum = {"cpu": plan.limited.cpu or host_cpu, "memory": plan.limited.memory or host_memory}
-    if operator.policy.maximum is not None:
-        maximum = {r: min(v, getattr(operator.policy.maximum, r) or v) for r, v in maximum.items()}
-    maximum = {r: max(v, {"cpu": cpu, "memory": memory}[r]) for r, v in maximum.items()}
     ti = context["ti"]
     spec = RunSpec(
         command=python_command(operator.cmds, operator.arguments), cpu=cpu, memory=memory,

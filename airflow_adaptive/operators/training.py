@@ -45,7 +45,7 @@ from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
-from airflow_adaptive.logic.sizing import GpuType, SizingPolicy
+from airflow_adaptive.logic.sizing import GpuType, policy_from
 from airflow_adaptive.logic.stage_plan import MODES, StagePlan, plan_stage, prediction_table
 
 ENABLED_ENV = "AIRFLOW_ADAPTIVE_ENABLED"
@@ -98,19 +98,6 @@ def resources_from(value: Any, where: str) -> tuple[ResourceVector, ResourceVect
         raise UserError(f"{where}: expected V1ResourceRequirements or a dict with 'requests'/'limits', got {type(value).__name__}")
     return (ResourceVector.from_kubernetes(requests, f"{where}.requests"),
             ResourceVector.from_kubernetes(limits, f"{where}.limits"))
-
-
-def _gpu_types(types: Sequence[GpuType | Mapping[str, Any]]) -> tuple[GpuType, ...]:
-    from airflow_adaptive.domain.quantities import memory_bytes
-
-    out = []
-    for t in types:
-        if isinstance(t, GpuType):
-            out.append(t)
-        else:
-            memory = t["memory"]
-            out.append(GpuType(str(t["label"]), float(memory_bytes(memory, "gpu_types.memory")) if isinstance(memory, str) else float(memory)))
-    return tuple(out)
 
 
 class AdaptiveTrainingOperator(KubernetesPodOperator):
@@ -174,9 +161,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.features = dict(features or {})
         self.model_uri = model_uri
         # Clamps are plain text until execute, so a bad one fails the parse with the field named.
-        minimum = ResourceVector.from_kubernetes(min_resources or {}, f"{self.task_id}.min_resources")
-        maximum = ResourceVector.from_kubernetes(max_resources, f"{self.task_id}.max_resources") if max_resources else None
-        self.policy = SizingPolicy(sizing_preset, sizing_margin, minimum, maximum, _gpu_types(gpu_types))  # type: ignore[arg-type]
+        self.policy = policy_from(sizing_preset, sizing_margin, min_resources, max_resources, gpu_types, self.task_id)
         self.sizing_mode = sizing_mode
         self.on_sizing_error = on_sizing_error
         self.runner = runner
@@ -188,6 +173,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self._plan: StagePlan | None = None
         self._stage_run: str | None = None
         self._run_log = None
+        self._profiler_hook: ProfilerHook | None = None
         self._try_number = 1
         self._last_resize_sequence: int | None = None
         self._limits: dict[str, float] = {}  # the size in force at start, for OOM records
@@ -235,7 +221,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         identity = self._identity(context)
         features = self._stage_features(context)
         profile, fallback = None, None
-        hook = ProfilerHook(self.mlflow_conn_id, self.model_uri)
+        hook = self._hook()
         started = time.perf_counter()
         try:
             profile, _ = hook.predict(features, where=f"task '{self.task_id}' features")
@@ -249,6 +235,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         plan = plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier)
         return plan if self.in_place_resize else replace(plan, in_place=False)
+
+    def _hook(self) -> ProfilerHook:
+        """One per try: it looks the MLflow connection up (a call to Airflow's API) when made."""
+        if self._profiler_hook is None:
+            self._profiler_hook = ProfilerHook(self.mlflow_conn_id, self.model_uri)
+        return self._profiler_hook
 
     def _stage_log(self, tracking_uri: str):
         if self._run_log is None:
@@ -275,7 +267,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             ti.xcom_push(key=link.xcom_key, value="")
         if plan.mode == "off":
             return
-        tracking = ProfilerHook(self.mlflow_conn_id, self.model_uri).tracking_uri
+        tracking = self._hook().tracking_uri
         identity = self._identity(context)
         try:
             run_log = self._stage_log(tracking)

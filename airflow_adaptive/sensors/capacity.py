@@ -29,7 +29,7 @@ from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.logic.capacity import GPU_LABEL_KEY, ClusterState, FitResult, fit_state
-from airflow_adaptive.logic.sizing import GpuType, SizingPolicy
+from airflow_adaptive.logic.sizing import GpuType, SizingPolicy, policy_from
 from airflow_adaptive.logic.stage_plan import StagePlan, plan_stage
 
 #: The monitor sidecar every adaptive pod carries (adapters/kubernetes/pod_spec.py MonitorSidecar
@@ -93,14 +93,11 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
 
     # ------------------------------------------------------------------ sizing (as the operator)
     def _policy(self) -> SizingPolicy:
-        from airflow_adaptive.operators.training import _gpu_types
-
         where = f"task '{self.task_id}'"
-        minimum = ResourceVector.from_kubernetes(self.min_resources, f"{where} min_resources")
-        maximum = ResourceVector.from_kubernetes(self.max_resources, f"{where} max_resources") if self.max_resources else None
         try:
-            return SizingPolicy(str(self.sizing_preset).strip(), self.sizing_margin, minimum, maximum,  # type: ignore[arg-type]
-                                _gpu_types(self.gpu_types))
+            return policy_from(self.sizing_preset, self.sizing_margin, self.min_resources, self.max_resources, self.gpu_types, where)
+        except UserError:
+            raise
         except ValueError as exc:
             raise UserError(f"{where}: {exc}") from None
 

@@ -15,16 +15,21 @@ TRACES = Path(os.environ.get("AIRFLOW_ADAPTIVE_TRACES", ROOT.parent / "shared" /
 LANL = TRACES / "LANL-CM5-1994-4.1-cln.swf.gz"
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free port; its URI."""
-    server = LocalMlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+def running_mlflow_server(folder):
+    """Start a real ``mlflow server`` in ``folder``, yield its URI, always stop it."""
+    server = LocalMlflowServer(folder)
     try:
         yield server.start()
     except RuntimeError as exc:
         pytest.fail(str(exc))
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free port; its URI."""
+    yield from running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +37,7 @@ def private_mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` for one test module: modules that register ``job-profiler``
     versions (the operator's default model) must not shift the version numbers other modules
     expect on the session's shared server."""
-    server = LocalMlflowServer(tmp_path_factory.mktemp("private-mlflow-server"))
-    try:
-        yield server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    finally:
-        server.stop()
+    yield from running_mlflow_server(tmp_path_factory.mktemp("private-mlflow-server"))
 
 
 @pytest.fixture

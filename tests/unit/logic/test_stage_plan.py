@@ -94,3 +94,35 @@ def test_table_lists_each_resource_with_prediction_and_request():
     memory = next(line for line in lines if line.startswith("memory"))
     assert "500Mi" in memory and "800Mi" in memory and "2Gi" in memory and "8Gi" in memory and "880Mi" in memory
     assert not any(line.startswith("gpu ") for line in lines)  # nothing asked, nothing predicted
+
+
+HOST = ResourceVector(cpu=2, memory=16 * GiB)
+
+
+@pytest.mark.parametrize("mode, requested, limited, start, bound", [
+    # adaptive: start at the policy's requests, resize up to the user's limits
+    ("adaptive", REQ, LIM, (0.8, 500 * MiB), {"cpu": 2, "memory": 8 * GiB}),
+    # shadow: the user's limits throughout, bounded by them
+    ("shadow", REQ, LIM, (2, 8 * GiB), {"cpu": 2, "memory": 8 * GiB}),
+    # shadow without limits: the requests, bounded by the host
+    ("shadow", REQ, ResourceVector(), (1, 2 * GiB), {"cpu": 2, "memory": 16 * GiB}),
+    # nothing asked at all: the host
+    ("shadow", ResourceVector(), ResourceVector(), (2, 16 * GiB), {"cpu": 2, "memory": 16 * GiB}),
+])
+def test_local_allocation(mode, requested, limited, start, bound):
+    from airflow_adaptive.logic.stage_plan import local_allocation
+
+    first, maximum = local_allocation(plan_stage(requested, limited, PROFILE, SizingPolicy(), mode), HOST)
+    assert (first.cpu, first.memory) == pytest.approx(start)
+    assert maximum == pytest.approx(bound)
+
+
+def test_local_allocation_within_the_policy_maximum_but_never_below_the_start():
+    from airflow_adaptive.logic.stage_plan import local_allocation
+
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "shadow")
+    _, maximum = local_allocation(plan, HOST, ResourceVector(cpu=1, memory=4 * GiB))
+    assert maximum == pytest.approx({"cpu": 2, "memory": 8 * GiB})  # the start (the user's limits) wins
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "adaptive")
+    _, maximum = local_allocation(plan, HOST, ResourceVector(cpu=1.5, memory=4 * GiB))
+    assert maximum == pytest.approx({"cpu": 1.5, "memory": 4 * GiB})
