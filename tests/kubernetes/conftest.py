@@ -77,3 +77,56 @@ def namespace(kube_cluster):
             yield name
         finally:
             core.delete_namespace(name)
+
+
+def wait_for(read, check, *, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):
+    """Poll ``read()`` until ``check(value)``; the last value, or AssertionError naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {value!r:.2000}")
+        time.sleep(interval_s)
+
+
+def stage_pod(name: str, size, *, complete_after: str | None = "600s", exit_code: int = 0, reason: str | None = None,
+              monitor: bool = True, service_account: str | None = None):
+    """The pod the operator would create for one stage (``shape_pod`` on a KPO-like base pod),
+    with the emulation's annotations for how long it runs and how it ends."""
+    from kubernetes.client import models as k8s
+
+    from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON
+    from airflow_adaptive.adapters.kubernetes.pod_spec import MonitorSidecar, shape_pod
+
+    annotations = {}
+    if complete_after:
+        annotations[COMPLETE_AFTER] = complete_after
+        annotations[EXIT_CODE] = str(exit_code)
+        if reason:
+            annotations[EXIT_REASON] = reason
+    base = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name=name, annotations=annotations, labels={"app": "adaptive-stage"}),
+        spec=k8s.V1PodSpec(restart_policy="Never", containers=[
+            k8s.V1Container(name="base", image="python:3.11-slim", command=["python", "-c", "print('train')"])]))
+    sidecar = MonitorSidecar(image="ghcr.io/airflow-adaptive/monitor:0.1.0") if monitor else None
+    return shape_pod(base, container="base", size=size, monitor=sidecar, run_id=None, tracking_uri=None,
+                     profile_json=None, service_account=service_account)
+
+
+@pytest.fixture
+def running_pod(admin_api, namespace):
+    """Create a stage pod and wait until the (emulated) kubelet runs it; returns the live pod."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(admin_api)
+
+    def create(name: str, size, **kwargs):
+        core.create_namespaced_pod(namespace, stage_pod(name, size, **kwargs))
+        return wait_for(lambda: core.read_namespaced_pod(name, namespace), lambda p: p.status.phase == "Running",
+                        what=f"pod {name} Running")
+
+    return create

@@ -221,14 +221,23 @@ def _require_node_label(affinity: k8s.V1Affinity | None, key: str, value: str) -
     return affinity
 
 
-def resize_patch_body(container: str, requests: ResourceVector, limits: ResourceVector) -> dict[str, Any]:
-    """The strategic-merge body for ``PATCH pods/<name>/resize``: cpu and memory only (never GPUs)."""
+def resize_patch_body(container: str, requests: ResourceVector, limits: ResourceVector,
+                      resource_version: str | None = None) -> dict[str, Any]:
+    """The strategic-merge body for ``PATCH pods/<name>/resize``: cpu and memory only (never GPUs).
+
+    With ``resource_version`` (the pod's, as read for the plan) the API server applies the patch
+    only to that version and answers 409 if the pod changed since: a plan made on a stale pod
+    (another resize, a new ``PodResizePending``) is re-made instead of overwriting.
+    """
     resources = {}
     for what, vector in (("requests", requests), ("limits", limits)):
         mapping = {k: v for k, v in vector.to_kubernetes().items() if k in RESIZABLE}
         if mapping:
             resources[what] = mapping
-    return {"spec": {"containers": [{"name": container, "resources": resources}]}}
+    body: dict[str, Any] = {"spec": {"containers": [{"name": container, "resources": resources}]}}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return body
 
 
 # --- reading: a live pod as the resize plan's inputs ------------------------------------

@@ -1,15 +1,16 @@
 """Apply a resize signal to a running pod through the ``pods/resize`` subresource.
 
 Thin I/O around ``logic/resize_plan.py``: read the pod (and its node, when allowed), plan, patch.
-The same steps exist twice, for the sync client (operator process) and for kubernetes_asyncio
-(the deferrable trigger); neither decides anything.
+The steps are one I/O-free ``_Attempt``; the sync client (operator process) and kubernetes_asyncio
+(the deferrable trigger) each drive it with their own calls, and neither decides anything.
 
 | API answer | outcome | why |
 |---|---|---|
 | 200 | ``applied`` / ``capped`` | the desired size is recorded; the kubelet actuates it (watch ``PodResizeInProgress``) |
-| 409 | re-read, re-plan, retry; ``conflict`` after ``MAX_ATTEMPTS`` (3) | the pod changed under us; three tries outlast a kubelet status update |
+| 409 | re-read, re-plan, retry; ``conflict`` after ``MAX_ATTEMPTS`` (3) | the patch carries the resourceVersion the plan was made on; the pod changed under us (three tries outlast a kubelet status update) |
 | 422 | ``rejected`` with the API's message | the API refused this size (QoS change, limit below request, ...) |
 | 404 | ``gone`` | the pod was deleted (the task ended or was killed) |
+| 403 with cause ``NodeCapacity`` | ``deferred`` to the next attempt | since 1.35 the API server refuses a resize beyond the node's allocatable |
 | 403 | ``ResizeForbidden`` | RBAC: the message names the missing ``patch pods/resize`` rule |
 
 Reading the node needs cluster-scoped ``get nodes`` and ``list pods``; without them the room on
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Status = Literal["applied", "capped", "deferred", "ignored", "rejected", "conflict", "gone"]
 MAX_ATTEMPTS = 3
+#: The Status cause the API server gives when a resize exceeds the node's allocatable (1.35+).
+NODE_CAPACITY = "NodeCapacity"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 _BY_DECISION = {"apply": "applied", "cap": "capped", "defer": "deferred", "ignore": "ignored"}
 
@@ -98,10 +101,24 @@ def _planned(signal: ResizeSignal, plan: ResizePlan, attempts: int) -> ResizeOut
     return ResizeOutcome(_BY_DECISION[plan.decision], plan.reason, signal, plan, attempts)
 
 
+def _causes(exc: Exception) -> set[str]:
+    """The ``details.causes[].reason`` values of an API error's Status body."""
+    try:
+        data = json.loads(getattr(exc, "body", None) or "{}")
+        return {c.get("reason", "") for c in (data.get("details") or {}).get("causes") or []}
+    except (TypeError, ValueError, AttributeError):
+        return set()
+
+
 def _failed(exc: Exception, signal: ResizeSignal, namespace: str, pod_name: str, plan: ResizePlan | None,
             attempts: int, verb: str, resource: str) -> ResizeOutcome:
-    """The outcome of an API error other than a retriable 409; 403 raises."""
+    """The outcome of an API error other than a retriable 409; an RBAC 403 raises."""
     status = api_status(exc)
+    if status == 403 and NODE_CAPACITY in _causes(exc):
+        # Since 1.35 the API server itself refuses a resize beyond the node's allocatable (what the
+        # kubelet would call Infeasible). Not a permission problem: the size waits for the next try.
+        return ResizeOutcome("deferred", f"the node cannot hold it ({api_message(exc)}); "
+                             "the new size is left to the next attempt", signal, plan, attempts)
     if status == 403:
         raise ResizeForbidden(forbidden_message(namespace, verb, resource)) from exc
     if status == 404:
@@ -127,6 +144,54 @@ class _Sequences:
         self._last[key] = max(signal.sequence, self._last.get(key, -1))
 
 
+class _Attempt:
+    """One signal's read -> plan -> patch steps, without I/O: the sync and the async resizer drive
+    the same steps and differ only in how they call the API."""
+
+    def __init__(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal, sequences: _Sequences) -> None:
+        self.namespace, self.pod_name, self.container, self.signal = namespace, pod_name, container, signal
+        self.key = (namespace, pod_name, container)
+        self.sequences = sequences
+        self.plan: ResizePlan | None = None
+        self.attempt = 0
+
+    def read_failed(self, exc: Exception) -> ResizeOutcome:
+        return _failed(exc, self.signal, self.namespace, self.pod_name, self.plan, self.attempt, "get", "pods")
+
+    def planned(self, pod: Any, room: ResourceVector | None) -> ResizeOutcome | dict[str, Any]:
+        """The outcome when there is nothing to patch, else the patch body."""
+        self.plan = plan_resize(self.signal, resize_state(pod, self.container, room=room,
+                                                          last_sequence=self.sequences.get(self.key)))
+        if not self.plan.changes:
+            return self.done(_planned(self.signal, self.plan, self.attempt))
+        return resize_patch_body(self.container, self.plan.requests, self.plan.limits,
+                                 resource_version=pod.metadata.resource_version)
+
+    def patch_failed(self, exc: Exception) -> ResizeOutcome | None:
+        """None: re-read and re-plan (a 409 with attempts left); else the outcome."""
+        if api_status(exc) == 409 and self.attempt < MAX_ATTEMPTS:
+            log.info("resize of %s/%s conflicted (attempt %d); re-reading the pod", self.namespace, self.pod_name,
+                     self.attempt)
+            return None
+        return self.done(_failed(exc, self.signal, self.namespace, self.pod_name, self.plan, self.attempt,
+                                 "patch", "pods/resize"))
+
+    def patched(self) -> ResizeOutcome:
+        assert self.plan is not None
+        return self.done(_planned(self.signal, self.plan, self.attempt))
+
+    def done(self, outcome: ResizeOutcome) -> ResizeOutcome:
+        self.sequences.handled(self.key, self.signal)
+        return outcome
+
+    def attempts(self) -> range:
+        return range(1, MAX_ATTEMPTS + 1)
+
+
+def _room_unknown(node_name: str, exc: Exception) -> None:
+    log.info("room on node %s unknown (%s); resizes are not capped to it", node_name, api_message(exc))
+
+
 class PodResizer:
     """Resizes containers of running pods with the sync ``CoreV1Api``."""
 
@@ -136,30 +201,24 @@ class PodResizer:
         self._sequences = _Sequences()
 
     def apply(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal) -> ResizeOutcome:
-        key = (namespace, pod_name, container)
+        steps = _Attempt(namespace, pod_name, container, signal, self._sequences)
         errors = api_errors()
-        plan = None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for steps.attempt in steps.attempts():
             try:
                 pod = self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
             except errors as exc:
-                return _failed(exc, signal, namespace, pod_name, plan, attempt, "get", "pods")
-            room = self._room(pod, container) if self._read_node else None
-            plan = plan_resize(signal, resize_state(pod, container, room=room, last_sequence=self._sequences.get(key)))
-            if not plan.changes:
-                self._sequences.handled(key, signal)
-                return _planned(signal, plan, attempt)
+                return steps.read_failed(exc)
+            body = steps.planned(pod, self._room(pod, container) if self._read_node else None)
+            if isinstance(body, ResizeOutcome):
+                return body
             try:
-                self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, _content_type=STRATEGIC_MERGE,
-                                                       body=resize_patch_body(container, plan.requests, plan.limits))
+                self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, body=body,
+                                                       _content_type=STRATEGIC_MERGE)
             except errors as exc:
-                if api_status(exc) == 409 and attempt < MAX_ATTEMPTS:
-                    log.info("resize of %s/%s conflicted (attempt %d); re-reading the pod", namespace, pod_name, attempt)
-                    continue
-                self._sequences.handled(key, signal)
-                return _failed(exc, signal, namespace, pod_name, plan, attempt, "patch", "pods/resize")
-            self._sequences.handled(key, signal)
-            return _planned(signal, plan, attempt)
+                if (outcome := steps.patch_failed(exc)) is not None:
+                    return outcome
+                continue
+            return steps.patched()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _room(self, pod: Any, container: str) -> ResourceVector | None:
@@ -170,8 +229,7 @@ class PodResizer:
             node = self._core.read_node(name=node_name)
             pods = self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}").items
         except api_errors() as exc:
-            log.info("room on node %s unknown (%s); resizes are not capped to it", node_name, api_message(exc))
-            return None
+            return _room_unknown(node_name, exc)
         return node_room(node, pods, pod, container)
 
 
@@ -184,30 +242,24 @@ class AsyncPodResizer:
         self._sequences = _Sequences()
 
     async def apply(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal) -> ResizeOutcome:
-        key = (namespace, pod_name, container)
+        steps = _Attempt(namespace, pod_name, container, signal, self._sequences)
         errors = api_errors()
-        plan = None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for steps.attempt in steps.attempts():
             try:
                 pod = await self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
             except errors as exc:
-                return _failed(exc, signal, namespace, pod_name, plan, attempt, "get", "pods")
-            room = await self._room(pod, container) if self._read_node else None
-            plan = plan_resize(signal, resize_state(pod, container, room=room, last_sequence=self._sequences.get(key)))
-            if not plan.changes:
-                self._sequences.handled(key, signal)
-                return _planned(signal, plan, attempt)
+                return steps.read_failed(exc)
+            body = steps.planned(pod, await self._room(pod, container) if self._read_node else None)
+            if isinstance(body, ResizeOutcome):
+                return body
             try:
-                await self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, _content_type=STRATEGIC_MERGE,
-                                                             body=resize_patch_body(container, plan.requests, plan.limits))
+                await self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, body=body,
+                                                             _content_type=STRATEGIC_MERGE)
             except errors as exc:
-                if api_status(exc) == 409 and attempt < MAX_ATTEMPTS:
-                    log.info("resize of %s/%s conflicted (attempt %d); re-reading the pod", namespace, pod_name, attempt)
-                    continue
-                self._sequences.handled(key, signal)
-                return _failed(exc, signal, namespace, pod_name, plan, attempt, "patch", "pods/resize")
-            self._sequences.handled(key, signal)
-            return _planned(signal, plan, attempt)
+                if (outcome := steps.patch_failed(exc)) is not None:
+                    return outcome
+                continue
+            return steps.patched()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _room(self, pod: Any, container: str) -> ResourceVector | None:
@@ -218,6 +270,5 @@ class AsyncPodResizer:
             node = await self._core.read_node(name=node_name)
             pods = (await self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}")).items
         except api_errors() as exc:
-            log.info("room on node %s unknown (%s); resizes are not capped to it", node_name, api_message(exc))
-            return None
+            return _room_unknown(node_name, exc)
         return node_room(node, pods, pod, container)
