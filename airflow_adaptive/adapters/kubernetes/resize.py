@@ -12,6 +12,7 @@ The steps are one I/O-free ``_Attempt``; the sync client (operator process) and 
 | 404 | ``gone`` | the pod was deleted (the task ended or was killed) |
 | 403 with cause ``NodeCapacity`` | ``deferred`` to the next attempt | since 1.35 the API server refuses a resize beyond the node's allocatable |
 | 403 | ``ResizeForbidden`` | RBAC: the message names the missing ``patch pods/resize`` rule |
+| no answer | retry every second for 30 s, then ``unreachable`` | an API server restart must not lose the signal |
 
 Reading the node needs cluster-scoped ``get nodes`` and ``list pods``; without them the room on
 the node is unknown, the plan does not cap, and the kubelet answers ``Deferred``/``Infeasible``.
@@ -19,8 +20,10 @@ the node is unknown, the plan does not cap, and the kubelet answers ``Deferred``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,8 +35,12 @@ from airflow_adaptive.logic.resize_plan import ResizePlan, plan_resize
 
 log = logging.getLogger(__name__)
 
-Status = Literal["applied", "capped", "deferred", "ignored", "rejected", "conflict", "gone"]
+Status = Literal["applied", "capped", "deferred", "ignored", "rejected", "conflict", "gone", "unreachable"]
 MAX_ATTEMPTS = 3
+#: How long a resize waits out an API server that does not answer (a restart or an upgrade of the
+#: control plane takes seconds), retrying every ``UNREACHABLE_RETRY_S``; then ``unreachable``.
+UNREACHABLE_WAIT_S = 30.0
+UNREACHABLE_RETRY_S = 1.0
 #: The Status cause the API server gives when a resize exceeds the node's allocatable (1.35+).
 NODE_CAPACITY = "NodeCapacity"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
@@ -154,6 +161,17 @@ class _Attempt:
         self.sequences = sequences
         self.plan: ResizePlan | None = None
         self.attempt = 0
+        self._unreachable_since: float | None = None
+
+    def unreachable(self, exc: Exception) -> ResizeOutcome | None:
+        """None: wait ``UNREACHABLE_RETRY_S`` and start over; else the outcome (waited long enough)."""
+        now = time.monotonic()
+        self._unreachable_since = self._unreachable_since or now
+        if now - self._unreachable_since < UNREACHABLE_WAIT_S:
+            log.info("API server did not answer (%s); retrying the resize of %s/%s", exc, self.namespace, self.pod_name)
+            return None
+        return self.done(ResizeOutcome("unreachable", f"the API server did not answer for {UNREACHABLE_WAIT_S:.0f} s: {exc}",
+                                       self.signal, self.plan, self.attempt))
 
     def read_failed(self, exc: Exception) -> ResizeOutcome:
         return _failed(exc, self.signal, self.namespace, self.pod_name, self.plan, self.attempt, "get", "pods")
@@ -184,8 +202,23 @@ class _Attempt:
         self.sequences.handled(self.key, self.signal)
         return outcome
 
-    def attempts(self) -> range:
-        return range(1, MAX_ATTEMPTS + 1)
+    def next_attempt(self) -> bool:
+        self.attempt += 1
+        return True
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What the clients raise when the API server does not answer (no HTTP status)."""
+    import urllib3.exceptions
+
+    errors: list[type[BaseException]] = [urllib3.exceptions.HTTPError, ConnectionError, asyncio.TimeoutError]
+    try:
+        import aiohttp
+
+        errors.append(aiohttp.ClientConnectionError)
+    except ImportError:  # pragma: no cover - the provider brings it
+        pass
+    return tuple(errors)
 
 
 def _room_unknown(node_name: str, exc: Exception) -> None:
@@ -202,21 +235,31 @@ class PodResizer:
 
     def apply(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal) -> ResizeOutcome:
         steps = _Attempt(namespace, pod_name, container, signal, self._sequences)
-        errors = api_errors()
-        for steps.attempt in steps.attempts():
+        errors, unreachable = api_errors(), unreachable_errors()
+        while steps.next_attempt():
             try:
                 pod = self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
+                body = steps.planned(pod, self._room(pod, container) if self._read_node else None)
+                if isinstance(body, ResizeOutcome):
+                    return body
             except errors as exc:
                 return steps.read_failed(exc)
-            body = steps.planned(pod, self._room(pod, container) if self._read_node else None)
-            if isinstance(body, ResizeOutcome):
-                return body
+            except unreachable as exc:
+                if (outcome := steps.unreachable(exc)) is not None:
+                    return outcome
+                time.sleep(UNREACHABLE_RETRY_S)
+                continue
             try:
                 self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, body=body,
                                                        _content_type=STRATEGIC_MERGE)
             except errors as exc:
                 if (outcome := steps.patch_failed(exc)) is not None:
                     return outcome
+                continue
+            except unreachable as exc:
+                if (outcome := steps.unreachable(exc)) is not None:
+                    return outcome
+                time.sleep(UNREACHABLE_RETRY_S)
                 continue
             return steps.patched()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -243,21 +286,31 @@ class AsyncPodResizer:
 
     async def apply(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal) -> ResizeOutcome:
         steps = _Attempt(namespace, pod_name, container, signal, self._sequences)
-        errors = api_errors()
-        for steps.attempt in steps.attempts():
+        errors, unreachable = api_errors(), unreachable_errors()
+        while steps.next_attempt():
             try:
                 pod = await self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
+                body = steps.planned(pod, await self._room(pod, container) if self._read_node else None)
+                if isinstance(body, ResizeOutcome):
+                    return body
             except errors as exc:
                 return steps.read_failed(exc)
-            body = steps.planned(pod, await self._room(pod, container) if self._read_node else None)
-            if isinstance(body, ResizeOutcome):
-                return body
+            except unreachable as exc:
+                if (outcome := steps.unreachable(exc)) is not None:
+                    return outcome
+                await asyncio.sleep(UNREACHABLE_RETRY_S)
+                continue
             try:
                 await self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, body=body,
                                                              _content_type=STRATEGIC_MERGE)
             except errors as exc:
                 if (outcome := steps.patch_failed(exc)) is not None:
                     return outcome
+                continue
+            except unreachable as exc:
+                if (outcome := steps.unreachable(exc)) is not None:
+                    return outcome
+                await asyncio.sleep(UNREACHABLE_RETRY_S)
                 continue
             return steps.patched()
         raise AssertionError("unreachable")  # pragma: no cover

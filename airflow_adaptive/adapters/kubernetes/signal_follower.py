@@ -155,6 +155,9 @@ class _Follower:
                 **_log_kwargs(self.pod, self.namespace, self.container, since, self.read_timeout_s))
         except api_errors() as exc:
             return self._connect_failed(exc)
+        except _stream_errors() as exc:  # no answer at all: the API server is restarting or gone
+            log.info("API server did not answer for %s/%s[%s] (%s); retrying", self.namespace, self.pod, self.container, exc)
+            return True
         splitter = LineSplitter()
         try:
             if self.stop_event.is_set():  # stop() came while connecting
@@ -194,6 +197,8 @@ class _Follower:
             return container_terminated(self.core.read_namespaced_pod(name=self.pod, namespace=self.namespace), self.container)
         except api_errors() as exc:
             return api_status(exc) == 404
+        except _stream_errors():  # unknown while the API server does not answer: keep following
+            return False
 
 
 def follow_signals(core_v1_api: Any, namespace: str, pod: str, container: str,
@@ -261,6 +266,8 @@ async def follow_signals_async(core_v1_api: Any, namespace: str, pod: str, conta
             if api_status(exc) == 404:
                 break
             log.debug("cannot follow %s/%s[%s] yet: %s", namespace, pod, container, api_message(exc))
+        except _stream_errors() as exc:
+            log.info("API server did not answer for %s/%s[%s] (%s); retrying", namespace, pod, container, exc)
         else:
             await _read_async(response, cursor, on_signal, stop_event, f"{namespace}/{pod}[{container}]")
         if stop_event.is_set() or await _finished_async(core_v1_api, namespace, pod, container):
@@ -297,3 +304,5 @@ async def _finished_async(core: Any, namespace: str, pod: str, container: str) -
         return container_terminated(await core.read_namespaced_pod(name=pod, namespace=namespace), container)
     except api_errors() as exc:
         return api_status(exc) == 404
+    except _stream_errors():
+        return False
