@@ -108,9 +108,30 @@ def killed_at(operator, resource: str = "memory") -> float:
     return float((getattr(operator, "_limits", None) or {}).get(resource, 0.0))
 
 
+def memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float | None:
+    """The memory limit the pod's spec held at the end (in-place resizes included), in bytes, as
+    the API server stored it: the plan's figure rounds to whole bytes on the way in."""
+    from airflow_adaptive.domain.quantities import memory_bytes
+
+    for c in (pod.spec.containers if pod.spec else None) or []:
+        limit = c.name == container and c.resources and (c.resources.limits or {}).get("memory")
+        if limit:
+            return float(memory_bytes(limit))
+    return None
+
+
+def pod_outcome(status, oom_events: list) -> str:
+    """The try's outcome from the workload container's final status: ``oom_killed``, ``success``
+    (exit code 0) or ``failed`` (anything else, a container that never ran included)."""
+    if oom_events:
+        return "oom_killed"
+    terminated = status is not None and status.state is not None and status.state.terminated
+    return "success" if terminated and terminated.exit_code == 0 else "failed"
+
+
 def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
-    """OOM kills (kernel, or CUDA out of memory in the log) of this try go to its MLflow run now:
-    KPO deletes the pod next, and Airflow clears XCom before the retry."""
+    """The try's outcome, and its OOM kills (kernel, or CUDA out of memory in the log), go to its
+    MLflow run now: KPO deletes the pod next, and Airflow clears XCom before the retry."""
     run_id, run_log = getattr(operator, "_stage_run", None), getattr(operator, "_run_log", None)
     if not run_id or run_log is None:
         return
@@ -120,7 +141,8 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
     try_number = operator._try_number
     events = []
     if status is not None and kernel_oom_killed(status):
-        events.append(OomEvent(time.time(), container, killed_at(operator, "memory"), try_number, "kernel"))
+        limit = memory_limit_in_spec(pod, container) or killed_at(operator, "memory")
+        events.append(OomEvent(time.time(), container, limit, try_number, "kernel"))
     else:
         try:
             tail = client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=container, tail_lines=LOG_TAIL_LINES)
@@ -137,5 +159,8 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
         resizes = getattr(operator, "_resizes", None)
         if resizes:
             run_log.log_resizes(run_id, [r for r in resizes if r.get("status") in ("applied", "capped")])
+        outcome = pod_outcome(status, events)
+        run_log.record_outcome(run_id, outcome)
+        operator.log.info("try %d of task '%s' ended: %s (MLflow run %s)", try_number, operator.task_id, outcome, run_id)
     except Exception as exc:  # noqa: BLE001 - MLflow down: say so, never fail the pod's outcome on it
         operator.log.warning("cannot record the pod's outcome in MLflow run %s: %s", run_id, exc)

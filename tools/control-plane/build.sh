@@ -101,13 +101,14 @@ build_etcd
 build_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 build_tool helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 build_kubernetes
-# kwok serves container logs from files named by its Logs objects; the tests create one per pod,
-# so the cluster needs kwok's Logs CRD, which ships in kwok's module rather than its binary.
+# kwok serves container logs from files named by its Logs / ClusterLogs objects; the tests create
+# them per pod or namespace, so the cluster needs kwok's CRDs for them, which ships in kwok's module rather than its binary.
 CRDS="$BIN/../crds"
-if [ ! -f "$CRDS/kwok.x-k8s.io_logs.yaml" ]; then
+for crd in logs clusterlogs; do
+    [ -f "$CRDS/kwok.x-k8s.io_$crd.yaml" ] && continue
     mkdir -p "$CRDS"
-    src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml"
+    src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/crd/bases/kwok.x-k8s.io_$crd.yaml"
     [ -f "$src" ] || (cd "$WORK" && GOFLAGS=-mod=mod go mod download "sigs.k8s.io/kwok@$KWOK_VERSION")
     cp "$src" "$CRDS/"
-fi
+done
 echo "$BIN"

@@ -52,6 +52,7 @@ EXIT_CODE = f"{EMULATION}/exit-code"             # the workload containers' exit
 EXIT_REASON = f"{EMULATION}/reason"              # e.g. OOMKilled; default Completed / Error
 KWOK_NODE = "kwok.x-k8s.io/node"                 # kwok manages nodes with this annotation = fake
 GPU_LABEL = "nvidia.com/gpu.product"
+EMULATION_CRDS = ("logs", "clusterlogs")  # kwok's CRDs for serving container logs from files
 
 # The controllers the tests need: namespace deletion, default service accounts, garbage
 # collection, quota status, and node lifecycle (it lifts the not-ready taint the API server puts on
@@ -231,6 +232,19 @@ class LocalCluster:
             "kwok.x-k8s.io", "v1alpha1", namespace, "logs", body)
         return files
 
+    def serve_namespace_logs(self, api_client: Any, namespace: str, container: str, path: Path) -> None:
+        """Serve ``path`` as the log of ``container`` in every pod of ``namespace`` (pods whose names
+        are not known in advance, such as those KubernetesPodOperator names)."""
+        from kubernetes import client
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        body = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs",
+                "metadata": {"name": f"{namespace}-{container}"},
+                "spec": {"selector": {"matchNamespaces": [namespace]},
+                         "logs": [{"containers": [container], "logsFile": str(path), "follow": True}]}}
+        client.CustomObjectsApi(api_client).create_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "clusterlogs", body)
+
     # ---- components ---------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log_path = self.workdir / "logs" / f"{name}.log"
@@ -327,20 +341,22 @@ class LocalCluster:
     def _install_emulation_crds(self) -> None:
         from kubernetes import client, utils
 
-        crd = self.bin_dir.parent / "crds" / "kwok.x-k8s.io_logs.yaml"
-        if not crd.exists():
-            raise ControlPlaneError(f"{crd} is missing; run `bash {BUILD_SCRIPT}`")
         with self.api_client() as api:
-            utils.create_from_yaml(api, str(crd))
             ext = client.ApiextensionsV1Api(api)
+            for plural in EMULATION_CRDS:
+                crd = self.bin_dir.parent / "crds" / f"kwok.x-k8s.io_{plural}.yaml"
+                if not crd.exists():
+                    raise ControlPlaneError(f"{crd} is missing; run `bash {BUILD_SCRIPT}`")
+                utils.create_from_yaml(api, str(crd))
             deadline = time.monotonic() + 30
-            while True:
-                got = ext.read_custom_resource_definition("logs.kwok.x-k8s.io")
-                if any(c.type == "Established" and c.status == "True" for c in (got.status.conditions or [])):
-                    return
-                if time.monotonic() > deadline:
-                    raise ControlPlaneError("kwok's Logs CRD was not established in 30 s")
-                time.sleep(0.1)
+            for plural in EMULATION_CRDS:
+                while True:
+                    got = ext.read_custom_resource_definition(f"{plural}.kwok.x-k8s.io")
+                    if any(c.type == "Established" and c.status == "True" for c in (got.status.conditions or [])):
+                        break
+                    if time.monotonic() > deadline:
+                        raise ControlPlaneError(f"kwok's {plural} CRD was not established in 30 s")
+                    time.sleep(0.1)
 
     def _start_kwok(self) -> None:
         config = self.workdir / "kwok.yaml"
@@ -352,7 +368,7 @@ class LocalCluster:
             "--kubeconfig", str(self.kubeconfig), "--config", str(config),
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE}=fake",
             "--node-ip", "127.0.0.1", "--node-port", str(node_port),
-            "--server-address", f"127.0.0.1:{node_port}", "--enable-crds", "Logs",
+            "--server-address", f"127.0.0.1:{node_port}", "--enable-crds", "Logs,ClusterLogs",
             "--cidr", "10.244.0.0/16"])
         self._wait(p, f"http://127.0.0.1:{node_port}/healthz")
 

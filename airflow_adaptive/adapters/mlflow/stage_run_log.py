@@ -21,7 +21,7 @@ from airflow_adaptive.adapters.mlflow import store
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.stage_run import (
-    TAG_DAG, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
+    OUTCOMES, TAG_DAG, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
     TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
     oom_events_from_json, resize_metric, sizing_params, usage_metric,
 )
@@ -152,6 +152,14 @@ class StageRunLog:
             metrics.append({"key": "observed.memory.peak", "value": float(peak_memory), "timestamp": int(time.time() * 1000), "step": 0})
         self.backend.log(run_id, metrics=metrics, tags=[{"key": TAG_OOM_EVENTS, "value": payload}])
         self.backend.upload(run_id, "oom_events.json", payload.encode())
+
+    def record_outcome(self, run_id: str, outcome: str) -> None:
+        """The try's outcome as the operator saw it (a pod's exit code), and the run closed. The
+        monitor sidecar cannot see the workload's exit code; this is the authoritative record."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        self.backend.log(run_id, tags=[{"key": TAG_OUTCOME, "value": outcome}])
+        self.backend.terminate(run_id, "FINISHED" if outcome == "success" else "FAILED")
 
     def finish(self, run_id: str, summary: ObservedSummary) -> None:
         now = int(summary.end_time * 1000)

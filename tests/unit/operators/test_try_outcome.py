@@ -24,7 +24,10 @@ class RecordingRunLog:
     tracking_uri, experiment_name = "http://mlflow:5000", "airflow-adaptive-stages"
 
     def __init__(self):
-        self.ooms, self.resizes = [], []
+        self.ooms, self.resizes, self.outcomes = [], [], []
+
+    def record_outcome(self, run_id, outcome):
+        self.outcomes.append((run_id, outcome))
 
     def record_oom(self, run_id, events, peak_memory=None):
         self.ooms.append((run_id, list(events)))
@@ -64,6 +67,7 @@ def test_kernel_oom_is_recorded_at_the_limit_in_force_after_resizes(op):
     (run_id, events), = op._run_log.ooms
     assert run_id == "run-1" and events[0].kind == "kernel" and events[0].try_number == 2
     assert events[0].limit_bytes == 450 * MiB  # the applied resize, not the deferred one nor the start
+    assert op._run_log.outcomes == [("run-1", "oom_killed")]
 
 
 def test_cuda_out_of_memory_in_the_log_tail_is_a_gpu_oom(op):
@@ -76,6 +80,12 @@ def test_cuda_out_of_memory_in_the_log_tail_is_a_gpu_oom(op):
 def test_an_ordinary_failure_records_no_oom(op):
     record_pod_outcome(op, finished_pod("Error", 1), LogTail("ValueError: bad input\n"))
     assert op._run_log.ooms == []
+    assert op._run_log.outcomes == [("run-1", "failed")]
+
+
+def test_a_clean_exit_is_a_success(op):
+    record_pod_outcome(op, finished_pod("Completed", 0), LogTail(""))
+    assert op._run_log.outcomes == [("run-1", "success")] and op._run_log.ooms == []
 
 
 def test_killed_at_falls_back_to_the_starting_size(op):

@@ -1,0 +1,177 @@
+"""AdaptiveTrainingOperator against the real control plane, end to end: real ``airflow dags test``
+(SQLite metadata database), a real ``mlflow server`` with a champion profiler, KPO creating the
+sized pod through the real API server, the monitor's signals followed through ``pods/log`` and
+applied through ``pods/resize``.
+
+Emulated by kwok (not a kubelet): the pod running and ending (exit code and ``OOMKilled`` from its
+annotations), the monitor's log (a file the test writes the signal into), the resize actuation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from kubernetes import client
+
+from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON, cri_log_line
+from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.domain.signals import ResizeSignal
+
+pytestmark = [pytest.mark.kubernetes]
+
+AIRFLOW = os.path.join(os.path.dirname(sys.executable), "airflow")
+MiB = 2**20
+
+DAG = '''
+from datetime import timedelta
+import pendulum
+from airflow.sdk import DAG
+from airflow_adaptive.operators import AdaptiveTrainingOperator
+
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+         default_args={{"retries": 1, "retry_delay": timedelta(seconds=0)}}) as dag:
+    AdaptiveTrainingOperator(
+        task_id="stage", name="train", namespace="{namespace}", config_file="{kubeconfig}", in_cluster=False,
+        image="python:3.11-slim", cmds=["python", "-c", "print('training')"],
+        features={{"algorithm": "grow", "framework": "numpy", "data_rows": "{{{{ dag_run.conf.get('mib', 200) }}}}"}},
+        container_resources={{"requests": {{"cpu": "1", "memory": "128Mi"}}, "limits": {{"cpu": "2", "memory": "4Gi"}}}},
+        annotations={{
+            "{complete_after}": "8s",
+            # The emulated kubelet ends the first try as the kernel's OOM killer would, when asked to.
+            "{exit_code}": "{{{{ '137' if dag_run.conf.get('oom_first_try') and ti.try_number == 1 else '0' }}}}",
+            "{exit_reason}": "{{{{ 'OOMKilled' if dag_run.conf.get('oom_first_try') and ti.try_number == 1 else 'Completed' }}}}",
+        }},
+        service_account_name="training", runner="kubernetes", get_logs=False, on_finish_action="keep_pod",
+        startup_timeout_seconds=60, poll_interval=1,
+    )
+'''
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    server = LocalMlflowServer(tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home
+
+
+def register_profiler(tracking: str, dag_id: str) -> None:
+    """A champion that learned memory = 30 MiB + 1.1 x data_rows MiB for this DAG's stage."""
+    from airflow_adaptive.adapters.mlflow.registry import log_profiler, set_alias
+    from airflow_adaptive.domain.records import JobTable
+    from airflow_adaptive.domain.stage_run import STAGE_FEATURES
+    from airflow_adaptive.logic.scaling import ScalingProfiler
+
+    rng = np.random.default_rng(0)
+    rows = [{"job_id": str(i), "submit": 1e9 + i * 10, "end": 1e9 + i * 10 + 5, "run_time": 5.0,
+             "features": {"dag_id": dag_id, "task_id": "stage", "algorithm": "grow", "framework": "numpy", "data_rows": float(mib)},
+             "used": {"memory": (30 + 1.1 * mib) * MiB * (1 + 0.02 * rng.standard_normal()), "cpu": 1.0}, "requested": {}}
+            for i, mib in enumerate([100, 150, 200, 250, 300, 350, 120, 280])]
+    os.environ["MLFLOW_TRACKING_URI"] = tracking
+    try:
+        _, version = log_profiler(ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows)), name="job-profiler")
+        set_alias("job-profiler", "champion", version)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+
+
+@pytest.fixture
+def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, tmp_path):
+    core = client.CoreV1Api(admin_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "training"}, "automountServiceAccountToken": False})
+    monitor_log = tmp_path / "monitor.log"
+    emulated_cluster.serve_namespace_logs(admin_api, namespace, "adaptive-monitor", monitor_log)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+
+    def run(dag_id: str, conf: dict) -> tuple[int, str]:
+        register_profiler(mlflow_uri, dag_id)
+        (dags / f"{dag_id}.py").write_text(DAG.format(
+            dag_id=dag_id, namespace=namespace, kubeconfig=emulated_cluster.kubeconfig,
+            complete_after=COMPLETE_AFTER, exit_code=EXIT_CODE, exit_reason=EXIT_REASON))
+        env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+               "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": mlflow_uri,
+               "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home")}
+        done = subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=env,
+                              capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        return done.returncode, done.stdout + done.stderr
+
+    return core, monitor_log, run
+
+
+def stage_runs(tracking: str, dag_id: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    mlflow = MlflowClient(tracking)
+    exp = mlflow.get_experiment_by_name("airflow-adaptive-stages")
+    runs = mlflow.search_runs([exp.experiment_id], f"tags.`airflow_adaptive.dag_id` = '{dag_id}'") if exp else []
+    return sorted(runs, key=lambda r: int(r.data.tags["airflow_adaptive.try_number"]))
+
+
+def stage_pods(core, namespace) -> list:
+    return sorted(core.list_namespaced_pod(namespace).items, key=lambda p: p.metadata.creation_timestamp)
+
+
+def workload(pod):
+    return next(c for c in pod.spec.containers if c.name == "base")
+
+
+def test_the_stage_pod_is_sized_by_the_champion_and_resized_in_place(run_stage, mlflow_uri, namespace):
+    core, monitor_log, run = run_stage
+    # What the monitor will have said by the time KPO follows its log: memory is near the limit.
+    signal = ResizeSignal(resource="memory", old=300 * MiB, new=600 * MiB, reason="rss at 92% of the limit",
+                          time=time.time(), sequence=1, container="base")
+    monitor_log.write_text(cri_log_line("sampling every 1 s") + cri_log_line(signal.to_line()))
+    code, log = run("k8s_sized", {"mib": 200})
+    assert code == 0 and "success" in log.lower(), log[-4000:]
+
+    (pod,) = stage_pods(core, namespace)
+    run_ = stage_runs(mlflow_uri, "k8s_sized")[0]
+    median = float(run_.data.params["predicted.memory.median"])
+    # Sized by the prediction (about 250 MiB for 200 rows), not by the user's 128Mi request.
+    requested = ResourceVector.from_kubernetes(workload(pod).resources.requests).memory
+    assert median * 0.99 <= requested <= median * 1.5, (requested, median)
+    # The monitor rides along as a native sidecar, sharing the process namespace, in the stage's account.
+    monitor = next(c for c in pod.spec.init_containers if c.name == "adaptive-monitor")
+    assert monitor.restart_policy == "Always" and pod.spec.share_process_namespace
+    assert pod.spec.service_account_name == "training"
+    assert {e.name for e in monitor.env} >= {"AIRFLOW_ADAPTIVE_MLFLOW_RUN_ID"} or monitor.env
+    # The signal was applied in place and actuated; the decision is in the task log and MLflow.
+    assert workload(pod).resources.limits["memory"] == "600Mi"
+    status = next(cs for cs in pod.status.container_statuses if cs.name == "base")
+    assert status.resources.limits["memory"] == "600Mi"
+    assert "resize memory" in log and "applied" in log
+    assert run_.data.metrics.get("resize.memory") == 600 * MiB
+
+
+def test_an_oom_killed_try_is_recorded_and_the_retry_gets_more_memory(run_stage, mlflow_uri, namespace):
+    core, _monitor_log, run = run_stage
+    code, log = run("k8s_oom", {"mib": 200, "oom_first_try": True})
+    assert code == 0, log[-4000:]
+    first, second = stage_runs(mlflow_uri, "k8s_oom")
+    assert first.data.tags.get("airflow_adaptive.outcome") == "oom_killed", (first.data.tags, log[-6000:])
+    events = json.loads(first.data.tags["airflow_adaptive.oom_events"])
+    killed_limit = events[0]["limit_bytes"]
+    pods = stage_pods(core, namespace)
+    assert len(pods) == 2
+    assert ResourceVector.from_kubernetes(workload(pods[0]).resources.limits).memory == killed_limit
+    retry_limit = ResourceVector.from_kubernetes(workload(pods[1]).resources.limits).memory
+    assert retry_limit > killed_limit, (retry_limit, killed_limit)
