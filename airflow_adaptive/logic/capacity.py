@@ -44,6 +44,8 @@ class NodeCapacity:
     unschedulable: bool = False  # cordoned (spec.unschedulable)
     allocatable_pods: int | None = None  # status.allocatable.pods; None: not counted
     pod_count: int = 0
+    #: Keys of NoSchedule/NoExecute taints: the scheduler keeps pods off unless they tolerate them.
+    taints: tuple[str, ...] = ()
 
     @property
     def free(self) -> ResourceVector:
@@ -242,7 +244,12 @@ def fit(
     fitting: list[NodeCapacity] = []
     busy: list[tuple[float, NodeCapacity, str]] = []
     big_enough = 0
+    tolerated = tolerated_taints(requests)
     for node in nodes:
+        untolerated = [t for t in node.taints if t not in tolerated]
+        if untolerated:
+            per_node[node.name] = f"tainted {', '.join(untolerated)} (not tolerated)"
+            continue
         if gpu_type and node.labels.get(gpu_label_key) != gpu_type:
             per_node[node.name] = f"not GPU type {gpu_type} ({gpu_label_key}={node.labels.get(gpu_label_key, 'unset')})"
             continue
@@ -273,6 +280,8 @@ def fit(
             never.append("the cluster has no nodes")
         elif gpu_type and all(n.labels.get(gpu_label_key) != gpu_type for n in nodes):
             never.append(f"no node has the label {gpu_label_key}={gpu_type}")
+        elif all(any(t not in tolerated for t in n.taints) for n in nodes):
+            never.append("every node has a taint the stage does not tolerate")
         else:
             largest = _largest(nodes, pod_req, gpu_type, gpu_label_key)
             never.append(f"no node{where} is big enough for {need_text}: the closest, {largest}")
@@ -292,8 +301,16 @@ def fit(
     return FitResult("fits", f"{need_text} fits on node {best} now", best, per_node)
 
 
+def tolerated_taints(requests: ResourceVector) -> frozenset[str]:
+    """The taint keys a stage pod tolerates: a GPU stage tolerates ``nvidia.com/gpu``, as the
+    ExtendedResourceToleration admission plugin (and GPU operators' node setup) arrange."""
+    return frozenset({GPU_RESOURCE}) if requests.gpu > 0 else frozenset()
+
+
 def _largest(nodes: Sequence[NodeCapacity], need: ResourceVector, gpu_type: str | None, key: str) -> str:
-    candidates = [n for n in nodes if not gpu_type or n.labels.get(key) == gpu_type] or list(nodes)
+    tolerated = tolerated_taints(need)
+    candidates = [n for n in nodes if (not gpu_type or n.labels.get(key) == gpu_type)
+                  and all(t in tolerated for t in n.taints)] or list(nodes)
     node = min(candidates, key=lambda n: (_badness(_shortfall(need, n.allocatable), need), n.name))
     return f"{node.name}, has " + _describe(_shortfall(need, node.allocatable), need, node.allocatable, "allocatable")
 

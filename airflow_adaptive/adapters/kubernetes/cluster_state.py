@@ -101,6 +101,8 @@ def node_capacity(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) ->
         unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
         allocatable_pods=int(parse_quantity(str(max_pods), f"node {name} allocatable.pods")) if max_pods is not None else None,
         pod_count=count,
+        taints=tuple(t.get("key", "") for t in (node.get("spec") or {}).get("taints") or []
+                     if t.get("effect") in ("NoSchedule", "NoExecute")),
     )
 
 
@@ -186,7 +188,9 @@ def _items(page: Any, api_client: Any) -> tuple[list[dict[str, Any]], str | None
 
 # --- reading: sync (the sensor) -------------------------------------------------------------
 
-def _list_all(call, resource: str, namespace: str, api_client: Any, **kwargs: Any) -> list[dict[str, Any]]:
+# ``where`` (the namespace named in a 403) is positional-only: the namespaced list calls take a
+# ``namespace`` keyword of their own, passed through ``kwargs``.
+def _list_all(call, resource: str, where: str, api_client: Any, /, **kwargs: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     token = None
     while True:
@@ -194,7 +198,7 @@ def _list_all(call, resource: str, namespace: str, api_client: Any, **kwargs: An
             page = call(limit=PAGE, _continue=token, **kwargs) if token else call(limit=PAGE, **kwargs)
         except Exception as exc:
             if _status(exc) == 403:
-                raise forbidden(resource, namespace) from exc
+                raise forbidden(resource, where) from exc
             raise
         items, token = _items(page, api_client)
         out.extend(items)
@@ -214,7 +218,7 @@ def read_cluster_state(core_v1: Any, namespace: str) -> ClusterState:
 
 # --- reading: async (the trigger) -----------------------------------------------------------
 
-async def _list_all_async(call, resource: str, namespace: str, api_client: Any, **kwargs: Any) -> list[dict[str, Any]]:
+async def _list_all_async(call, resource: str, where: str, api_client: Any, /, **kwargs: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     token = None
     while True:
@@ -222,7 +226,7 @@ async def _list_all_async(call, resource: str, namespace: str, api_client: Any, 
             page = await (call(limit=PAGE, _continue=token, **kwargs) if token else call(limit=PAGE, **kwargs))
         except Exception as exc:
             if _status(exc) == 403:
-                raise forbidden(resource, namespace) from exc
+                raise forbidden(resource, where) from exc
             raise
         items, token = _items(page, api_client)
         out.extend(items)

@@ -230,3 +230,15 @@ def test_forbidden_names_the_missing_permission():
     text = str(forbidden("nodes", "ml"))
     assert "list nodes (cluster scope)" in text and 'resources: ["nodes"]' in text and "ClusterRole" in text
     assert "list resourcequotas in namespace ml" in str(forbidden("resourcequotas", "ml"))
+
+
+def test_a_tainted_node_is_no_place_for_a_stage_that_does_not_tolerate_it():
+    from airflow_adaptive.logic.capacity import NodeCapacity, fit
+
+    gpu_node = NodeCapacity("gpu", ResourceVector(cpu=32, memory=128 * 2**30, gpu=4), taints=("nvidia.com/gpu",))
+    cpu_node = NodeCapacity("cpu", ResourceVector(cpu=8, memory=32 * 2**30))
+    big_cpu_stage = ResourceVector(cpu=16, memory=64 * 2**30)
+    verdict = fit(big_cpu_stage, big_cpu_stage, None, [gpu_node, cpu_node])
+    assert verdict.status == "never" and "tainted nvidia.com/gpu" in verdict.per_node["gpu"]
+    gpu_stage = ResourceVector(cpu=16, memory=64 * 2**30, gpu=1)
+    assert fit(gpu_stage, gpu_stage, None, [gpu_node, cpu_node]).node == "gpu"
