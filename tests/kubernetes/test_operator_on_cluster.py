@@ -50,7 +50,7 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
             "{exit_reason}": "{{{{ 'OOMKilled' if dag_run.conf.get('oom_first_try') and ti.try_number == 1 else 'Completed' }}}}",
         }},
         service_account_name="training", runner="kubernetes", get_logs=False, on_finish_action="keep_pod",
-        startup_timeout_seconds=60, poll_interval=1,
+        startup_timeout_seconds=60, poll_interval=1, deferrable={deferrable},
     )
 '''
 
@@ -102,10 +102,10 @@ def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, 
     dags = tmp_path / "dags"
     dags.mkdir()
 
-    def run(dag_id: str, conf: dict) -> tuple[int, str]:
+    def run(dag_id: str, conf: dict, deferrable: bool = False) -> tuple[int, str]:
         register_profiler(mlflow_uri, dag_id)
         (dags / f"{dag_id}.py").write_text(DAG.format(
-            dag_id=dag_id, namespace=namespace, kubeconfig=emulated_cluster.kubeconfig,
+            dag_id=dag_id, namespace=namespace, kubeconfig=emulated_cluster.kubeconfig, deferrable=deferrable,
             complete_after=COMPLETE_AFTER, exit_code=EXIT_CODE, exit_reason=EXIT_REASON))
         env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": mlflow_uri,
@@ -134,17 +134,21 @@ def workload(pod):
     return next(c for c in pod.spec.containers if c.name == "base")
 
 
-def test_the_stage_pod_is_sized_by_the_champion_and_resized_in_place(run_stage, mlflow_uri, namespace):
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_the_stage_pod_is_sized_by_the_champion_and_resized_in_place(run_stage, mlflow_uri, namespace, deferrable):
+    """Sync: a follower thread in the worker applies the signal. Deferrable: AdaptivePodTrigger
+    (kubernetes_asyncio, in the triggerer; ``airflow dags test`` runs it in-process) does."""
     core, monitor_log, run = run_stage
+    dag_id = f"k8s_sized_{'deferrable' if deferrable else 'sync'}"
     # What the monitor will have said by the time KPO follows its log: memory is near the limit.
     signal = ResizeSignal(resource="memory", old=300 * MiB, new=600 * MiB, reason="rss at 92% of the limit",
                           time=time.time(), sequence=1, container="base")
     monitor_log.write_text(cri_log_line("sampling every 1 s") + cri_log_line(signal.to_line()))
-    code, log = run("k8s_sized", {"mib": 200})
+    code, log = run(dag_id, {"mib": 200}, deferrable=deferrable)
     assert code == 0 and "success" in log.lower(), log[-4000:]
 
     (pod,) = stage_pods(core, namespace)
-    run_ = stage_runs(mlflow_uri, "k8s_sized")[0]
+    run_ = stage_runs(mlflow_uri, dag_id)[0]
     median = float(run_.data.params["predicted.memory.median"])
     # Sized by the prediction (about 250 MiB for 200 rows), not by the user's 128Mi request.
     requested = ResourceVector.from_kubernetes(workload(pod).resources.requests).memory
@@ -160,6 +164,7 @@ def test_the_stage_pod_is_sized_by_the_champion_and_resized_in_place(run_stage, 
     assert status.resources.limits["memory"] == "600Mi"
     assert "resize memory" in log and "applied" in log
     assert run_.data.metrics.get("resize.memory") == 600 * MiB
+    assert run_.data.tags.get("airflow_adaptive.outcome") == "success"
 
 
 def test_an_oom_killed_try_is_recorded_and_the_retry_gets_more_memory(run_stage, mlflow_uri, namespace):
