@@ -22,6 +22,7 @@ One MLflow run per stage *try*:
 | metric | ``oom_kills`` | monitor / operator | kernel OOM kills seen in this try |
 | artifact | ``oom_events.json`` | monitor / operator | list of {time, container, limit_bytes, try_number, kind} |
 | tag | ``airflow_adaptive.oom_events`` | operator | the same list as JSON: read back by the next try without an artifact download |
+| tag | ``airflow_adaptive.deferred_sizes`` | operator | in-place increases this try could not get (JSON ``{resource: size}``); the next try starts there |
 | tag | ``airflow_adaptive.sizing`` | operator | ``predicted``, ``fallback`` (the user's request, and why in ``sizing_reason``), ``shadow``, ``off`` |
 | metric | ``resize.<resource>`` | operator | the size after each applied resize, ``step`` = resize number |
 | metric | ``reserved.memory_byte_seconds`` / ``reserved.cpu_core_seconds`` | operator (local) | the limits in force integrated over the try |
@@ -53,6 +54,9 @@ TAG_MODEL_URI = TAG_PREFIX + "model_uri"
 TAG_MODEL_VERSION = TAG_PREFIX + "model_version"
 TAG_OUTCOME = TAG_PREFIX + "outcome"
 TAG_OOM_EVENTS = TAG_PREFIX + "oom_events"
+#: In-place increases a try asked for and could not get (``{"cpu"|"memory": bytes or cores}``):
+#: the next try of the same task in the same DAG run starts there.
+TAG_DEFERRED_SIZES = TAG_PREFIX + "deferred_sizes"
 TAG_SIZING = TAG_PREFIX + "sizing"
 TAG_SIZING_REASON = TAG_PREFIX + "sizing_reason"
 OUTCOMES = ("success", "failed", "oom_killed")
@@ -159,6 +163,20 @@ class ObservedSummary:
 
 def resize_metric(resource: str) -> str:
     return f"resize.{resource}"
+
+
+def deferred_sizes_from_json(text: str | None) -> dict[str, float]:
+    """The sizes of a ``deferred_sizes`` tag (cpu/memory only); malformed entries are skipped."""
+    import json
+
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {r: float(v) for r, v in data.items()
+            if r in ("cpu", "memory") and isinstance(v, (int, float)) and math.isfinite(v) and v > 0}
 
 
 def oom_events_from_json(text: str | None) -> list[OomEvent]:

@@ -20,8 +20,10 @@ because shadow mode changes nothing.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.quantities import format_cpu, format_memory
@@ -97,6 +99,7 @@ def plan_stage(
     fallback: str | None = None,
     earlier_ooms: Sequence[OomEvent] = (),
     config: DeviationConfig = DeviationConfig(),
+    deferred: Mapping[str, float] | None = None,
 ) -> StagePlan:
     if mode not in MODES:
         raise ValueError(f"sizing mode must be one of {MODES}, got {mode!r}")
@@ -111,11 +114,35 @@ def plan_stage(
         size = policy_size
     plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback)
     if mode == "shadow":
-        would = escalate(plan, earlier_ooms, policy, config)
+        would = carry_deferred(escalate(plan, earlier_ooms, policy, config), deferred or {}, policy)
         if would.escalation:
             return replace(plan, escalation=f"shadow mode, not applied: {would.escalation} (would use {_fmt('memory', would.size.limits.memory)})")
         return plan
-    return escalate(plan, earlier_ooms, policy, config)
+    return carry_deferred(escalate(plan, earlier_ooms, policy, config), deferred or {}, policy)
+
+
+def carry_deferred(plan: StagePlan, deferred: Mapping[str, float], policy: SizingPolicy) -> StagePlan:
+    """Start at the sizes an earlier try asked for in place and could not get (the node could not
+    hold them, or a resize was pending): "left to the next attempt" means here. CPU and memory
+    only, never above the user's limit (else the policy's maximum); Guaranteed stays Guaranteed."""
+    size, notes = plan.size, []
+    for r in ("cpu", "memory"):
+        wanted = deferred.get(r, 0.0)
+        user_bound = getattr(plan.limited, r)
+        policy_bound = getattr(policy.maximum, r) if policy.maximum else 0.0
+        bound = user_bound if user_bound > 0 else (policy_bound if policy_bound > 0 else math.inf)
+        new = min(wanted, bound)
+        if new <= getattr(size.limits, r):
+            continue
+        limits = replace(size.limits, **{r: new})
+        guaranteed = policy.preset == "guaranteed" or getattr(size.requests, r) >= getattr(size.limits, r)
+        requests = replace(size.requests, **{r: new}) if guaranteed else size.requests
+        size = ContainerSize(requests, limits, size.gpu_type, size.reasons)
+        notes.append(f"{r} starts at {_fmt(r, new)}, the size an earlier try could not get in place")
+    if not notes:
+        return plan
+    escalation = "; ".join(filter(None, [plan.escalation, *notes]))
+    return replace(plan, size=size, escalation=escalation)
 
 
 def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, config: DeviationConfig) -> StagePlan:

@@ -120,6 +120,17 @@ def memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float | None:
     return None
 
 
+def deferred_sizes(resizes: list[dict[str, Any]]) -> dict[str, float]:
+    """The largest cpu/memory increase each resource was refused in place ("left to the next
+    attempt"): the next try of the stage starts there."""
+    out: dict[str, float] = {}
+    for r in resizes:
+        resource, new, old = r.get("resource"), float(r.get("new") or 0), float(r.get("old") or 0)
+        if r.get("status") == "deferred" and resource in ("cpu", "memory") and new > old:
+            out[resource] = max(out.get(resource, 0.0), new)
+    return out
+
+
 def pod_outcome(status, oom_events: list) -> str:
     """The try's outcome from the workload container's final status: ``oom_killed``, ``success``
     (exit code 0) or ``failed`` (anything else, a container that never ran included)."""
@@ -156,9 +167,10 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
             run_log.record_oom(run_id, events)
             operator.log.warning("try %d of task '%s': %s out of memory, recorded in MLflow run %s for the next try",
                                  try_number, operator.task_id, events[0].kind, run_id)
-        resizes = getattr(operator, "_resizes", None)
+        resizes = getattr(operator, "_resizes", None) or []
         if resizes:
-            run_log.log_resizes(run_id, [r for r in resizes if r.get("status") in ("applied", "capped")])
+            run_log.log_resizes(run_id, resizes)
+            run_log.record_deferred_sizes(run_id, deferred_sizes(resizes))
         outcome = pod_outcome(status, events)
         run_log.record_outcome(run_id, outcome)
         operator.log.info("try %d of task '%s' ended: %s (MLflow run %s)", try_number, operator.task_id, outcome, run_id)

@@ -233,7 +233,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, why)
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
-        plan = plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier)
+        deferred = self._earlier_deferred(hook.tracking_uri, identity)
+        plan = plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred)
         return plan if self.in_place_resize else replace(plan, in_place=False)
 
     def _hook(self) -> ProfilerHook:
@@ -257,6 +258,15 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         except Exception as exc:  # noqa: BLE001 - MLflow down: the retry cannot escalate, but must still run
             self.log.warning("cannot read earlier tries' OOM kills from MLflow (%s): the retry is not escalated", exc)
             return []
+
+    def _earlier_deferred(self, tracking_uri: str, identity: StageIdentity) -> dict[str, float]:
+        if identity.try_number <= 1:
+            return {}
+        try:
+            return self._stage_log(tracking_uri).earlier_deferred_sizes(identity)
+        except Exception as exc:  # noqa: BLE001 - MLflow down: the retry starts at its plan
+            self.log.warning("cannot read earlier tries' deferred resizes from MLflow (%s)", exc)
+            return {}
 
     def _record_plan(self, context, plan: StagePlan) -> None:
         """Task log table, XCom, and the stage's MLflow run (never fatal: the stage matters more)."""

@@ -21,9 +21,9 @@ from airflow_adaptive.adapters.mlflow import store
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.stage_run import (
-    OUTCOMES, TAG_DAG, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
+    OUTCOMES, TAG_DAG, TAG_DEFERRED_SIZES, TAG_TRY, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
     TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
-    oom_events_from_json, resize_metric, sizing_params, usage_metric,
+    deferred_sizes_from_json, oom_events_from_json, resize_metric, sizing_params, usage_metric,
 )
 
 STAGE_EXPERIMENT = "airflow-adaptive-stages"
@@ -131,14 +131,38 @@ class StageRunLog:
             self.backend.log(run_id, metrics=metrics)
 
     def log_resizes(self, run_id: str, resizes: Sequence[Mapping[str, Any]]) -> None:
-        """Each applied resize as ``resize.<resource>`` (its new size), step = resize number."""
+        """Every resize decision, with its reason, in ``resizes.json``; each one applied (or capped)
+        also as ``resize.<resource>`` (its new size), step = resize number."""
+        applied = [r for r in resizes if r.get("status") in ("applied", "capped")]
         metrics = [
             {"key": resize_metric(r["resource"]), "value": float(r["new"]), "timestamp": int(float(r.get("time", time.time())) * 1000), "step": i}
-            for i, r in enumerate(resizes)
+            for i, r in enumerate(applied)
         ]
         if metrics:
             self.backend.log(run_id, metrics=metrics)
+        if resizes:
             self.backend.upload(run_id, "resizes.json", json.dumps(list(resizes), indent=1, default=str).encode())
+
+    def record_deferred_sizes(self, run_id: str, sizes: Mapping[str, float]) -> None:
+        """Increases this try could not get in place: the next try starts at them."""
+        if sizes:
+            self.backend.log(run_id, tags=[{"key": TAG_DEFERRED_SIZES, "value": json.dumps(dict(sizes))}])
+
+    def earlier_deferred_sizes(self, identity: StageIdentity) -> dict[str, float]:
+        """The largest size each resource was left wanting by an earlier try of this task in this DAG run."""
+        out: dict[str, float] = {}
+        for tags in self.backend.search(self.experiment_id, self._same_task(identity)):
+            try_number = int(tags.get(TAG_TRY, 0) or 0)
+            if try_number and try_number >= identity.try_number:
+                continue
+            for r, v in deferred_sizes_from_json(tags.get(TAG_DEFERRED_SIZES)).items():
+                out[r] = max(out.get(r, 0.0), v)
+        return out
+
+    @staticmethod
+    def _same_task(identity: StageIdentity) -> str:
+        return (f"tags.`{TAG_DAG}` = '{_quote(identity.dag_id)}' and tags.`{TAG_TASK}` = '{_quote(identity.task_id)}' "
+                f"and tags.`{TAG_RUN}` = '{_quote(identity.run_id)}'")
 
     def log_metrics(self, run_id: str, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
@@ -169,11 +193,7 @@ class StageRunLog:
 
     def earlier_oom_kills(self, identity: StageIdentity) -> list[OomEvent]:
         """OOM kills recorded by earlier tries of the same task in the same DAG run, oldest first."""
-        filter_string = (
-            f"tags.`{TAG_DAG}` = '{_quote(identity.dag_id)}' and tags.`{TAG_TASK}` = '{_quote(identity.task_id)}' "
-            f"and tags.`{TAG_RUN}` = '{_quote(identity.run_id)}'"
-        )
         events = []
-        for tags in self.backend.search(self.experiment_id, filter_string):
+        for tags in self.backend.search(self.experiment_id, self._same_task(identity)):
             events.extend(e for e in oom_events_from_json(tags.get(TAG_OOM_EVENTS)) if e.try_number < identity.try_number)
         return sorted(events, key=lambda e: (e.try_number, e.time))

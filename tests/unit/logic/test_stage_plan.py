@@ -126,3 +126,30 @@ def test_local_allocation_within_the_policy_maximum_but_never_below_the_start():
     plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "adaptive")
     _, maximum = local_allocation(plan, HOST, ResourceVector(cpu=1.5, memory=4 * GiB))
     assert maximum == pytest.approx({"cpu": 1.5, "memory": 4 * GiB})
+
+
+# --- sizes an earlier try could not get in place start the next one ----------------------------
+
+def _plan(deferred, **policy):
+    return plan_stage(REQ, LIM, PROFILE, SizingPolicy(**policy), deferred=deferred)
+
+
+def test_a_deferred_increase_is_where_the_next_try_starts():
+    first = _plan({})
+    plan = _plan({"memory": 3 * GiB, "cpu": 0.5})
+    assert plan.size.limits.memory == 3 * GiB > first.size.limits.memory
+    assert plan.size.requests.memory == first.size.requests.memory  # Burstable: the request is kept
+    assert plan.size.limits.cpu == first.size.limits.cpu  # a smaller deferred size changes nothing
+    assert "earlier try could not get in place" in plan.escalation
+
+
+def test_a_deferred_size_never_passes_the_users_limit():
+    assert _plan({"memory": 64 * GiB}).size.limits.memory == LIM.memory
+
+
+def test_guaranteed_moves_request_with_limit_and_shadow_only_says_so():
+    plan = _plan({"memory": 3 * GiB}, preset="guaranteed")
+    assert plan.size.requests.memory == plan.size.limits.memory == 3 * GiB
+    # Shadow runs at the user's own size: a deferred size below the user's limit changes nothing.
+    shadow = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), mode="shadow", deferred={"memory": 3 * GiB})
+    assert shadow.size == plan_stage(REQ, LIM, PROFILE, SizingPolicy(), mode="shadow").size

@@ -24,10 +24,13 @@ class RecordingRunLog:
     tracking_uri, experiment_name = "http://mlflow:5000", "airflow-adaptive-stages"
 
     def __init__(self):
-        self.ooms, self.resizes, self.outcomes = [], [], []
+        self.ooms, self.resizes, self.outcomes, self.deferred = [], [], [], []
 
     def record_outcome(self, run_id, outcome):
         self.outcomes.append((run_id, outcome))
+
+    def record_deferred_sizes(self, run_id, sizes):
+        self.deferred.append((run_id, dict(sizes)))
 
     def record_oom(self, run_id, events, peak_memory=None):
         self.ooms.append((run_id, list(events)))
@@ -123,3 +126,14 @@ def test_per_task_off_never_asks_the_profiler(monkeypatch):
     ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", try_number=1)
     plan = op.plan({"ti": ti})
     assert plan.sizing == "off" and plan.profile is None and plan.size.requests.memory == 2**30
+
+
+def test_every_decision_is_logged_and_a_refused_increase_is_kept_for_the_next_try(op):
+    op._resizes = [{"resource": "memory", "status": "applied", "old": 300 * MiB, "new": 450 * MiB},
+                   {"resource": "memory", "status": "deferred", "old": 450 * MiB, "new": 900 * MiB},
+                   {"resource": "memory", "status": "deferred", "old": 900 * MiB, "new": 200 * MiB},
+                   {"resource": "gpu", "status": "deferred", "old": 1, "new": 2}]
+    record_pod_outcome(op, finished_pod("Completed", 0), LogTail(""))
+    (_, logged), = op._run_log.resizes
+    assert logged == op._resizes  # deferred and refused decisions too, with their reasons
+    assert op._run_log.deferred == [("run-1", {"memory": 900 * MiB})]  # increases of cpu/memory only
