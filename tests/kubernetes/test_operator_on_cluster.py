@@ -180,3 +180,54 @@ def test_an_oom_killed_try_is_recorded_and_the_retry_gets_more_memory(run_stage,
     assert ResourceVector.from_kubernetes(workload(pods[0]).resources.limits).memory == killed_limit
     retry_limit = ResourceVector.from_kubernetes(workload(pods[1]).resources.limits).memory
     assert retry_limit > killed_limit, (retry_limit, killed_limit)
+
+
+SENSOR_DAG = '''
+import pendulum
+from airflow.sdk import DAG
+from airflow_adaptive.operators import AdaptiveTrainingOperator
+from airflow_adaptive.sensors.capacity import PredictedResourcesFitSensor
+
+RESOURCES = {{"requests": {{"cpu": "{cpu}", "memory": "{memory}"}}, "limits": {{"cpu": "{cpu}", "memory": "{memory}"}}}}
+FEATURES = {{"algorithm": "grow", "framework": "numpy", "data_rows": 200}}
+
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:
+    fits = PredictedResourcesFitSensor(task_id="fits", namespace="{namespace}", features=FEATURES,
+                                       container_resources=RESOURCES, stage_task_id="stage", poke_interval=1, timeout=30,
+                                       sizing_preset="guaranteed", mlflow_conn_id=None)
+    stage = AdaptiveTrainingOperator(
+        task_id="stage", name="train", namespace="{namespace}", config_file="{kubeconfig}", in_cluster=False,
+        image="python:3.11-slim", cmds=["python", "-c", "print('training')"], features=FEATURES,
+        container_resources=RESOURCES, sizing_mode="off", service_account_name="training", runner="kubernetes",
+        get_logs=False, on_finish_action="keep_pod", startup_timeout_seconds=30, poll_interval=1, annotations={{"{complete_after}": "2s"}})
+    fits >> stage
+'''
+
+
+@pytest.mark.parametrize("cpu, memory, fits", [("16", "64Gi", False), ("1", "1Gi", True)], ids=["too-big", "fits"])
+def test_the_capacity_sensor_refuses_a_stage_that_cannot_fit_before_any_pod_exists(
+        run_stage, emulated_cluster, namespace, tmp_path, airflow_home, cpu, memory, fits):
+    """The sensor reads the real nodes (through the provider's KubernetesHook and an Airflow
+    connection) before the stage's pod is created: 16 CPU/64 GiB fits no CPU node and the GPU node
+    is tainted, so it fails fast and no pod is ever made; 1 CPU/1 GiB passes and the stage runs."""
+    core, _log, _run = run_stage
+    dag_id = f"k8s_fit_{'yes' if fits else 'no'}"
+    dags = tmp_path / "sensor-dags"
+    dags.mkdir()
+    (dags / f"{dag_id}.py").write_text(SENSOR_DAG.format(dag_id=dag_id, namespace=namespace, cpu=cpu, memory=memory,
+                                                         kubeconfig=emulated_cluster.kubeconfig, complete_after=COMPLETE_AFTER))
+    connection = json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulated_cluster.kubeconfig)}})
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW_CONN_KUBERNETES_DEFAULT": connection,
+           "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([AIRFLOW, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=240,
+                          cwd=tmp_path)
+    log = done.stdout + done.stderr
+    if fits:
+        assert "fits on node" in log, log[-4000:]
+        assert len(stage_pods(core, namespace)) == 1
+    else:
+        assert "can never be scheduled" in log and "tainted nvidia.com/gpu" not in log.split("can never be scheduled")[0][-200:], log[-4000:]
+        assert "no node is big enough" in log, log[-4000:]
+        assert stage_pods(core, namespace) == []
