@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from kubernetes import client as k8s
 
@@ -286,29 +286,6 @@ def pod_requests(pod: Any, skip_container: str | None = None) -> ResourceVector:
     if spec.overhead:
         total = total + ResourceVector.from_kubernetes(spec.overhead, "overhead")
     return total
-
-
-def node_room(node: Any, pods_on_node: Iterable[Any], pod: Any, container: str) -> ResourceVector:
-    """Room for ``container``'s requests on its node: allocatable minus every other request there.
-
-    An approximation of the kubelet's admission: pods pending a resize count at their spec, not
-    at the larger of spec and allocated.
-    """
-    free = ResourceVector.from_kubernetes((node.status and node.status.allocatable) or {}, "node.allocatable").as_dict()
-    uid = pod.metadata.uid
-    for other in pods_on_node:
-        if (other.status and other.status.phase) in ("Succeeded", "Failed"):
-            continue
-        same = (other.metadata.uid == uid) if uid else (other.metadata.name == pod.metadata.name)
-        if not same:
-            _subtract(free, pod_requests(other))
-    _subtract(free, pod_requests(pod, skip_container=container))
-    return ResourceVector.from_dict(free)
-
-
-def _subtract(free: dict[str, float], used: ResourceVector) -> None:
-    for r, v in used.as_dict().items():
-        free[r] = max(0.0, free[r] - v)
 
 
 def resize_state(pod: Any, container: str, *, room: ResourceVector | None = None,

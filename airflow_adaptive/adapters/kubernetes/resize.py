@@ -25,9 +25,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
 
-from airflow_adaptive.adapters.kubernetes.pod_spec import node_room, resize_patch_body, resize_state
+from airflow_adaptive.adapters.kubernetes.cluster_state import pod_requests as listed_pod_requests
+from airflow_adaptive.adapters.kubernetes.pod_spec import pod_requests, resize_patch_body, resize_state
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import ResizeSignal
@@ -173,6 +174,14 @@ class _Attempt:
         return self.done(ResizeOutcome("unreachable", f"the API server did not answer for {UNREACHABLE_WAIT_S:.0f} s: {exc}",
                                        self.signal, self.plan, self.attempt))
 
+    def needs_room(self, pod: Any) -> bool:
+        """Whether the plan raises a request: only then can the node's room change it. A Burstable
+        memory increase moves the limit alone, and reading the node costs the Resource Manager
+        most of its CPU per resize (listing and decoding every pod on the node)."""
+        state = resize_state(pod, self.container, last_sequence=self.sequences.get(self.key))
+        plan = plan_resize(self.signal, state)
+        return plan.changes and any(getattr(plan.requests, r) > getattr(state.requests, r) for r in ("cpu", "memory"))
+
     def read_failed(self, exc: Exception) -> ResizeOutcome:
         return _failed(exc, self.signal, self.namespace, self.pod_name, self.plan, self.attempt, "get", "pods")
 
@@ -225,6 +234,31 @@ def _room_unknown(node_name: str, exc: Exception) -> None:
     log.info("room on node %s unknown (%s); resizes are not capped to it", node_name, api_message(exc))
 
 
+def room_from_json(node: Mapping[str, Any], pods_on_node: Iterable[Mapping[str, Any]], pod: Any, container: str) -> ResourceVector:
+    """Room for ``container``'s requests on its node: allocatable minus every other request there
+    (other pods, at the larger of spec and allocated, and this pod's other containers).
+
+    The node and its pods come as the API server's JSON: decoding them into client objects cost
+    4x the CPU (28 ms for 20 pods) and capped one event loop at about 20 resizes a second.
+    """
+    free = ResourceVector.from_kubernetes((node.get("status") or {}).get("allocatable") or {}, "node.allocatable").as_dict()
+    uid, name = pod.metadata.uid, pod.metadata.name
+    for other in pods_on_node:
+        meta = other.get("metadata") or {}
+        if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if (meta.get("uid") == uid) if uid else (meta.get("name") == name):
+            continue
+        _subtract(free, listed_pod_requests(other))
+    _subtract(free, pod_requests(pod, skip_container=container))
+    return ResourceVector.from_dict(free)
+
+
+def _subtract(free: dict[str, float], used: ResourceVector) -> None:
+    for r, v in used.as_dict().items():
+        free[r] = max(0.0, free[r] - v)
+
+
 class PodResizer:
     """Resizes containers of running pods with the sync ``CoreV1Api``."""
 
@@ -239,7 +273,7 @@ class PodResizer:
         while steps.next_attempt():
             try:
                 pod = self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
-                body = steps.planned(pod, self._room(pod, container) if self._read_node else None)
+                body = steps.planned(pod, self._room(pod, container) if self._read_node and steps.needs_room(pod) else None)
                 if isinstance(body, ResizeOutcome):
                     return body
             except errors as exc:
@@ -269,11 +303,12 @@ class PodResizer:
         if not node_name:
             return None
         try:
-            node = self._core.read_node(name=node_name)
-            pods = self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}").items
+            node = json.loads(self._core.read_node(name=node_name, _preload_content=False).data)
+            pods = json.loads(self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node_name}", _preload_content=False).data)
         except api_errors() as exc:
             return _room_unknown(node_name, exc)
-        return node_room(node, pods, pod, container)
+        return room_from_json(node, pods.get("items") or [], pod, container)
 
 
 class AsyncPodResizer:
@@ -290,7 +325,7 @@ class AsyncPodResizer:
         while steps.next_attempt():
             try:
                 pod = await self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
-                body = steps.planned(pod, await self._room(pod, container) if self._read_node else None)
+                body = steps.planned(pod, await self._room(pod, container) if self._read_node and steps.needs_room(pod) else None)
                 if isinstance(body, ResizeOutcome):
                     return body
             except errors as exc:
@@ -320,8 +355,17 @@ class AsyncPodResizer:
         if not node_name:
             return None
         try:
-            node = await self._core.read_node(name=node_name)
-            pods = (await self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}")).items
+            node = await _read_json(await self._core.read_node(name=node_name, _preload_content=False))
+            pods = await _read_json(await self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node_name}", _preload_content=False))
         except api_errors() as exc:
             return _room_unknown(node_name, exc)
-        return node_room(node, pods, pod, container)
+        return room_from_json(node, pods.get("items") or [], pod, container)
+
+
+async def _read_json(response: Any) -> dict[str, Any]:
+    """The body of a kubernetes_asyncio call made with ``_preload_content=False``."""
+    try:
+        return json.loads(await response.read())
+    finally:
+        response.release()

@@ -12,7 +12,6 @@ from airflow_adaptive.adapters.kubernetes.pod_spec import (
     MonitorSidecar,
     container_resources,
     container_terminated,
-    node_room,
     qos_class,
     resize_patch_body,
     resize_state,
@@ -255,7 +254,12 @@ def test_the_room_on_the_node_leaves_out_this_container_and_finished_pods():
     me = live_pod(requests={"cpu": "2", "memory": "4Gi"}, limits={"cpu": "2", "memory": "4Gi"})
     other = live_pod(name="other", uid="u2", requests={"cpu": "1500m", "memory": "8Gi"}, sidecar=False)
     done = live_pod(name="done", uid="u3", requests={"cpu": "4", "memory": "16Gi"}, phase="Succeeded", sidecar=False)
-    room = node_room(node, [me, other, done], me, "base")
+    from kubernetes.client import ApiClient
+
+    from airflow_adaptive.adapters.kubernetes.resize import room_from_json
+
+    as_json = ApiClient().sanitize_for_serialization  # the resizer reads the node and its pods as JSON
+    room = room_from_json(as_json(node), [as_json(p) for p in (me, other, done)], me, "base")
     # 8 - 1.5 (other) - 0.05 (my monitor) cores; 32Gi - 8Gi - 64Mi
     assert room.cpu == pytest.approx(6.45)
     assert room.memory == 24 * GI - 64 * MI
