@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 TRACES = Path(os.environ.get("AIRFLOW_ADAPTIVE_TRACES", REPO.parent / "shared" / "data" / "traces"))
 LANL = TRACES / "LANL-CM5-1994-4.1-cln.swf.gz"
 HPC2N = TRACES / "HPC2N-2002-2.2-cln.swf.gz"
@@ -34,3 +37,13 @@ def lanl_slice(lanl):
     t = lanl.table
     keep = np.flatnonzero((t.used["memory"] > 0) & (t.requested["memory"] > 0) & (t.run_time > 0))
     return t.take(keep[:6000]).sorted_by_submit()
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """A migrated Airflow home (SQLite metadata database) shared by this module's DAG runs."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home

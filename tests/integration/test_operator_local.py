@@ -38,16 +38,6 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
 '''
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    """A migrated Airflow home (SQLite metadata database) shared by this module's DAG runs."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return home
-
-
 @pytest.fixture
 def run_dag(airflow_home, tmp_path, private_mlflow_server, cgroups_available):
     """Write a DAG and run it with ``airflow dags test``; returns (returncode, log text)."""

@@ -64,15 +64,6 @@ def mlflow_uri(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return home
-
-
 def register_profiler(tracking: str, dag_id: str) -> None:
     """A champion that learned memory = 30 MiB + 1.1 x data_rows MiB for this DAG's stage."""
     from airflow_adaptive.adapters.mlflow.registry import log_profiler, set_alias
