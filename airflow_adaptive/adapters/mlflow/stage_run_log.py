@@ -132,8 +132,9 @@ class StageRunLog:
 
     def log_resizes(self, run_id: str, resizes: Sequence[Mapping[str, Any]]) -> None:
         """Every resize decision, with its reason, in ``resizes.json``; each one applied (or capped)
-        also as ``resize.<resource>`` (its new size), step = resize number."""
-        applied = [r for r in resizes if r.get("status") in ("applied", "capped")]
+        also as ``resize.<resource>`` (its new size), step = resize number. Entries without a
+        ``status`` are the local Resource Manager's, which only records the cgroup writes it made."""
+        applied = [r for r in resizes if r.get("status", "applied") in ("applied", "capped")]
         metrics = [
             {"key": resize_metric(r["resource"]), "value": float(r["new"]), "timestamp": int(float(r.get("time", time.time())) * 1000), "step": i}
             for i, r in enumerate(applied)
