@@ -6,7 +6,7 @@ nodes are kwok's (``adapters/kubernetes/local_cluster.py``).
 |---|---|---|
 | start | ``LocalCluster`` with ``--nodes`` kwok nodes of 32 cpu / 128Gi | seconds until nodes are Ready |
 | create | ``--pods`` pods shaped by ``shape_pod`` (workload ``base`` + native ``adaptive-monitor`` sidecar), created concurrently | pods accepted per second; time until all are scheduled (real scheduler) and Running (kwok) |
-| resize, burst | one memory-increase ``ResizeSignal`` per pod, all at once, each through ``AsyncPodResizer.apply`` (the Resource Manager of the deferrable trigger: read pod, read node + pods on it, plan, patch ``pods/resize``) | round trip signal read -> resize emulated (p50/p95/p99/max), ``apply()`` alone, the emulation's share; the Resource Manager's CPU |
+| resize, burst | one memory-increase ``ResizeSignal`` per pod, all at once, each through ``AsyncPodResizer.apply`` (the Resource Manager of the deferrable trigger: read the pod, plan, read the node and its pods only when a request grows, patch ``pods/resize``) | round trip signal read -> resize emulated (p50/p95/p99/max), ``apply()`` alone, the emulation's share; the Resource Manager's CPU |
 | resize, paced | one more signal per pod per round, spread evenly at each of ``--rates`` per second (signals as monitors send them) | the same |
 | idle | nothing happens for ``--idle-s`` (between create and resize) | each component's CPU with the pods Running |
 | complete | the pods' ``complete-after`` annotation shortened to 1s (the workload ends) | time until all are Succeeded; namespace deletion |
@@ -551,7 +551,7 @@ def main() -> None:
     parser.add_argument("--kwok-parallelism", type=int, default=0,
                         help="kwok's podPlayStageParallelism (0: LocalCluster's, i.e. kwok's default 4)")
     parser.add_argument("--scheduler-qps", type=int, default=0,
-                        help="kube-scheduler --kube-api-qps (burst twice that; 0: LocalCluster's, i.e. the default 50)")
+                        help="kube-scheduler --kube-api-qps (burst twice that; 0: LocalCluster's, 500)")
     parser.add_argument("--idle-s", type=float, default=5.0, help="seconds of idle CPU measured before the resizes")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each phase")
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -594,7 +594,7 @@ def main() -> None:
                             "and other engineers' test clusters may run beside them"},
         "connections": args.connections, "read_node": not args.no_read_node,
         "kwok_pod_play_stage_parallelism": args.kwok_parallelism or "default (4)",
-        "scheduler_kube_api_qps": args.scheduler_qps or "default (50)",
+        "scheduler_kube_api_qps": args.scheduler_qps or "LocalCluster's (500)",
         "target": {"round_trip_p99_s": TARGET_P99_S},
     }
     nodes = [NodeShape(f"kwok-node-{i:02d}", cpu="32", memory="128Gi") for i in range(args.nodes)]
