@@ -47,3 +47,30 @@ def airflow_home(tmp_path_factory):
     done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return home
+
+
+@pytest.fixture
+def grow_profiler(monkeypatch):
+    """Register a champion trained on synthetic runs of ``dag_id``'s stage ``stage`` (the example
+    ``grow`` workload): memory = 30 MiB + 1.1 x the MiB grown (``data_rows``). Returns the version."""
+
+    def register(tracking: str, dag_id: str) -> str:
+        from airflow_adaptive.adapters.mlflow.registry import log_profiler, set_alias
+        from airflow_adaptive.domain.records import JobTable
+        from airflow_adaptive.domain.stage_run import STAGE_FEATURES
+        from airflow_adaptive.logic.scaling import ScalingProfiler
+
+        mib_bytes = 2**20
+        rng = np.random.default_rng(0)
+        rows = [{"job_id": str(i), "submit": 1e9 + i * 10, "end": 1e9 + i * 10 + 5, "run_time": 5.0,
+                 "features": {"dag_id": dag_id, "task_id": "stage", "algorithm": "grow", "framework": "numpy",
+                              "data_rows": float(mib)},
+                 "used": {"memory": (30 + 1.1 * mib) * mib_bytes * (1 + 0.02 * rng.standard_normal()), "cpu": 1.0},
+                 "requested": {}}
+                for i, mib in enumerate([100, 150, 200, 250, 300, 350, 120, 280])]
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+        _, version = log_profiler(ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows)), name="job-profiler")
+        set_alias("job-profiler", "champion", version)
+        return version
+
+    return register

@@ -38,3 +38,13 @@ def kernel_oom_killed(container_status: Any) -> bool:
 
 def gpu_out_of_memory(lines: Iterable[str]) -> bool:
     return any(p in line for line in lines for p in GPU_OOM_PATTERNS)
+
+
+def try_outcome(container_status: Any, oom_events: Iterable[Any]) -> str:
+    """A try's outcome from the workload container's final status: ``oom_killed`` (any OOM event),
+    ``success`` (exit code 0) or ``failed`` (anything else, a container that never ran included)."""
+    if any(True for _ in oom_events):
+        return "oom_killed"
+    state = getattr(container_status, "state", None)
+    terminated = state is not None and state.terminated
+    return "success" if terminated and terminated.exit_code == 0 else "failed"

@@ -121,6 +121,17 @@ def plan_stage(
     return carry_deferred(escalate(plan, earlier_ooms, policy, config), deferred or {}, policy)
 
 
+def deferred_sizes(resizes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """From a try's resize decisions, the largest cpu/memory increase each resource was refused in
+    place ("left to the next attempt"): what :func:`carry_deferred` starts the next try at."""
+    out: dict[str, float] = {}
+    for r in resizes:
+        resource, new, old = r.get("resource"), float(r.get("new") or 0), float(r.get("old") or 0)
+        if r.get("status") == "deferred" and resource in ("cpu", "memory") and new > old:
+            out[resource] = max(out.get(resource, 0.0), new)
+    return out
+
+
 def carry_deferred(plan: StagePlan, deferred: Mapping[str, float], policy: SizingPolicy) -> StagePlan:
     """Start at the sizes an earlier try asked for in place and could not get (the node could not
     hold them, or a resize was pending): "left to the next attempt" means here. CPU and memory

@@ -23,7 +23,8 @@ from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCal
 from kubernetes.client import models as k8s
 
 from airflow_adaptive.domain.stage_run import OomEvent
-from airflow_adaptive.logic.oom import gpu_out_of_memory, kernel_oom_killed
+from airflow_adaptive.logic.oom import gpu_out_of_memory, kernel_oom_killed, try_outcome
+from airflow_adaptive.logic.stage_plan import deferred_sizes
 
 MONITOR_CONTAINER = "adaptive-monitor"
 #: The image built from the repository's Dockerfile (airflow-adaptive installed, non-root USER).
@@ -108,36 +109,15 @@ def killed_at(operator, resource: str = "memory") -> float:
     return float((getattr(operator, "_limits", None) or {}).get(resource, 0.0))
 
 
-def memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float | None:
-    """The memory limit the pod's spec held at the end (in-place resizes included), in bytes, as
-    the API server stored it: the plan's figure rounds to whole bytes on the way in."""
-    from airflow_adaptive.domain.quantities import memory_bytes
+def _memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float:
+    """The memory limit the pod's spec held at the end (in-place resizes included), as the API
+    server stored it: the plan's figure rounds to whole bytes on the way in. 0: none or no spec."""
+    from airflow_adaptive.adapters.kubernetes.pod_spec import container_resources
 
-    for c in (pod.spec.containers if pod.spec else None) or []:
-        limit = c.name == container and c.resources and (c.resources.limits or {}).get("memory")
-        if limit:
-            return float(memory_bytes(limit))
-    return None
-
-
-def deferred_sizes(resizes: list[dict[str, Any]]) -> dict[str, float]:
-    """The largest cpu/memory increase each resource was refused in place ("left to the next
-    attempt"): the next try of the stage starts there."""
-    out: dict[str, float] = {}
-    for r in resizes:
-        resource, new, old = r.get("resource"), float(r.get("new") or 0), float(r.get("old") or 0)
-        if r.get("status") == "deferred" and resource in ("cpu", "memory") and new > old:
-            out[resource] = max(out.get(resource, 0.0), new)
-    return out
-
-
-def pod_outcome(status, oom_events: list) -> str:
-    """The try's outcome from the workload container's final status: ``oom_killed``, ``success``
-    (exit code 0) or ``failed`` (anything else, a container that never ran included)."""
-    if oom_events:
-        return "oom_killed"
-    terminated = status is not None and status.state is not None and status.state.terminated
-    return "success" if terminated and terminated.exit_code == 0 else "failed"
+    try:
+        return container_resources(pod, container)[1].memory if pod.spec else 0.0
+    except ValueError:  # no such container
+        return 0.0
 
 
 def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
@@ -152,7 +132,7 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
     try_number = operator._try_number
     events = []
     if status is not None and kernel_oom_killed(status):
-        limit = memory_limit_in_spec(pod, container) or killed_at(operator, "memory")
+        limit = _memory_limit_in_spec(pod, container) or killed_at(operator, "memory")
         events.append(OomEvent(time.time(), container, limit, try_number, "kernel"))
     else:
         try:
@@ -171,7 +151,7 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
         if resizes:
             run_log.log_resizes(run_id, resizes)
             run_log.record_deferred_sizes(run_id, deferred_sizes(resizes))
-        outcome = pod_outcome(status, events)
+        outcome = try_outcome(status, events)
         run_log.record_outcome(run_id, outcome)
         operator.log.info("try %d of task '%s' ended: %s (MLflow run %s)", try_number, operator.task_id, outcome, run_id)
     except Exception as exc:  # noqa: BLE001 - MLflow down: say so, never fail the pod's outcome on it

@@ -7,10 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,26 +73,6 @@ def dag_succeeded(log: str) -> bool:
     return "state=success" in log.replace("DagRunState.SUCCESS", "state=success")
 
 
-def register_grow_profiler(tracking: str, dag_id: str, monkeypatch):
-    """A profiler trained on synthetic stage runs of ``dag_id``'s stage: memory = 1.1 x the MiB grown."""
-    from airflow_adaptive.adapters.mlflow.registry import log_profiler, set_alias
-    from airflow_adaptive.domain.records import JobTable
-    from airflow_adaptive.domain.stage_run import STAGE_FEATURES
-    from airflow_adaptive.logic.scaling import ScalingProfiler
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, mib in enumerate([100, 150, 200, 250, 300, 350, 120, 280]):
-        rows.append({"job_id": str(i), "submit": 1e9 + i * 10, "end": 1e9 + i * 10 + 5, "run_time": 5.0,
-                     "features": {"dag_id": dag_id, "task_id": "stage", "algorithm": "grow", "framework": "numpy", "data_rows": float(mib)},
-                     "used": {"memory": (30 + 1.1 * mib) * MiB * (1 + 0.02 * rng.standard_normal()), "cpu": 1.0}, "requested": {}})
-    profiler = ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    _, version = log_profiler(profiler, name="job-profiler")
-    set_alias("job-profiler", "champion", version)
-    return version
-
-
 def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, private_mlflow_server):
     """No model yet (fallback to the user's 160 MiB) and no in-place resize: the 300 MiB workload
     is OOM-killed, the kill goes to MLflow before the retry, and the retry (XCom cleared)
@@ -113,8 +91,8 @@ def test_oom_kill_is_recorded_and_the_retry_gets_more_memory(run_dag, private_ml
     assert code == 0 and dag_succeeded(log)
 
 
-def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, private_mlflow_server, monkeypatch):
-    version = register_grow_profiler(private_mlflow_server, "sized", monkeypatch)
+def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, grow_profiler, private_mlflow_server, monkeypatch):
+    version = grow_profiler(private_mlflow_server, "sized")
     code, log = run_dag("sized", {"mib": 300, "mode": "adaptive"},
                         resources="{'requests': {'cpu': '1', 'memory': '64Mi'}, 'limits': {'cpu': '1', 'memory': '2Gi'}}")
     assert code == 0 and dag_succeeded(log), log[-4000:]
@@ -129,9 +107,9 @@ def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, p
     assert "predicted median" in log and "sizing: predicted (adaptive)" in log
 
 
-def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, private_mlflow_server, monkeypatch):
+def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, grow_profiler, private_mlflow_server, monkeypatch):
     """Features say 100 MiB, the workload grows to 400: the monitor raises the limit in place."""
-    register_grow_profiler(private_mlflow_server, "outgrown", monkeypatch)
+    grow_profiler(private_mlflow_server, "outgrown")
     code, log = run_dag("outgrown", {"mib": 400, "mode": "adaptive"},
                         features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100}",
                         resources="{'requests': {'cpu': '1', 'memory': '64Mi'}, 'limits': {'cpu': '1', 'memory': '2Gi'}}")
@@ -144,8 +122,8 @@ def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, pr
     assert "resize memory" in log
 
 
-def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_dag, private_mlflow_server, monkeypatch):
-    register_grow_profiler(private_mlflow_server, "badfeature", monkeypatch)
+def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_dag, grow_profiler, private_mlflow_server, monkeypatch):
+    grow_profiler(private_mlflow_server, "badfeature")
     code, log = run_dag("badfeature", {"mib": 50},
                         features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 'lots'}")
     assert code == 0 and dag_succeeded(log), log[-4000:]
@@ -156,8 +134,8 @@ def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_d
     assert float(run.data.params["allocated.memory"]) == 1 * 2**30  # the user's limit
 
 
-def test_on_sizing_error_fail_fails_the_task_with_the_reason(run_dag, private_mlflow_server, monkeypatch):
-    register_grow_profiler(private_mlflow_server, "strict", monkeypatch)
+def test_on_sizing_error_fail_fails_the_task_with_the_reason(run_dag, grow_profiler, private_mlflow_server, monkeypatch):
+    grow_profiler(private_mlflow_server, "strict")
     code, log = run_dag("strict", {"mib": 50}, extra="on_sizing_error='fail',",
                         features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100, 'colour': 'red'}")
     assert code != 0 or not dag_succeeded(log)

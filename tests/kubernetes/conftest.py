@@ -24,7 +24,7 @@ class ExternalCluster:
         self.bin_dir = default_bin_dir()
 
     def api_client(self, token: str | None = None):
-        from kubernetes import client, config
+        from kubernetes import config
 
         api = config.new_client_from_config(str(self.kubeconfig))
         if token:
@@ -39,7 +39,6 @@ def kube_cluster(tmp_path_factory):
         yield ExternalCluster(external)
         return
     cluster = LocalCluster(tmp_path_factory.mktemp("control-plane"))
-    cluster.emulated = True
     try:
         cluster.start()
     except ControlPlaneError as exc:

@@ -13,10 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
-import numpy as np
 import pytest
 from kubernetes import client
 
@@ -64,28 +62,8 @@ def mlflow_uri(tmp_path_factory):
         server.stop()
 
 
-def register_profiler(tracking: str, dag_id: str) -> None:
-    """A champion that learned memory = 30 MiB + 1.1 x data_rows MiB for this DAG's stage."""
-    from airflow_adaptive.adapters.mlflow.registry import log_profiler, set_alias
-    from airflow_adaptive.domain.records import JobTable
-    from airflow_adaptive.domain.stage_run import STAGE_FEATURES
-    from airflow_adaptive.logic.scaling import ScalingProfiler
-
-    rng = np.random.default_rng(0)
-    rows = [{"job_id": str(i), "submit": 1e9 + i * 10, "end": 1e9 + i * 10 + 5, "run_time": 5.0,
-             "features": {"dag_id": dag_id, "task_id": "stage", "algorithm": "grow", "framework": "numpy", "data_rows": float(mib)},
-             "used": {"memory": (30 + 1.1 * mib) * MiB * (1 + 0.02 * rng.standard_normal()), "cpu": 1.0}, "requested": {}}
-            for i, mib in enumerate([100, 150, 200, 250, 300, 350, 120, 280])]
-    os.environ["MLFLOW_TRACKING_URI"] = tracking
-    try:
-        _, version = log_profiler(ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows)), name="job-profiler")
-        set_alias("job-profiler", "champion", version)
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
-
-
 @pytest.fixture
-def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, tmp_path):
+def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, tmp_path, grow_profiler):
     core = client.CoreV1Api(admin_api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "training"}, "automountServiceAccountToken": False})
     monitor_log = tmp_path / "monitor.log"
@@ -94,7 +72,7 @@ def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, 
     dags.mkdir()
 
     def run(dag_id: str, conf: dict, deferrable: bool = False) -> tuple[int, str]:
-        register_profiler(mlflow_uri, dag_id)
+        grow_profiler(mlflow_uri, dag_id)
         (dags / f"{dag_id}.py").write_text(DAG.format(
             dag_id=dag_id, namespace=namespace, kubeconfig=emulated_cluster.kubeconfig, deferrable=deferrable,
             complete_after=COMPLETE_AFTER, exit_code=EXIT_CODE, exit_reason=EXIT_REASON))

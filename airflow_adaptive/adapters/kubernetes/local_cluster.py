@@ -19,6 +19,7 @@ process in :meth:`LocalCluster.stop`.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -125,6 +126,8 @@ class _Process:
 
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok under ``workdir``."""
+
+    emulated = True  # its kubelets are kwok's Stages (tests of the emulation check this)
 
     def __init__(self, workdir: str | os.PathLike[str], *, bin_dir: str | os.PathLike[str] | None = None,
                  nodes: Iterable[NodeShape] = DEFAULT_NODES) -> None:
@@ -328,8 +331,6 @@ class LocalCluster:
 
     def _write_kubeconfig(self) -> None:
         ca = (self.workdir / "certs" / "apiserver.crt").read_text()
-        import base64
-
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "local",
             "clusters": [{"name": "local", "cluster": {
@@ -418,12 +419,10 @@ def resize_stages(node: NodeShape) -> list[dict[str, Any]]:
     """The two stages that decide a resize on ``node``: start it when the pod's requests fit the
     node's allocatable (the kubelet's feasibility check), else mark it ``PodResizePending``/
     ``Infeasible``. Deferred (fits the node but not beside the other pods) is not emulated."""
-    exceeds = _JQ_QUANTITY + (f'.spec.nodeName == "{node.name}" and ('
-                              f'{_POD_REQUEST.format(res="cpu")} > {_quantity(node.cpu)} or '
-                              f'{_POD_REQUEST.format(res="memory")} > {_quantity(node.memory)})')
-    fits = _JQ_QUANTITY + (f'.spec.nodeName == "{node.name}" and ('
-                           f'{_POD_REQUEST.format(res="cpu")} <= {_quantity(node.cpu)} and '
-                           f'{_POD_REQUEST.format(res="memory")} <= {_quantity(node.memory)})')
+    exceeds = _JQ_QUANTITY + (f'{_POD_REQUEST.format(res="cpu")} > {_quantity(node.cpu)} or '
+                              f'{_POD_REQUEST.format(res="memory")} > {_quantity(node.memory)}')
+    no_resize_in_progress = {"key": '[.status.conditions[]? | select(.type == "PodResizeInProgress")] | length',
+                             "operator": "In", "values": ["0"]}
     # The node test first: kwok stops at the first expression that fails, so the stages of the
     # other nodes cost one comparison each.
     base = [{"key": ".spec.nodeName", "operator": "In", "values": [node.name]},
@@ -437,17 +436,15 @@ def resize_stages(node: NodeShape) -> list[dict[str, Any]]:
             {"key": exceeds, "operator": "In", "values": ["true"]},
             {"key": '[.status.conditions[]? | select(.type == "PodResizePending" and .reason == "Infeasible")] | length',
              "operator": "In", "values": ["0"]},
-            {"key": '[.status.conditions[]? | select(.type == "PodResizeInProgress")] | length',
-             "operator": "In", "values": ["0"]}],
+            no_resize_in_progress],
             "{{ $now := Now }}\nconditions:\n"
             "- type: PodResizePending\n  status: \"True\"\n  reason: Infeasible\n"
             f"  message: {json.dumps(infeasible_msg)}\n  lastProbeTime: {{{{ $now | Quote }}}}\n"
             "  lastTransitionTime: {{ $now | Quote }}\n"
             "- type: PodResizeInProgress\n  $patch: delete\n"),
         _stage(f"pod-resize-start-{node.name}", base + [
-            {"key": fits, "operator": "In", "values": ["true"]},
-            {"key": '[.status.conditions[]? | select(.type == "PodResizeInProgress")] | length',
-             "operator": "In", "values": ["0"]}],
+            {"key": exceeds, "operator": "In", "values": ["false"]},
+            no_resize_in_progress],
             "{{ $now := Now }}\nconditions:\n"
             "- type: PodResizeInProgress\n  status: \"True\"\n"
             "  lastProbeTime: {{ $now | Quote }}\n  lastTransitionTime: {{ $now | Quote }}\n"

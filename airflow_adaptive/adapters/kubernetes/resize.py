@@ -24,15 +24,15 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Literal, Mapping
 
-from airflow_adaptive.adapters.kubernetes.cluster_state import pod_requests as listed_pod_requests
+from airflow_adaptive.adapters.kubernetes.cluster_state import node_capacity
 from airflow_adaptive.adapters.kubernetes.pod_spec import pod_requests, resize_patch_body, resize_state
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import ResizeSignal
-from airflow_adaptive.logic.resize_plan import ResizePlan, plan_resize
+from airflow_adaptive.logic.resize_plan import ResizePlan, ResizeState, plan_resize
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,8 @@ class _Attempt:
         self.plan: ResizePlan | None = None
         self.attempt = 0
         self._unreachable_since: float | None = None
+        self._pod: Any = None
+        self._state: ResizeState | None = None
 
     def unreachable(self, exc: Exception) -> ResizeOutcome | None:
         """None: wait ``UNREACHABLE_RETRY_S`` and start over; else the outcome (waited long enough)."""
@@ -174,25 +176,28 @@ class _Attempt:
         return self.done(ResizeOutcome("unreachable", f"the API server did not answer for {UNREACHABLE_WAIT_S:.0f} s: {exc}",
                                        self.signal, self.plan, self.attempt))
 
-    def needs_room(self, pod: Any) -> bool:
-        """Whether the plan raises a request: only then can the node's room change it. A Burstable
-        memory increase moves the limit alone, and reading the node costs the Resource Manager
-        most of its CPU per resize (listing and decoding every pod on the node)."""
-        state = resize_state(pod, self.container, last_sequence=self.sequences.get(self.key))
-        plan = plan_resize(self.signal, state)
-        return plan.changes and any(getattr(plan.requests, r) > getattr(state.requests, r) for r in ("cpu", "memory"))
+    def plan_without_room(self, pod: Any) -> bool:
+        """Plan on the pod as read; True when the plan raises a request, the only case where the
+        node's room can change it. A Burstable memory increase moves the limit alone, and reading
+        the node costs the Resource Manager most of its CPU per resize."""
+        self._pod = pod
+        self._state = resize_state(pod, self.container, last_sequence=self.sequences.get(self.key))
+        self.plan = plan_resize(self.signal, self._state)
+        return self.plan.changes and any(getattr(self.plan.requests, r) > getattr(self._state.requests, r)
+                                         for r in ("cpu", "memory"))
 
     def read_failed(self, exc: Exception) -> ResizeOutcome:
         return _failed(exc, self.signal, self.namespace, self.pod_name, self.plan, self.attempt, "get", "pods")
 
-    def planned(self, pod: Any, room: ResourceVector | None) -> ResizeOutcome | dict[str, Any]:
-        """The outcome when there is nothing to patch, else the patch body."""
-        self.plan = plan_resize(self.signal, resize_state(pod, self.container, room=room,
-                                                          last_sequence=self.sequences.get(self.key)))
+    def planned(self, room: ResourceVector | None = None) -> ResizeOutcome | dict[str, Any]:
+        """The outcome when there is nothing to patch, else the patch body; with ``room``, the plan
+        is made again within it."""
+        if room is not None:
+            self.plan = plan_resize(self.signal, replace(self._state, room=room))
         if not self.plan.changes:
             return self.done(_planned(self.signal, self.plan, self.attempt))
         return resize_patch_body(self.container, self.plan.requests, self.plan.limits,
-                                 resource_version=pod.metadata.resource_version)
+                                 resource_version=self._pod.metadata.resource_version)
 
     def patch_failed(self, exc: Exception) -> ResizeOutcome | None:
         """None: re-read and re-plan (a 409 with attempts left); else the outcome."""
@@ -235,28 +240,18 @@ def _room_unknown(node_name: str, exc: Exception) -> None:
 
 
 def room_from_json(node: Mapping[str, Any], pods_on_node: Iterable[Mapping[str, Any]], pod: Any, container: str) -> ResourceVector:
-    """Room for ``container``'s requests on its node: allocatable minus every other request there
-    (other pods, at the larger of spec and allocated, and this pod's other containers).
+    """Room for ``container``'s requests on its node: what the node has free beside the other pods
+    (``node_capacity``, as the fit sensor counts it), less this pod's other containers.
 
     The node and its pods come as the API server's JSON: decoding them into client objects cost
     4x the CPU (28 ms for 20 pods) and capped one event loop at about 20 resizes a second.
     """
-    free = ResourceVector.from_kubernetes((node.get("status") or {}).get("allocatable") or {}, "node.allocatable").as_dict()
     uid, name = pod.metadata.uid, pod.metadata.name
-    for other in pods_on_node:
-        meta = other.get("metadata") or {}
-        if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        if (meta.get("uid") == uid) if uid else (meta.get("name") == name):
-            continue
-        _subtract(free, listed_pod_requests(other))
-    _subtract(free, pod_requests(pod, skip_container=container))
-    return ResourceVector.from_dict(free)
-
-
-def _subtract(free: dict[str, float], used: ResourceVector) -> None:
-    for r, v in used.as_dict().items():
-        free[r] = max(0.0, free[r] - v)
+    others = [p for p in pods_on_node
+              if ((p.get("metadata") or {}).get("uid") != uid if uid else (p.get("metadata") or {}).get("name") != name)]
+    free = node_capacity(node, others).free.as_dict()
+    mine = pod_requests(pod, skip_container=container).as_dict()
+    return ResourceVector.from_dict({r: max(0.0, v - mine[r]) for r, v in free.items()})
 
 
 class PodResizer:
@@ -269,34 +264,35 @@ class PodResizer:
 
     def apply(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal) -> ResizeOutcome:
         steps = _Attempt(namespace, pod_name, container, signal, self._sequences)
-        errors, unreachable = api_errors(), unreachable_errors()
+        unreachable = unreachable_errors()
         while steps.next_attempt():
             try:
-                pod = self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
-                body = steps.planned(pod, self._room(pod, container) if self._read_node and steps.needs_room(pod) else None)
-                if isinstance(body, ResizeOutcome):
-                    return body
-            except errors as exc:
-                return steps.read_failed(exc)
+                outcome = self._once(steps)
             except unreachable as exc:
-                if (outcome := steps.unreachable(exc)) is not None:
-                    return outcome
-                time.sleep(UNREACHABLE_RETRY_S)
-                continue
-            try:
-                self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, body=body,
-                                                       _content_type=STRATEGIC_MERGE)
-            except errors as exc:
-                if (outcome := steps.patch_failed(exc)) is not None:
-                    return outcome
-                continue
-            except unreachable as exc:
-                if (outcome := steps.unreachable(exc)) is not None:
-                    return outcome
-                time.sleep(UNREACHABLE_RETRY_S)
-                continue
-            return steps.patched()
+                if (outcome := steps.unreachable(exc)) is None:
+                    time.sleep(UNREACHABLE_RETRY_S)
+                    continue
+            if outcome is not None:
+                return outcome
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, steps: _Attempt) -> ResizeOutcome | None:
+        """Read, plan, patch; None after a conflict worth another attempt."""
+        errors = api_errors()
+        try:
+            pod = self._core.read_namespaced_pod(name=steps.pod_name, namespace=steps.namespace)
+        except errors as exc:
+            return steps.read_failed(exc)
+        needs_room = steps.plan_without_room(pod) and self._read_node
+        body = steps.planned(self._room(pod, steps.container) if needs_room else None)
+        if isinstance(body, ResizeOutcome):
+            return body
+        try:
+            self._core.patch_namespaced_pod_resize(name=steps.pod_name, namespace=steps.namespace, body=body,
+                                                   _content_type=STRATEGIC_MERGE)
+        except errors as exc:
+            return steps.patch_failed(exc)
+        return steps.patched()
 
     def _room(self, pod: Any, container: str) -> ResourceVector | None:
         node_name = pod.spec.node_name
@@ -321,34 +317,34 @@ class AsyncPodResizer:
 
     async def apply(self, namespace: str, pod_name: str, container: str, signal: ResizeSignal) -> ResizeOutcome:
         steps = _Attempt(namespace, pod_name, container, signal, self._sequences)
-        errors, unreachable = api_errors(), unreachable_errors()
+        unreachable = unreachable_errors()
         while steps.next_attempt():
             try:
-                pod = await self._core.read_namespaced_pod(name=pod_name, namespace=namespace)
-                body = steps.planned(pod, await self._room(pod, container) if self._read_node and steps.needs_room(pod) else None)
-                if isinstance(body, ResizeOutcome):
-                    return body
-            except errors as exc:
-                return steps.read_failed(exc)
+                outcome = await self._once(steps)
             except unreachable as exc:
-                if (outcome := steps.unreachable(exc)) is not None:
-                    return outcome
-                await asyncio.sleep(UNREACHABLE_RETRY_S)
-                continue
-            try:
-                await self._core.patch_namespaced_pod_resize(name=pod_name, namespace=namespace, body=body,
-                                                             _content_type=STRATEGIC_MERGE)
-            except errors as exc:
-                if (outcome := steps.patch_failed(exc)) is not None:
-                    return outcome
-                continue
-            except unreachable as exc:
-                if (outcome := steps.unreachable(exc)) is not None:
-                    return outcome
-                await asyncio.sleep(UNREACHABLE_RETRY_S)
-                continue
-            return steps.patched()
+                if (outcome := steps.unreachable(exc)) is None:
+                    await asyncio.sleep(UNREACHABLE_RETRY_S)
+                    continue
+            if outcome is not None:
+                return outcome
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, steps: _Attempt) -> ResizeOutcome | None:
+        errors = api_errors()
+        try:
+            pod = await self._core.read_namespaced_pod(name=steps.pod_name, namespace=steps.namespace)
+        except errors as exc:
+            return steps.read_failed(exc)
+        needs_room = steps.plan_without_room(pod) and self._read_node
+        body = steps.planned(await self._room(pod, steps.container) if needs_room else None)
+        if isinstance(body, ResizeOutcome):
+            return body
+        try:
+            await self._core.patch_namespaced_pod_resize(name=steps.pod_name, namespace=steps.namespace, body=body,
+                                                         _content_type=STRATEGIC_MERGE)
+        except errors as exc:
+            return steps.patch_failed(exc)
+        return steps.patched()
 
     async def _room(self, pod: Any, container: str) -> ResourceVector | None:
         node_name = pod.spec.node_name
