@@ -1,7 +1,7 @@
 # The monitor sidecar image: ghcr.io/airflow-adaptive/monitor:<version>.
 #
 # AdaptiveTrainingOperator adds it to every stage pod as the native sidecar `adaptive-monitor`
-# with `command: ["airflow-adaptive", "monitor", "--channel", "stdout"]`
+# with `command: ["airflow-adaptive", "-v", "monitor", "--channel", "stdout"]`
 # (airflow_adaptive/adapters/kubernetes/pod_spec.py, MonitorSidecar), runAsNonRoot, a read-only
 # root filesystem, no capabilities and a 64 MiB memory limit.
 #
@@ -75,4 +75,4 @@ WORKDIR /tmp
 # The pod spec sets `command`, which replaces both of these; they make `docker run IMAGE` the same
 # monitor the pod runs.
 ENTRYPOINT ["airflow-adaptive"]
-CMD ["monitor", "--channel", "stdout"]
+CMD ["-v", "monitor", "--channel", "stdout"]

@@ -82,3 +82,40 @@ def parse_signal_line(line: str) -> ResizeSignal | None:
     if not isinstance(data, dict) or data.get("kind") != SIGNAL_MARKER:
         return None
     return ResizeSignal.from_dict(data)
+
+
+#: Marker of the monitor's status lines: what it tells the operator besides resize signals.
+STATUS_MARKER = "airflow-adaptive/monitor-status"
+#: The monitor cannot read the workload (another UID, no shared PID namespace, no workload at all):
+#: it stays up without sampling (a native sidecar that exits is restarted), so the stage runs at
+#: its planned size with in-place resizing off.
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class MonitorStatus:
+    """One status event of the monitor, e.g. ``unavailable`` with the reason a person can act on."""
+
+    event: str
+    reason: str
+    time: float
+
+    def to_line(self) -> str:
+        return json.dumps({"kind": STATUS_MARKER, **asdict(self)}, sort_keys=True, separators=(",", ":"))
+
+
+def parse_status_line(line: str) -> MonitorStatus | None:
+    """The monitor status on one log line, or None (not a status line, or not a well-formed one)."""
+    text = line.strip()
+    if not text.startswith("{") or STATUS_MARKER not in text:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("kind") != STATUS_MARKER:
+        return None
+    event, reason, at = data.get("event"), data.get("reason"), data.get("time")
+    if not isinstance(event, str) or not isinstance(reason, str) or not isinstance(at, (int, float)):
+        return None
+    return MonitorStatus(event[:64], reason[:1000], float(at))

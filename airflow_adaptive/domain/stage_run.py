@@ -58,6 +58,9 @@ TAG_OOM_EVENTS = TAG_PREFIX + "oom_events"
 #: the next try of the same task in the same DAG run starts there.
 TAG_DEFERRED_SIZES = TAG_PREFIX + "deferred_sizes"
 TAG_SIZING = TAG_PREFIX + "sizing"
+#: "unavailable" when the monitor could not read the workload (its reason in TAG_MONITOR_REASON).
+TAG_MONITOR = TAG_PREFIX + "monitor"
+TAG_MONITOR_REASON = TAG_PREFIX + "monitor_reason"
 TAG_SIZING_REASON = TAG_PREFIX + "sizing_reason"
 OUTCOMES = ("success", "failed", "oom_killed")
 METRIC_START = "stage.start_time"

@@ -30,7 +30,7 @@ one sample can raise memory and lower CPU. Allocation = the limit in force (0 or
 | ``down_threshold`` | 0.50 | a decrease only when at least half the limit is idle: well apart from 0.90 (hysteresis band) |
 | ``down_samples`` | 30 | 30 s at the 1 s sampling: a phase change, not a pause between batches |
 | ``growth_window`` / ``growth_tolerance`` | 10 / 0.02 | memory is "growing" when the newer 5 samples average 2% above the older 5 (below is page-cache churn) |
-| ``up_cooldown_s`` / ``down_cooldown_s`` | 5 / 60 | an increase shows its effect within seconds; decreases are never urgent and flapping costs reclaim (VPA waits far longer, in minutes) |
+| ``up_cooldown_s`` / ``down_cooldown_s`` | 5 / 60 | an increase shows its effect within seconds; decreases are never urgent and flapping costs reclaim (VPA waits far longer, in minutes). Memory still growing into its limit within the lookahead is raised inside the cooldown: the kill would come first |
 | ``min_change`` | 0.10 | hysteresis: a change under 10% is noise, not worth a resize (a short resource may still take the last bit up to its bound) |
 | ``max_step_up`` / ``max_step_down`` | 2.0 / 0.5 | at most double or halve per decision: one wrong sample cannot swing a limit far |
 | ``margin`` | 0.20 | over the peak seen *so far*: a lower bound on the run's peak, so more than VPA's 15% over a whole history (logic/vpa.py) |
@@ -188,7 +188,7 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
         return _urgent(r, t, now, cfg, bounds, est) if resizable else (None, t)
     alloc = t.allocation
     window = (*t.window, used)[-cfg.growth_window:]
-    growth = max(0.0, used - window[-2]) if len(window) > 1 else 0.0
+    growth = _growth(window)
     projected = used + growth * cfg.lookahead_samples
     smoothed = used if t.smoothed is None else cfg.smoothing * used + (1 - cfg.smoothing) * t.smoothed
     short = resizable and (used >= cfg.up_threshold * alloc or (r == "memory" and projected >= alloc))
@@ -199,7 +199,11 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
     since = math.inf if t.last_change is None else now - t.last_change
     if resizable and urgent:
         return _urgent(r, t, now, cfg, bounds, est)
-    if t.short >= cfg.up_samples and since >= cfg.up_cooldown_s:
+    # Memory that will reach its limit within the lookahead cannot wait out the cooldown: the
+    # kernel would OOM-kill first. A sidecar has no kernel warning to make it urgent (the local
+    # runner does), so on a real kubelet steady growth of tens of MiB/s was killed inside the 5 s.
+    outgrowing = r == "memory" and growth > 0 and projected >= alloc
+    if t.short >= cfg.up_samples and (since >= cfg.up_cooldown_s or outgrowing):
         return _increase(r, t, used, growth, projected, est, now, cfg, bounds)
     if t.low >= cfg.down_samples and since >= cfg.down_cooldown_s and not (r == "memory" and _growing(window, cfg)):
         decision, t = _decrease(r, t, est, now, cfg, bounds)
@@ -209,6 +213,20 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
     if explain and t.over >= cfg.up_samples and used > t.noted * (1 + cfg.min_change):
         return _explain(r, t, used, est, cfg), replace(t, noted=used)
     return None, t
+
+
+def _growth(window: tuple[float, ...]) -> float:
+    """Growth per sample: the last step, or the mean over the window when that is more and the
+    window grew in at least two steps. Allocators grow in lumps (a batch, a 16 MiB block) that land
+    between samples: the last step alone alternates between a jump and zeros, and each zero broke
+    the streak that raises in time. One jump followed by a plateau is not sustained growth."""
+    if len(window) < 2:
+        return 0.0
+    last = window[-1] - window[-2]
+    steps = [window[i] - window[i - 1] for i in range(1, len(window))]
+    sustained = sum(d > 0 for d in steps) >= 2
+    mean = (window[-1] - window[0]) / len(steps) if sustained else 0.0
+    return max(0.0, last, mean)
 
 
 def _urgent(r, t: Track, now, cfg, bounds, est):

@@ -208,3 +208,27 @@ def _show(r: str, amount: float) -> str:
     if r == "cpu":
         return f"{amount * 1000:.0f}m"
     return f"{amount:g}"
+
+
+def unactuated_increases(desired: tuple[ResourceVector, ResourceVector], actuated: tuple[ResourceVector, ResourceVector] | None,
+                         conditions: tuple[ResizeCondition, ...] = ()) -> tuple[dict[str, float], str]:
+    """Increases the API server accepted that the kubelet had not actuated when the try ended, and
+    why (the pending condition's reason and message, e.g. ``Deferred: Node didn't have enough
+    resource``). ``desired`` and ``actuated`` are (requests, limits) from the pod's spec and from
+    its container status; the allocation is the limit, else the request. What is returned is what
+    the next try starts at: a real kubelet answers ``Deferred`` while other pods hold the room,
+    and the API server still reports the resize as accepted."""
+    if actuated is None:
+        return {}, ""
+    out = {}
+    for r in RESIZABLE:
+        want = getattr(desired[1], r) or getattr(desired[0], r)
+        have = getattr(actuated[1], r) or getattr(actuated[0], r)
+        if want > have and not math.isclose(want, have, rel_tol=1e-9):
+            out[r] = want
+    if not out:
+        return {}, ""
+    pending = next((c for c in conditions if c.type == RESIZE_PENDING), None) or next(
+        (c for c in conditions if c.type == RESIZE_IN_PROGRESS), None)
+    why = pending.describe() if pending else "the kubelet had not reported it actuated"
+    return out, why

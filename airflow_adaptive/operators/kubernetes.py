@@ -22,6 +22,7 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCallback
 from kubernetes.client import models as k8s
 
+from airflow_adaptive.domain.signals import UNAVAILABLE
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.oom import gpu_out_of_memory, kernel_oom_killed, try_outcome
 from airflow_adaptive.logic.stage_plan import deferred_sizes
@@ -94,10 +95,38 @@ class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
             _stop_following(operator)
 
 
+def monitor_image_message(image: str, problem: str) -> str:
+    return (f"the monitor sidecar's image {image} cannot be pulled ({problem}), so the stage cannot start. "
+            "Build the image from the project's Dockerfile, push it to a registry your cluster pulls from and "
+            "pass it as monitor_image= (README: 'The monitor image'); or run the stage with sizing_mode='off'")
+
+
+def wait_for_monitor(operator, pod: k8s.V1Pod) -> None:
+    """Until the monitor sidecar runs (or the pod left Pending), within the startup timeout; an
+    image that cannot be pulled fails the task with what to do."""
+    from airflow.exceptions import AirflowException
+
+    from airflow_adaptive.adapters.kubernetes.pod_spec import sidecar_start_problem, sidecar_started
+
+    deadline = time.monotonic() + float(getattr(operator, "startup_timeout_seconds", 120) or 120)
+    interval = min(float(getattr(operator, "startup_check_interval_seconds", 1) or 1), 1.0)
+    while time.monotonic() < deadline:
+        remote = operator.pod_manager.read_pod(pod)
+        problem = sidecar_start_problem(remote, MONITOR_CONTAINER)
+        if problem:
+            image = next((c.image for c in remote.spec.init_containers or [] if c.name == MONITOR_CONTAINER), "?")
+            operator.log.error("%s", monitor_image_message(image, problem))
+            raise AirflowException(monitor_image_message(image, problem))
+        if sidecar_started(remote, MONITOR_CONTAINER):
+            return
+        time.sleep(interval)
+
+
 def _stop_following(operator) -> None:
     follower = getattr(operator, "_resize_follower", None)
     if follower is not None:
         follower.stop()
+        operator._monitor_statuses = follower.monitor_statuses
         operator._resize_follower = None
 
 
@@ -118,6 +147,19 @@ def _memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float:
         return container_resources(pod, container)[1].memory if pod.spec else 0.0
     except ValueError:  # no such container
         return 0.0
+
+
+def not_actuated(pod: k8s.V1Pod, container: str) -> tuple[dict[str, float], str] | None:
+    """Increases accepted by the API server but never actuated by the kubelet (``Deferred``), and why."""
+    from airflow_adaptive.adapters.kubernetes.pod_spec import actuated_resources, container_resources, resize_conditions
+    from airflow_adaptive.logic.resize_plan import unactuated_increases
+
+    try:
+        sizes, why = unactuated_increases(container_resources(pod, container), actuated_resources(pod, container),
+                                          resize_conditions(pod))
+    except (ValueError, AttributeError):  # no such container, or no spec/status to compare
+        return None
+    return (sizes, why) if sizes else None
 
 
 def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
@@ -150,7 +192,19 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
         resizes = getattr(operator, "_resizes", None) or []
         if resizes:
             run_log.log_resizes(run_id, resizes)
-            run_log.record_deferred_sizes(run_id, deferred_sizes(resizes))
+        pending = not_actuated(pod, container)
+        if pending:
+            operator.log.warning("try %d of task '%s': the kubelet had not actuated %s when the pod ended (%s); "
+                                 "the next try starts there", try_number, operator.task_id, pending[0], pending[1])
+        carried = deferred_sizes(resizes)
+        for r, v in (pending[0] if pending else {}).items():
+            carried[r] = max(carried.get(r, 0.0), v)
+        run_log.record_deferred_sizes(run_id, carried)
+        unavailable = [st for st in getattr(operator, "_monitor_statuses", None) or [] if st.event == UNAVAILABLE]
+        if unavailable:
+            operator.log.warning("the monitor could not read the workload, so the stage ran at its planned size "
+                                 "without in-place resizes: %s", unavailable[0].reason)
+            run_log.record_monitor_unavailable(run_id, unavailable[0].reason)
         outcome = try_outcome(status, events)
         run_log.record_outcome(run_id, outcome)
         operator.log.info("try %d of task '%s' ended: %s (MLflow run %s)", try_number, operator.task_id, outcome, run_id)

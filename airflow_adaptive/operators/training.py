@@ -373,6 +373,15 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
 
         return shape_stage_pod(self, pod, plan)
 
+    def await_pod_start(self, pod: k8s.V1Pod) -> None:
+        """Fail at once, saying what to do, when the monitor sidecar's image cannot be pulled (the
+        provider would wait its startup timeout and report only that); then the provider's wait."""
+        from airflow_adaptive.operators.kubernetes import wait_for_monitor
+
+        if self._plan is not None and self._plan.mode != "off":
+            wait_for_monitor(self, pod)
+        return super().await_pod_start(pod)
+
     def defer(self, *, trigger, method_name, kwargs=None, timeout=None):
         """The provider's pod trigger, as the project's trigger that also applies resizes."""
         from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger

@@ -34,8 +34,8 @@ from typing import Callable
 
 from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
 from airflow_adaptive.adapters.cgroups.reader import CgroupReader, parse_flat_keyed
-from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
 from airflow_adaptive.runtime.channels import SignalChannel
 from airflow_adaptive.runtime.monitor import Monitor, UsageLog
@@ -54,6 +54,9 @@ class SidecarSpec:
     workload_marker: str | None = None  # "KEY=VALUE" in the workload's environment
     interval_s: float = 1.0
     wait_s: float = 120.0  # how long to wait for the workload to appear
+    # How long another user's processes may be all there is before the monitor gives up on
+    # reading the workload: the workload container starts after the sidecar, within seconds.
+    unreadable_grace_s: float = 10.0
     container: str = ""
     config: DeviationConfig = DeviationConfig()
     bounds: Bounds = Bounds(minimum={}, maximum={})
@@ -107,18 +110,76 @@ class _Stop:
         self.requested = True
 
 
+def unreadable_processes() -> dict[int, int]:
+    """PID -> UID of the processes this monitor may not inspect (another user's, without the
+    capabilities to trace it): a workload among them can never be found or read."""
+    me, out = os.getpid(), {}
+    for entry in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        if entry in (me, 1):  # 1: the pod's pause process (the sandbox), never the workload
+            continue
+        try:
+            Path(f"/proc/{entry}/environ").read_bytes()
+        except PermissionError:
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+                out[entry] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
+            except (OSError, StopIteration, ValueError):
+                continue
+        except OSError:
+            continue
+    return out
+
+
+def unavailable_reason(spec: SidecarSpec, unreadable: dict[int, int], waited_s: float) -> str | None:
+    """Why the monitor cannot read the workload, once that is certain; None while it may still appear."""
+    me = os.getuid()
+    if unreadable and waited_s >= spec.unreadable_grace_s:
+        uids = sorted(set(unreadable.values()))
+        return (f"the workload's processes run as UID {', '.join(map(str, uids))} and the monitor as UID {me}: "
+                "it may not read them (/proc/<pid>/environ and /root need the same UID and at least the "
+                "workload's capabilities); set runAsUser on the pod or the workload container so the "
+                "monitor runs as the same user")
+    if waited_s >= spec.wait_s:
+        what = f"process {spec.target_pid}" if spec.target_pid else f"a process with {spec.workload_marker} in its environment"
+        return (f"no workload found after {spec.wait_s:.0f} s: looked for {what}; the pod needs "
+                "shareProcessNamespace: true and the same runAsUser for both containers")
+    return None
+
+
+def stay_unavailable(reason: str, stop: "_Stop", emit: Callable[[str], None]) -> int:
+    """Say once that the monitor cannot read the workload, then idle until the kubelet stops it.
+
+    Exiting would not help: a native sidecar (``restartPolicy: Always``) that exits is restarted,
+    and would fail the same way in a loop. The stage runs at its planned size without in-place
+    resizes; the operator reads this line, warns in the task log and tags the stage run.
+    """
+    log.warning("monitor unavailable: %s", reason)
+    emit(MonitorStatus(UNAVAILABLE, reason, time.time()).to_line())
+    while not stop.requested:
+        time.sleep(0.2)
+    return 0
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLog | None = None,
-                gpu_for: Callable[[int], GpuReader | None] | None = None) -> int:
-    """Monitor the workload until it ends; ``gpu_for(pid)`` builds the GPU reader once it is found."""
+                gpu_for: Callable[[int], GpuReader | None] | None = None,
+                emit: Callable[[str], None] = _print_line) -> int:
+    """Monitor the workload until it ends; ``gpu_for(pid)`` builds the GPU reader once it is found.
+
+    When the workload cannot be read, says so once (``emit``, the stdout the operator follows)
+    and idles until stopped instead of failing.
+    """
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
-    deadline = time.monotonic() + spec.wait_s
+    started = time.monotonic()
     pid = find_workload(spec.workload_marker, spec.target_pid)
     while pid is None and not stop.requested:
-        if time.monotonic() > deadline:
-            what = f"process {spec.target_pid}" if spec.target_pid else f"a process with {spec.workload_marker} in its environment"
-            raise UserError(f"no workload found after {spec.wait_s:.0f} s: looked for {what}; "
-                            "the pod needs shareProcessNamespace: true and the same runAsUser for both containers")
+        reason = unavailable_reason(spec, unreadable_processes(), time.monotonic() - started)
+        if reason:
+            return stay_unavailable(reason, stop, emit)
         time.sleep(min(spec.interval_s, 0.5))
         pid = find_workload(spec.workload_marker, spec.target_pid)
     if pid is None:

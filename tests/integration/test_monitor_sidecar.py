@@ -6,12 +6,14 @@ workload container; the monitor finds it through /proc, reads its cgroup through
 """
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from airflow_adaptive.domain.signals import parse_signal_line
+from airflow_adaptive.domain.signals import parse_signal_line, parse_status_line
 
 pytestmark = pytest.mark.integration
 MIB = 2**20
@@ -39,13 +41,24 @@ def test_sidecar_reads_the_workload_cgroup_emits_signal_lines_and_exits_when_it_
     assert all(s.container == "base" for s in signals)
 
 
-def test_sidecar_without_a_workload_says_what_the_pod_needs(tmp_path):
+def test_sidecar_without_a_workload_says_what_the_pod_needs_and_stays_up_until_stopped(tmp_path):
+    """A native sidecar that exits is restarted by the kubelet: the monitor says once why it cannot
+    monitor (a status line the operator reads) and idles until SIGTERM, then exits 0."""
     env = {**os.environ, "AIRFLOW_ADAPTIVE_NVML": "0"}
-    proc = subprocess.run([*CLI, "monitor", "--cpu", "1", "--memory", "1Gi", "--wait", "1",
-                           "--workload-env", "AIRFLOW_ADAPTIVE_WORKLOAD=nobody-has-this"],
-                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "shareProcessNamespace" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.Popen([*CLI, "monitor", "--cpu", "1", "--memory", "1Gi", "--wait", "1",
+                             "--workload-env", "AIRFLOW_ADAPTIVE_WORKLOAD=nobody-has-this"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        status = parse_status_line(proc.stdout.readline())
+        assert status is not None and status.event == "unavailable"
+        assert "shareProcessNamespace" in status.reason
+        time.sleep(0.5)
+        assert proc.poll() is None, "the monitor must stay up (a native sidecar that exits is restarted)"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    assert "Traceback" not in proc.stderr.read()
 
 
 def test_a_bad_interval_in_the_environment_is_a_clear_error_not_a_traceback(tmp_path):

@@ -125,25 +125,36 @@ class _Process:
 
 
 class LocalCluster:
-    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok under ``workdir``."""
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok under ``workdir``.
 
-    emulated = True  # its kubelets are kwok's Stages (tests of the emulation check this)
+    ``emulated`` is true when its kubelets are kwok's Stages (tests of the emulation check this).
+    """
 
     def __init__(self, workdir: str | os.PathLike[str], *, bin_dir: str | os.PathLike[str] | None = None,
-                 nodes: Iterable[NodeShape] = DEFAULT_NODES) -> None:
+                 nodes: Iterable[NodeShape] = DEFAULT_NODES, kwok: bool = True, address: str = "127.0.0.1",
+                 wrap: Iterable[str] = (), controllers_extra: Iterable[str] = ()) -> None:
+        """``address`` is where every component listens and the API server advertises itself;
+        ``wrap`` prefixes each component's command (``nsenter --net=...`` for the real node's
+        namespace); ``kwok=False`` leaves the nodes to real kubelets."""
         self.workdir = Path(workdir)
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
         self.nodes = tuple(nodes)
+        self.kwok = kwok
+        self.address = address
+        self.wrap = list(wrap)
+        self.controllers = ",".join([CONTROLLERS, *controllers_extra])
+        self.emulated = kwok
         self.kubeconfig = self.workdir / "kubeconfig"
         self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        self.server = f"https://{address}:{self.port}"
         self.token = secrets.token_hex(16)
         self._procs: list[_Process] = []
         self.started_in_s: float | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> "LocalCluster":
-        missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        needed = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler") + (("kwok",) if self.kwok else ())
+        missing = [b for b in needed
                    if not (self.bin_dir / b).is_file()]
         if missing:
             raise ControlPlaneError(f"{', '.join(missing)} not found in {self.bin_dir}; build them with "
@@ -155,9 +166,11 @@ class LocalCluster:
             self._start_etcd()
             self._start_apiserver()
             self._write_kubeconfig()
-            self._install_emulation_crds()
+            if self.kwok:
+                self._install_emulation_crds()
             self._spawn("kube-controller-manager", [
-                "--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--controllers", CONTROLLERS,
+                "--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--controllers", self.controllers,
+                "--root-ca-file", str(self.workdir / "certs" / "apiserver.crt"),
                 "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
                 "--authentication-skip-lookup", "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"])
             self._spawn("kube-scheduler", [
@@ -165,8 +178,9 @@ class LocalCluster:
                 # Its default 50 requests/s paced binding 500 pods to 8 s (kwokctl raises it too).
                 "--kube-api-qps", "500", "--kube-api-burst", "1000",
                 "--bind-address", "127.0.0.1", "--secure-port", str(free_port()), "--authentication-skip-lookup"])
-            self._start_kwok()
-            self._register_nodes()
+            if self.kwok:
+                self._start_kwok()
+                self._register_nodes()
         except BaseException:
             self.stop()
             raise
@@ -255,7 +269,7 @@ class LocalCluster:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen([str(self.bin_dir / name), *args], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen([*self.wrap, str(self.bin_dir / name), *args], stdout=out, stderr=subprocess.STDOUT,
                                     cwd=self.workdir, start_new_session=True)
         p = _Process(name, proc, log_path)
         self._procs.append(p)
@@ -292,8 +306,8 @@ class LocalCluster:
 
     def _start_etcd(self) -> None:
         client_port, peer_port = free_port(), free_port()
-        self.etcd_url = f"http://127.0.0.1:{client_port}"
-        peer = f"http://127.0.0.1:{peer_port}"
+        self.etcd_url = f"http://{self.address}:{client_port}"
+        peer = f"http://{self.address}:{peer_port}"
         p = self._spawn("etcd", [
             "--data-dir", str(self.workdir / "etcd"), "--listen-client-urls", self.etcd_url,
             "--advertise-client-urls", self.etcd_url, "--listen-peer-urls", peer,
@@ -305,7 +319,8 @@ class LocalCluster:
     def _start_apiserver(self) -> None:
         certs = self.workdir / "certs"
         p = self._spawn("kube-apiserver", [
-            "--etcd-servers", self.etcd_url, "--bind-address", "127.0.0.1", "--secure-port", str(self.port),
+            "--etcd-servers", self.etcd_url, "--bind-address", self.address, "--secure-port", str(self.port),
+            *(["--advertise-address", self.address] if self.address != "127.0.0.1" else []),
             "--cert-dir", str(certs), "--token-auth-file", str(certs / "tokens.csv"),
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(certs / "sa.key"),

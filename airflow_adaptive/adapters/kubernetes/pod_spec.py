@@ -52,7 +52,8 @@ class MonitorSidecar:
     """
 
     image: str
-    command: tuple[str, ...] = ("airflow-adaptive", "monitor", "--channel", "stdout")
+    # -v: the sidecar says what it monitors and why it holds or resizes (its log is its record)
+    command: tuple[str, ...] = ("airflow-adaptive", "-v", "monitor", "--channel", "stdout")
     interval_s: float = 1.0
     env: Mapping[str, str] = field(default_factory=dict)
     cpu: str = "50m"
@@ -88,7 +89,7 @@ def shape_pod(pod: k8s.V1Pod, *, container: str, size: ContainerSize, monitor: M
     workload.env = _set_env(workload.env, {WORKLOAD_ENV: container})
     if monitor is not None:
         env = _monitor_env(container, size, monitor, run_id, tracking_uri, profile_json, maximum)
-        sidecar = _monitor_container(monitor, env, _workload_user(spec, workload))
+        sidecar = _monitor_container(monitor, env, monitor_identity(spec, workload))
         spec.init_containers = [c for c in spec.init_containers or [] if c.name != monitor.name] + [sidecar]
         spec.volumes = [v for v in spec.volumes or [] if v.name != MONITOR_TMP_VOLUME] + [
             k8s.V1Volume(name=MONITOR_TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=MONITOR_TMP_LIMIT))]
@@ -177,17 +178,51 @@ def _monitor_env(container: str, size: ContainerSize, monitor: MonitorSidecar, r
                   for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"))]
 
 
-def _workload_user(spec: k8s.V1PodSpec, workload: k8s.V1Container) -> tuple[int | None, int | None]:
-    """(runAsUser, runAsGroup) of the workload: its own, else the pod's. Root is never copied."""
-    user = group = None
+@dataclass(frozen=True)
+class MonitorIdentity:
+    """Who the monitor runs as: the workload's own identity, so it may read the workload's
+    ``/proc/<pid>/environ`` and ``/proc/<pid>/root``. The kernel's ptrace access check wants the
+    same UID and, for the reader, at least the target's capabilities; the monitor never gets more
+    than the workload has, and never changes the workload's identity.
+
+    | the workload (container, else pod) | monitor user | runAsNonRoot | capabilities | why |
+    |---|---|---|---|---|
+    | ``runAsUser: N`` (N > 0) | N (and its group) | true | drop ALL | a non-root process holds no capabilities: the same UID suffices |
+    | ``runAsUser: 0`` | 0 | false | the workload's drops, nothing added | root reading root needs the workload's capability set |
+    | unstated, ``runAsNonRoot: true`` | the image's (1000) | true | drop ALL | the UID is the image's; if it is not 1000 the monitor says it cannot read |
+    | unstated | 0 | false | the workload's drops, nothing added | the image decides, and training images run as root; a non-root image makes the monitor say it cannot read, and the stage runs unresized |
+    """
+
+    user: int | None
+    group: int | None
+    non_root: bool
+    drop: tuple[str, ...]
+
+    def security_context(self) -> k8s.V1SecurityContext:
+        return k8s.V1SecurityContext(
+            run_as_user=self.user, run_as_group=self.group, run_as_non_root=self.non_root,
+            read_only_root_filesystem=True, allow_privilege_escalation=False, privileged=False,
+            capabilities=k8s.V1Capabilities(drop=list(self.drop)) if self.drop else None,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+
+
+def monitor_identity(spec: k8s.V1PodSpec, workload: k8s.V1Container) -> MonitorIdentity:
+    user = group = non_root = None
     for ctx in (spec.security_context, workload.security_context):
         if ctx is not None:
             user = ctx.run_as_user if ctx.run_as_user is not None else user
             group = ctx.run_as_group if ctx.run_as_group is not None else group
-    return (user if user else None), group
+            non_root = ctx.run_as_non_root if ctx.run_as_non_root is not None else non_root
+    if user:
+        return MonitorIdentity(user, group, True, ("ALL",))
+    if user is None and non_root:
+        return MonitorIdentity(None, group, True, ("ALL",))
+    caps = workload.security_context.capabilities if workload.security_context else None
+    drops = tuple(caps.drop or ()) if caps else ()
+    return MonitorIdentity(0, group if group is not None else 0, False, drops)
 
 
-def _monitor_container(monitor: MonitorSidecar, env: list[k8s.V1EnvVar], user: tuple[int | None, int | None]) -> k8s.V1Container:
+def _monitor_container(monitor: MonitorSidecar, env: list[k8s.V1EnvVar], identity: MonitorIdentity) -> k8s.V1Container:
     amounts = {"cpu": monitor.cpu, "memory": monitor.memory}
     return k8s.V1Container(
         name=monitor.name,
@@ -197,12 +232,7 @@ def _monitor_container(monitor: MonitorSidecar, env: list[k8s.V1EnvVar], user: t
         restart_policy="Always",  # a native sidecar
         resources=k8s.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts)),
         volume_mounts=[k8s.V1VolumeMount(name=MONITOR_TMP_VOLUME, mount_path="/tmp")],
-        security_context=k8s.V1SecurityContext(
-            run_as_user=user[0], run_as_group=user[1], run_as_non_root=True, read_only_root_filesystem=True,
-            allow_privilege_escalation=False, privileged=False,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-        ),
+        security_context=identity.security_context(),
     )
 
 
@@ -253,6 +283,19 @@ def container_resources(pod: Any, container: str) -> tuple[ResourceVector, Resou
             return (ResourceVector.from_kubernetes((res and res.requests) or {}, where + ".requests"),
                     ResourceVector.from_kubernetes((res and res.limits) or {}, where + ".limits"))
     raise ValueError(f"pod {pod.metadata.name!r} has no container named {container!r}")
+
+
+def actuated_resources(pod: Any, container: str) -> tuple[ResourceVector, ResourceVector] | None:
+    """(requests, limits) the kubelet reports as in force for ``container`` (its status), or None
+    when it reports none (an older kubelet, or the container never ran)."""
+    statuses = (pod.status and pod.status.container_statuses) or []
+    status = next((s for s in statuses if s.name == container), None)
+    res = status.resources if status is not None else None
+    if res is None:
+        return None
+    where = f"status {container}.resources"
+    return (ResourceVector.from_kubernetes(res.requests or {}, where + ".requests"),
+            ResourceVector.from_kubernetes(res.limits or {}, where + ".limits"))
 
 
 def resize_conditions(pod: Any) -> tuple[ResizeCondition, ...]:
@@ -314,3 +357,32 @@ def container_terminated(pod: Any, container: str) -> bool:
         if s.name == container and s.state is not None and s.state.terminated is not None:
             return True
     return False
+
+
+#: Waiting reasons of a container whose image will not come (the kubelet keeps retrying the
+#: ErrImagePull/ImagePullBackOff ones, but a missing image or refused registry does not heal).
+IMAGE_PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
+def sidecar_start_problem(pod: Any, sidecar: str) -> str | None:
+    """Why ``sidecar`` (a native sidecar, so an init container) cannot start, when its image cannot
+    be pulled; None while it may still start. KubernetesPodOperator checks only the workload's
+    statuses, which say ``PodInitializing`` while the sidecar blocks: it would wait out its startup
+    timeout and report a timeout."""
+    statuses = (pod.status and pod.status.init_container_statuses) or []
+    status = next((s for s in statuses if s.name == sidecar), None)
+    waiting = status.state.waiting if status is not None and status.state is not None else None
+    if waiting is None or waiting.reason not in IMAGE_PULL_FAILURES:
+        return None
+    return f"{waiting.reason}: {waiting.message or 'no message from the kubelet'}"
+
+
+def sidecar_started(pod: Any, sidecar: str) -> bool:
+    """Whether the sidecar runs (or the pod already left Pending, so there is nothing to wait for)."""
+    if pod.status is None:
+        return False
+    if pod.status.phase not in (None, "Pending"):
+        return True
+    statuses = pod.status.init_container_statuses or []
+    status = next((s for s in statuses if s.name == sidecar), None)
+    return bool(status is not None and (status.started or (status.state is not None and status.state.running is not None)))

@@ -22,13 +22,13 @@ import math
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from airflow_adaptive.adapters.kubernetes.pod_spec import container_terminated
 from airflow_adaptive.adapters.kubernetes.resize import api_errors, api_message, api_status
 from airflow_adaptive.domain.errors import UserError
-from airflow_adaptive.domain.signals import ResizeSignal, parse_signal_line
+from airflow_adaptive.domain.signals import MonitorStatus, ResizeSignal, parse_signal_line, parse_status_line
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class SignalCursor:
 
     last_sequence: int | None = None
     last_line_at: float | None = None
+    statuses: list[MonitorStatus] = field(default_factory=list)  # the monitor's status events, each once
 
     def accept(self, signal: ResizeSignal) -> bool:
         """True once per sequence number, in increasing order."""
@@ -87,6 +88,9 @@ class SignalCursor:
                 continue
             if signal is not None and self.accept(signal):
                 out.append(signal)
+            elif signal is None and (status := parse_status_line(line)) is not None and status not in self.statuses:
+                log.warning("the monitor says %s: %s", status.event, status.reason)
+                self.statuses.append(status)
         return out
 
 
@@ -230,6 +234,10 @@ class SignalFollowerThread(threading.Thread):
     @property
     def last_sequence(self) -> int | None:
         return self._follower.cursor.last_sequence
+
+    @property
+    def monitor_statuses(self) -> list[MonitorStatus]:
+        return list(self._follower.cursor.statuses)
 
     def run(self) -> None:
         try:

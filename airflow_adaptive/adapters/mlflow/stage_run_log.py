@@ -22,7 +22,7 @@ from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.stage_run import (
     OUTCOMES, TAG_DAG, TAG_DEFERRED_SIZES, TAG_TRY, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
-    TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
+    TAG_MONITOR, TAG_MONITOR_REASON, TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
     deferred_sizes_from_json, oom_events_from_json, resize_metric, sizing_params, usage_metric,
 )
 
@@ -177,6 +177,11 @@ class StageRunLog:
             metrics.append({"key": "observed.memory.peak", "value": float(peak_memory), "timestamp": int(time.time() * 1000), "step": 0})
         self.backend.log(run_id, metrics=metrics, tags=[{"key": TAG_OOM_EVENTS, "value": payload}])
         self.backend.upload(run_id, "oom_events.json", payload.encode())
+
+    def record_monitor_unavailable(self, run_id: str, reason: str) -> None:
+        """The monitor could not read the workload: no usage series, no resizes, and why."""
+        self.backend.log(run_id, tags=[{"key": TAG_MONITOR, "value": "unavailable"},
+                                       {"key": TAG_MONITOR_REASON, "value": reason[:5000]}])
 
     def record_outcome(self, run_id: str, outcome: str) -> None:
         """The try's outcome as the operator saw it (a pod's exit code), and the run closed. The

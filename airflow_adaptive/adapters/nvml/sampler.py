@@ -70,7 +70,7 @@ def visible_devices_of(pid: int) -> list[str] | None:
             if value in ("", "none", "void"):
                 return []
             return [v.strip() for v in value.split(",") if v.strip()]
-    log.warning("process %s has no NVIDIA_VISIBLE_DEVICES in its environment; its GPUs are unknown", pid)
+    log.info("process %s has no NVIDIA_VISIBLE_DEVICES in its environment; its GPUs are unknown", pid)
     return None
 
 

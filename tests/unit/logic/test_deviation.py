@@ -194,6 +194,26 @@ def test_cooldowns(name, series, allocation, expect_at):
     assert [i for i, _ in decisions] == expect_at, (name, [(i, d.action, d.new) for i, d in decisions])
 
 
+@pytest.mark.parametrize("name, series, expect_at", [
+    # steady growth (the real kubelet's case: 20 MiB/s at 0.5 s sampling, no kernel warning in a
+    # sidecar): each raise comes inside the 5 s cooldown, while the growth would reach the limit
+    ("growing into the limit", mem(*range(60, 400, 10)), [5, 9, 14, 20, 27]),
+    # full but not growing: the cooldown holds (no flapping on a flat series at 90%)
+    ("flat at the threshold", mem(*[120] * 14), [1]),
+    # lumpy growth: 16 MiB blocks every 0.8 s (20 MiB/s) seen every 0.5 s, so steps of 16, 0, 16, 16, 0...
+    ("lumpy growth", mem(*[min(240, 40 + 16 * int(i * 0.5 / 0.8)) for i in range(30)]), [8, 16]),
+    # slower lumps (10 MiB/s: 16, 0, 0, 16, 0...): the last step alone let the limit be hit in the
+    # cooldown after a 10% raise; the mean over the window sees the growth (found on the real kubelet)
+    ("slow lumpy growth", mem(*[min(240, 40 + 16 * int(i * 0.5 / 1.6)) for i in range(60)]), [17, 24, 32]),
+])
+def test_memory_growing_into_its_limit_is_raised_inside_the_cooldown(name, series, expect_at):
+    decisions, _ = feed(series, {"memory": 128 * MIB}, interval=0.5)
+    assert [i for i, d in decisions if d.action == "increase"] == expect_at, (name, [(i, d.action, d.new / MIB) for i, d in decisions])
+    limit = {0: 128 * MIB, **{i + 1: d.new for i, d in decisions}}  # in force from the next sample
+    in_force = [max(v for k, v in limit.items() if k <= i) for i in range(len(series))]
+    assert all(s["memory"] <= lim for s, lim in zip(series, in_force)), "usage passed the limit: an OOM kill"
+
+
 def test_every_resource_is_judged_on_its_own():
     series = [{"memory": 980 * MIB, "cpu": 1.0, "gpu": 0.5}] * 2 + [{"memory": 980 * MIB, "cpu": 0.05}] * 40
     decisions, state = feed(series, {"memory": 1024 * MIB, "cpu": 4.0, "gpu": 1.0})

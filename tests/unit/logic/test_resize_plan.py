@@ -105,3 +105,28 @@ def test_a_capped_burstable_request_keeps_its_limit():
     plan = plan_resize(sig(old=GI, new=3 * GI), state)
     assert plan.decision == "cap"
     assert plan.requests.memory == 1.5 * GI and plan.limits.memory == 0
+
+
+MI = 2**20
+DEFERRED_COND = ResizeCondition("PodResizePending", "Deferred", "Node didn't have enough resource: memory")
+
+
+@pytest.mark.parametrize("desired, actuated, conditions, sizes, why", [
+    # the kubelet deferred a memory increase: the next try starts at it, and the log says why
+    ((ResourceVector(memory=128 * MI), ResourceVector(memory=512 * MI)), (ResourceVector(memory=128 * MI), ResourceVector(memory=256 * MI)),
+     (DEFERRED_COND,), {"memory": 512 * MI}, "PodResizePending/Deferred: Node didn't have enough resource: memory"),
+    # actuated: nothing carried
+    ((ResourceVector(cpu=1), ResourceVector(cpu=2)), (ResourceVector(cpu=1), ResourceVector(cpu=2)), (), {}, ""),
+    # a decrease not yet actuated is not an increase to carry
+    ((ResourceVector(memory=128 * MI), ResourceVector(memory=256 * MI)), (ResourceVector(memory=128 * MI), ResourceVector(memory=512 * MI)),
+     (ResizeCondition("PodResizeInProgress"),), {}, ""),
+    # no limit: the request is the allocation
+    ((ResourceVector(cpu=1.5), ResourceVector()), (ResourceVector(cpu=1), ResourceVector()), (), {"cpu": 1.5},
+     "the kubelet had not reported it actuated"),
+    # a kubelet that reports no resources in status: unknown, nothing carried
+    ((ResourceVector(cpu=1.5), ResourceVector()), None, (), {}, ""),
+])
+def test_increases_the_kubelet_never_actuated_are_carried_to_the_next_try(desired, actuated, conditions, sizes, why):
+    from airflow_adaptive.logic.resize_plan import unactuated_increases
+
+    assert unactuated_increases(desired, actuated, conditions) == (sizes, why)

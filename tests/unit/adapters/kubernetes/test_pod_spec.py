@@ -84,7 +84,7 @@ def test_the_monitor_is_a_native_sidecar_with_its_allocation_and_run(kpo_pod):
     (monitor,) = spec["initContainers"]
     assert monitor["name"] == "adaptive-monitor" and monitor["restartPolicy"] == "Always"
     assert monitor["image"] == "registry.example/airflow-adaptive:1"
-    assert monitor["command"] == ["airflow-adaptive", "monitor", "--channel", "stdout"]
+    assert monitor["command"] == ["airflow-adaptive", "-v", "monitor", "--channel", "stdout"]
     assert monitor["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "50m", "memory": "64Mi"}}
     env = env_of(monitor)
     assert {k: env[k] for k in ("AIRFLOW_ADAPTIVE_CPU", "AIRFLOW_ADAPTIVE_MEMORY", "AIRFLOW_ADAPTIVE_MAX_CPU",
@@ -113,14 +113,33 @@ def test_the_monitor_runs_as_the_workload_user_and_hardened(kpo_pod):
                    "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def test_a_container_level_user_wins_and_root_is_never_copied():
+def _identity(pod_ctx=None, ctr_ctx=None):
     pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p"), spec=k8s.V1PodSpec(
-        security_context=k8s.V1PodSecurityContext(run_as_user=1000),
-        containers=[k8s.V1Container(name="base", image="x", security_context=k8s.V1SecurityContext(run_as_user=2000))]))
-    assert shaped(pod)["spec"]["initContainers"][0]["securityContext"]["runAsUser"] == 2000
-    pod.spec.containers[0].security_context.run_as_user = 0
-    ctx = shaped(pod)["spec"]["initContainers"][0]["securityContext"]
-    assert "runAsUser" not in ctx and ctx["runAsNonRoot"] is True
+        security_context=k8s.V1PodSecurityContext(**(pod_ctx or {})),
+        containers=[k8s.V1Container(name="base", image="x", security_context=k8s.V1SecurityContext(**(ctr_ctx or {})))]))
+    return shaped(pod)["spec"]["initContainers"][0]["securityContext"]
+
+
+@pytest.mark.parametrize("pod_ctx, ctr_ctx, user, group, non_root, caps", [
+    ({"run_as_user": 1000}, {"run_as_user": 2000}, 2000, None, True, {"drop": ["ALL"]}),       # the container's wins
+    ({"run_as_user": 1000, "run_as_group": 3000}, {}, 1000, 3000, True, {"drop": ["ALL"]}),
+    ({"run_as_user": 1000}, {"run_as_user": 0}, 0, 0, False, None),                            # root reads root
+    ({}, {"run_as_user": 0, "capabilities": k8s.V1Capabilities(drop=["ALL"])}, 0, 0, False, {"drop": ["ALL"]}),
+    ({"run_as_non_root": True}, {}, None, None, True, {"drop": ["ALL"]}),                    # the image's UID
+    ({}, {}, 0, 0, False, None),                                                               # unstated: as the image, root
+])
+def test_the_monitor_takes_the_workloads_identity_never_more(pod_ctx, ctr_ctx, user, group, non_root, caps):
+    ctx = _identity(pod_ctx, ctr_ctx)
+    assert (ctx.get("runAsUser"), ctx.get("runAsGroup"), ctx["runAsNonRoot"], ctx.get("capabilities")) == (user, group, non_root, caps)
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"} and "add" not in (ctx.get("capabilities") or {})
+
+
+def test_the_workloads_own_identity_is_never_changed():
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p"), spec=k8s.V1PodSpec(
+        containers=[k8s.V1Container(name="base", image="x")]))
+    data = shaped(pod)["spec"]
+    assert "securityContext" not in data["containers"][0] and not data.get("securityContext")
 
 
 def test_pod_level_settings(kpo_pod):

@@ -1,0 +1,75 @@
+"""The real node: a kubelet, containerd, runc and CNI beside the control plane, in a network
+namespace of their own (``adapters/kubernetes/local_node.py``), started once per session and always
+torn down (every process stopped, every mount, cgroup, namespace and sysctl put back).
+
+These tests carry the ``kubelet`` marker. As root they never skip: a node that cannot start is a
+failure. Without root (no cgroups, namespaces or mounts to make) they skip, saying so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from airflow_adaptive.adapters.kubernetes.local_node import NODE_NAME, TOLERATION, NodeError, RealNode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def node_images() -> dict:
+    """The images tools/node/build.sh made (the README's test command runs it; so does this)."""
+    path = os.environ.get("AIRFLOW_ADAPTIVE_NODE_IMAGES")
+    if not path or not Path(path).is_file():
+        done = subprocess.run(["bash", str(REPO / "tools" / "node" / "build.sh")], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"tools/node/build.sh failed:\n{done.stderr[-3000:]}")
+        path = done.stdout.strip().splitlines()[-1]
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the real node needs root (network namespace, cgroups, mounts)")
+    node = RealNode(tmp_path_factory.mktemp("real-node"), images=node_images())
+    try:
+        node.start()
+    except NodeError as exc:
+        pytest.fail(f"the real node did not start: {exc}")
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def node_api(real_node):
+    with real_node.api_client() as api:
+        yield api
+
+
+@pytest.fixture
+def node_namespace(real_node):
+    from kubernetes import client
+
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    with real_node.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": name}})
+        try:
+            yield name
+        finally:
+            core.delete_namespace(name, grace_period_seconds=0)
+
+
+def on_real_node(pod: dict) -> dict:
+    """``pod`` (a manifest dict) tolerating the real node's taint and pinned to it."""
+    spec = pod.setdefault("spec", {})
+    spec.setdefault("tolerations", []).append(dict(TOLERATION))
+    spec["nodeSelector"] = {**spec.get("nodeSelector", {}), "kubernetes.io/hostname": NODE_NAME}
+    spec.setdefault("automountServiceAccountToken", False)
+    return pod

@@ -1,0 +1,3 @@
+module airflow-adaptive/pause
+
+go 1.26
