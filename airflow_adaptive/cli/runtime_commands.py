@@ -141,7 +141,12 @@ def cmd_monitor(args) -> int:
                        container=args.container or "base", bounds=_bounds(args))
     if args.pod:
         log.info("monitor for pod %s/%s container %s", args.namespace, args.pod, spec.container)
-    return run_sidecar(spec, channel_named(args.channel), usage_log=_usage_log(args, strict=False), gpu_for=_sidecar_gpu_reader)
+    usage_log = _usage_log(args, strict=False)
+    if usage_log is None and args.channel in ("stdout", "recommend"):
+        from airflow_adaptive.runtime.usage_logging import StdoutUsageLog
+
+        usage_log = StdoutUsageLog()  # the operator reads the samples with the signals and writes the run
+    return run_sidecar(spec, channel_named(args.channel), usage_log=usage_log, gpu_for=_sidecar_gpu_reader)
 
 
 def _env(name: str, default=None):

@@ -18,6 +18,8 @@ Direction = Literal["increase", "decrease"]
 
 #: Marker that lets a reader pick signal lines out of a log stream that also carries other text.
 SIGNAL_MARKER = "airflow-adaptive/resize"
+#: The version of the monitor's line protocol (``domain/monitor_protocol.py``) every line carries.
+LINE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class ResizeSignal:
         return "increase" if self.new > self.old else "decrease"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": SIGNAL_MARKER, **asdict(self)}
+        return {"kind": SIGNAL_MARKER, "v": LINE_VERSION, **asdict(self)}
 
     def to_line(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -101,7 +103,7 @@ class MonitorStatus:
     time: float
 
     def to_line(self) -> str:
-        return json.dumps({"kind": STATUS_MARKER, **asdict(self)}, sort_keys=True, separators=(",", ":"))
+        return json.dumps({"kind": STATUS_MARKER, "v": LINE_VERSION, **asdict(self)}, sort_keys=True, separators=(",", ":"))
 
 
 def parse_status_line(line: str) -> MonitorStatus | None:

@@ -61,6 +61,11 @@ TAG_SIZING = TAG_PREFIX + "sizing"
 #: "unavailable" when the monitor could not read the workload (its reason in TAG_MONITOR_REASON).
 TAG_MONITOR = TAG_PREFIX + "monitor"
 TAG_MONITOR_REASON = TAG_PREFIX + "monitor_reason"
+#: "true" when lines of the monitor's log were rejected (``logic/monitor_trust.py``): the
+#: workload may have written into it, so retraining leaves the run out. The counts are in
+#: TAG_REJECTED_LINES.
+TAG_UNTRUSTED = TAG_PREFIX + "untrusted"
+TAG_REJECTED_LINES = TAG_PREFIX + "rejected_monitor_lines"
 TAG_SIZING_REASON = TAG_PREFIX + "sizing_reason"
 OUTCOMES = ("success", "failed", "oom_killed")
 METRIC_START = "stage.start_time"

@@ -30,6 +30,7 @@ from airflow_adaptive.logic.stage_plan import deferred_sizes
 MONITOR_CONTAINER = "adaptive-monitor"
 #: The image built from the repository's Dockerfile (airflow-adaptive installed, non-root USER).
 MONITOR_IMAGE = "ghcr.io/airflow-adaptive/monitor:0.1.0"
+DRAIN_S = 15.0  # at most, for the follower to read a finished monitor's log to its end
 LOG_TAIL_LINES = 200  # where a CUDA out-of-memory error would be: the end of the workload's log
 
 
@@ -40,17 +41,11 @@ def shape_stage_pod(operator, pod: k8s.V1Pod, plan) -> k8s.V1Pod:
         image=operator.monitor_image or MONITOR_IMAGE, interval_s=operator.monitor_interval, name=MONITOR_CONTAINER,
         env={} if plan.resizable else {"AIRFLOW_ADAPTIVE_CHANNEL": "recommend"},
     )
-    from airflow_adaptive.adapters.mlflow.store import is_remote
-
-    tracking = operator._run_log.tracking_uri if operator._run_log is not None else None
-    run_id = operator._stage_run
-    if tracking and not is_remote(tracking):
-        operator.log.warning("MLflow at %s is not reachable from a pod: the monitor will not log usage (give the "
-                             "operator an MLflow server through the 'mlflow_default' connection or MLFLOW_TRACKING_URI)", tracking)
-        tracking, run_id = None, None
+    # No MLflow address for the monitor: it prints its samples beside its signals and the operator
+    # writes the stage run (one writer; no credentials, network or spool in the pod).
     return shape_pod(
         pod, container=operator.base_container_name, size=plan.size, monitor=monitor,
-        run_id=run_id, tracking_uri=tracking,
+        run_id=None, tracking_uri=None,
         profile_json=json.dumps(plan.profile.to_dict()) if plan.profile else None,
         service_account=operator.service_account_name, maximum=plan.limited if plan.limited.memory > 0 else None,
     )
@@ -62,30 +57,36 @@ class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
     @staticmethod
     def on_pod_creation(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
         # KPO calls this with mode SYNC from its deferrable path too: there the trigger follows.
-        if operator is None or operator.deferrable or not getattr(operator, "_resizable", False) or pod is None:
+        if operator is None or operator.deferrable or getattr(operator, "_plan", None) is None or pod is None:
             return
         from airflow_adaptive.adapters.kubernetes.resize import PodResizer
         from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
 
         namespace, name = pod.metadata.namespace, pod.metadata.name
-        resizer = PodResizer(client)
+        resizable = getattr(operator, "_resizable", False)
+        resizer = PodResizer(client) if resizable else None
         applied: list[dict[str, Any]] = []
 
         def on_signal(signal) -> None:
+            if resizer is None:  # shadow mode or in_place_resize=False: the monitor's usage is still read
+                return
             outcome = resizer.apply(namespace, name, operator.base_container_name, signal)
             operator.log.info("resize %s %s -> %s: %s (%s)", signal.resource, signal.old, signal.new, outcome.status, outcome.message)
             applied.append({**outcome.to_dict(), "time": time.time(), "resource": signal.resource, "old": signal.old, "new": signal.new,
                             "reason": signal.reason})
 
-        thread = SignalFollowerThread(client, namespace, name, MONITOR_CONTAINER, on_signal)
-        operator._resize_follower, operator._resizes = thread, applied
+        monitor = monitor_lines(operator)
+        thread = SignalFollowerThread(client, namespace, name, MONITOR_CONTAINER, on_signal, monitor=monitor)
+        operator._resize_follower, operator._resizes, operator._monitor_lines = thread, applied, monitor
         thread.start()
 
     @staticmethod
     def on_pod_completion(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
         if operator is None or pod is None:
             return
-        _stop_following(operator)
+        # The pod has ended, so the monitor's log is complete: let the follower read it to the end
+        # (the summary is its last line) before stopping it.
+        _stop_following(operator, drain_s=DRAIN_S)
         record_pod_outcome(operator, pod, client)
 
     @staticmethod
@@ -93,6 +94,42 @@ class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
         # KPO always calls this (from a ``finally``), also when the pod never started or the API failed.
         if operator is not None:
             _stop_following(operator)
+
+
+def monitor_lines(operator):
+    """What the operator accepts from the monitor's log, bounded by the user's limits."""
+    from airflow_adaptive.logic.monitor_trust import MonitorLines, TrustConfig
+
+    plan = getattr(operator, "_plan", None)
+    maximum = {r: v for r, v in (plan.limited.as_dict() if plan is not None else {}).items() if r in ("cpu", "memory") and v > 0}
+    return MonitorLines(TrustConfig(maximum=maximum))
+
+
+def summary_metrics(summary) -> dict[str, float] | None:
+    """The monitor's summary line as the stage run's metrics (times, peaks, means)."""
+    from airflow_adaptive.domain.stage_run import METRIC_END, METRIC_START, observed_metric
+
+    if summary is None:
+        return None
+    metrics = {METRIC_START: summary.start_time, METRIC_END: summary.end_time}
+    metrics.update({observed_metric(r, "peak"): v for r, v in summary.peak.items()})
+    metrics.update({observed_metric(r, "mean"): v for r, v in summary.mean.items()})
+    return metrics
+
+
+def record_monitor(operator, run_log, run_id: str, monitor) -> None:
+    """The monitor's samples, summary and refused lines into the stage run (the only writer)."""
+    if monitor is None:
+        return
+    summary = monitor.summary
+    metrics = summary_metrics(summary)
+    samples = [u.sample for u in monitor.take_samples()]
+    run_log.record_monitor_lines(run_id, samples, metrics, dict(monitor.rejected))
+    if monitor.rejected:
+        operator.log.warning("the monitor's log had lines the operator refused (%s): %s; the stage run is tagged "
+                             "untrusted and retraining leaves it out", dict(monitor.rejected), "; ".join(monitor.notes))
+    operator.log.info("the monitor reported %d usage samples%s", monitor.sample_count,
+                      "" if summary else " and no summary (it was stopped before it could write one)")
 
 
 def monitor_image_message(image: str, problem: str) -> str:
@@ -122,11 +159,14 @@ def wait_for_monitor(operator, pod: k8s.V1Pod) -> None:
         time.sleep(interval)
 
 
-def _stop_following(operator) -> None:
+def _stop_following(operator, drain_s: float = 0.0) -> None:
     follower = getattr(operator, "_resize_follower", None)
     if follower is not None:
+        if drain_s > 0:
+            follower.join(drain_s)  # it ends by itself at the end of a finished container's log
         follower.stop()
         operator._monitor_statuses = follower.monitor_statuses
+        operator._monitor_lines = follower.monitor
         operator._resize_follower = None
 
 
@@ -200,6 +240,7 @@ def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
         for r, v in (pending[0] if pending else {}).items():
             carried[r] = max(carried.get(r, 0.0), v)
         run_log.record_deferred_sizes(run_id, carried)
+        record_monitor(operator, run_log, run_id, getattr(operator, "_monitor_lines", None))
         unavailable = [st for st in getattr(operator, "_monitor_statuses", None) or [] if st.event == UNAVAILABLE]
         if unavailable:
             operator.log.warning("the monitor could not read the workload, so the stage ran at its planned size "

@@ -386,14 +386,20 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         """The provider's pod trigger, as the project's trigger that also applies resizes."""
         from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 
-        from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER
+        from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER, monitor_lines
         from airflow_adaptive.triggers.pod import AdaptivePodTrigger
 
         if isinstance(trigger, KubernetesPodTrigger) and not isinstance(trigger, AdaptivePodTrigger) and (self._plan or self._limits):
             _, trigger_kwargs = trigger.serialize()
+            stage_run = None
+            if self._stage_run and self._run_log is not None:
+                stage_run = {"tracking_uri": self._run_log.tracking_uri, "experiment": self._run_log.experiment_name,
+                             "run_id": self._stage_run}
+            monitor = monitor_lines(self)
             trigger = AdaptivePodTrigger(**trigger_kwargs, monitor_container_name=MONITOR_CONTAINER,
                                          workload_container_name=self.base_container_name, resize=self._resizable,
-                                         last_resize_sequence=self._last_resize_sequence)
+                                         last_resize_sequence=self._last_resize_sequence, stage_run=stage_run,
+                                         maximum=dict(monitor.config.maximum))
         super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
     def trigger_reentry(self, context, event):
@@ -403,6 +409,13 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             self.log.info("resize %s: %s (%s)", r.get("resource"), r.get("status"), r.get("message"))
         if event.get("last_resize_sequence") is not None:
             self._last_resize_sequence = int(event["last_resize_sequence"])
+        from airflow_adaptive.domain.signals import MonitorStatus
+
+        self._monitor_statuses = [MonitorStatus(str(m.get("event")), str(m.get("reason")), float(m.get("time") or 0))
+                                  for m in event.get("monitor_statuses") or [] if isinstance(m, dict)]
+        if event.get("monitor_rejected"):
+            self.log.warning("the monitor's log had lines the trigger refused (%s); the stage run is tagged untrusted "
+                             "and retraining leaves it out", event["monitor_rejected"])
         return super().trigger_reentry(context, event)
 
 

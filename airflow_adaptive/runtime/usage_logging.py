@@ -104,3 +104,34 @@ def open_usage_log(tracking_uri: str, run_id: str, spool_dir: str, *, strict: bo
         log.warning("MLflow at %s does not answer (%s); usage samples are spooled to %s and uploaded when it answers",
                     tracking_uri, exc, spool)
     return BackgroundUploader(logger)
+
+
+class StdoutUsageLog:
+    """The monitor sidecar's usage log on Kubernetes: each sample, and the summary, as a protocol
+    line on stdout beside the resize signals (``domain/monitor_protocol.py``). The operator reads
+    them through ``pods/log`` and is the only writer of the stage run: the monitor needs no MLflow
+    address, credentials, network or spool, and a sample is never lost to an unreachable server."""
+
+    def __init__(self, write=None) -> None:
+        import sys
+
+        self._write = write or (lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
+        self._seq = 0
+
+    def log_sample(self, sample: UsageSample) -> None:
+        from airflow_adaptive.domain.monitor_protocol import usage_line
+
+        self._write(usage_line(self._seq, sample))
+        self._seq += 1
+
+    def maybe_flush(self) -> None:
+        return None
+
+    def log_summary(self, summary: ObservedSummary) -> bool:
+        from airflow_adaptive.domain.monitor_protocol import summary_line
+
+        self._write(summary_line(summary.start_time, summary.end_time, summary.peak, summary.mean, len(summary.oom_events)))
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        return True

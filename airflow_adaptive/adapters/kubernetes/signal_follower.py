@@ -27,8 +27,8 @@ from typing import Any, Awaitable, Callable
 
 from airflow_adaptive.adapters.kubernetes.pod_spec import container_terminated
 from airflow_adaptive.adapters.kubernetes.resize import api_errors, api_message, api_status
-from airflow_adaptive.domain.errors import UserError
-from airflow_adaptive.domain.signals import MonitorStatus, ResizeSignal, parse_signal_line, parse_status_line
+from airflow_adaptive.domain.signals import MonitorStatus, ResizeSignal
+from airflow_adaptive.logic.monitor_trust import MonitorLines
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,19 @@ class LineSplitter:
 
 @dataclass
 class SignalCursor:
-    """Where the follower stands: the last sequence handed over and when its last line arrived."""
+    """Where the follower stands: what it accepted from the monitor (``MonitorLines``: the last
+    sequence handed over, usage samples, summary, status, lines rejected) and when the last line came."""
 
-    last_sequence: int | None = None
+    monitor: MonitorLines = field(default_factory=MonitorLines)
     last_line_at: float | None = None
-    statuses: list[MonitorStatus] = field(default_factory=list)  # the monitor's status events, each once
 
-    def accept(self, signal: ResizeSignal) -> bool:
-        """True once per sequence number, in increasing order."""
-        if self.last_sequence is not None and signal.sequence <= self.last_sequence:
-            return False
-        self.last_sequence = signal.sequence
-        return True
+    @property
+    def last_sequence(self) -> int | None:
+        return self.monitor.last_sequence
+
+    @property
+    def statuses(self) -> list[MonitorStatus]:
+        return self.monitor.statuses
 
     def saw_line(self, now: float) -> None:
         self.last_line_at = now
@@ -79,19 +80,24 @@ class SignalCursor:
 
     def signals_in(self, lines: list[str], now: float) -> list[ResizeSignal]:
         out = []
+        notes, statuses = len(self.monitor.notes), len(self.monitor.statuses)
         for line in lines:
             self.saw_line(now)
-            try:
-                signal = parse_signal_line(line)
-            except UserError as exc:  # a malformed signal line: say so, keep following
-                log.warning("ignoring a malformed resize signal line: %s", exc)
-                continue
-            if signal is not None and self.accept(signal):
+            signal = self.monitor.read(line, now)
+            if signal is not None:
                 out.append(signal)
-            elif signal is None and (status := parse_status_line(line)) is not None and status not in self.statuses:
-                log.warning("the monitor says %s: %s", status.event, status.reason)
-                self.statuses.append(status)
+        for note in self.monitor.notes[notes:]:  # each reason once; the counts go to the stage run
+            log.warning("dropped a line of the monitor's log: %s (the run will be tagged untrusted)", note)
+        for status in self.monitor.statuses[statuses:]:
+            log.warning("the monitor says %s: %s", status.event, status.reason)
         return out
+
+
+def _cursor(last_sequence: int | None, monitor: MonitorLines | None) -> SignalCursor:
+    monitor = monitor if monitor is not None else MonitorLines()
+    if last_sequence is not None:
+        monitor.last_sequence = last_sequence
+    return SignalCursor(monitor)
 
 
 def _log_kwargs(pod: str, namespace: str, container: str, since: int | None, read_timeout_s: float) -> dict[str, Any]:
@@ -124,11 +130,12 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
 
 class _Follower:
     def __init__(self, core: Any, namespace: str, pod: str, container: str, on_signal: Callable[[ResizeSignal], Any],
-                 stop_event: threading.Event, read_timeout_s: float, retry_delay_s: float, last_sequence: int | None) -> None:
+                 stop_event: threading.Event, read_timeout_s: float, retry_delay_s: float, last_sequence: int | None,
+                 monitor: MonitorLines | None = None) -> None:
         self.core, self.namespace, self.pod, self.container = core, namespace, pod, container
         self.on_signal, self.stop_event = on_signal, stop_event
         self.read_timeout_s, self.retry_delay_s = read_timeout_s, retry_delay_s
-        self.cursor = SignalCursor(last_sequence)
+        self.cursor = _cursor(last_sequence, monitor)
         self._response: Any = None
 
     def run(self) -> int | None:
@@ -207,14 +214,17 @@ class _Follower:
 
 def follow_signals(core_v1_api: Any, namespace: str, pod: str, container: str,
                    on_signal: Callable[[ResizeSignal], Any], stop_event: threading.Event, *,
-                   read_timeout_s: float = 60.0, retry_delay_s: float = 2.0, last_sequence: int | None = None) -> int | None:
+                   read_timeout_s: float = 60.0, retry_delay_s: float = 2.0, last_sequence: int | None = None,
+                   monitor: MonitorLines | None = None) -> int | None:
     """Hand each new signal on ``container``'s log to ``on_signal`` until it ends or ``stop_event`` is set.
 
+    ``monitor`` (optional) collects what else the monitor said (usage samples, summary, status)
+    and what was rejected, under its trust rules (the user's maximum among them).
     Returns the last sequence handed over (pass it back as ``last_sequence`` to resume).
     An exception from ``on_signal`` ends the follow and propagates.
     """
     return _Follower(core_v1_api, namespace, pod, container, on_signal, stop_event, read_timeout_s, retry_delay_s,
-                     last_sequence).run()
+                     last_sequence, monitor).run()
 
 
 class SignalFollowerThread(threading.Thread):
@@ -226,7 +236,7 @@ class SignalFollowerThread(threading.Thread):
         self.stop_event = threading.Event()
         self._follower = _Follower(core_v1_api, namespace, pod, container, on_signal, self.stop_event,
                                    kwargs.pop("read_timeout_s", 60.0), kwargs.pop("retry_delay_s", 2.0),
-                                   kwargs.pop("last_sequence", None))
+                                   kwargs.pop("last_sequence", None), kwargs.pop("monitor", None))
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         self.error: BaseException | None = None
@@ -238,6 +248,10 @@ class SignalFollowerThread(threading.Thread):
     @property
     def monitor_statuses(self) -> list[MonitorStatus]:
         return list(self._follower.cursor.statuses)
+
+    @property
+    def monitor(self) -> MonitorLines:
+        return self._follower.cursor.monitor
 
     def run(self) -> None:
         try:
@@ -259,13 +273,14 @@ class SignalFollowerThread(threading.Thread):
 async def follow_signals_async(core_v1_api: Any, namespace: str, pod: str, container: str,
                                on_signal: Callable[[ResizeSignal], Awaitable[Any] | Any],
                                stop_event: asyncio.Event | None = None, *, read_timeout_s: float = 60.0,
-                               retry_delay_s: float = 2.0, last_sequence: int | None = None) -> int | None:
+                               retry_delay_s: float = 2.0, last_sequence: int | None = None,
+                               monitor: MonitorLines | None = None) -> int | None:
     """``follow_signals`` on a ``kubernetes_asyncio`` ``CoreV1Api``; ``on_signal`` may be async.
 
     Cancelling the task that runs it closes the stream.
     """
     stop_event = stop_event or asyncio.Event()
-    cursor = SignalCursor(last_sequence)
+    cursor = _cursor(last_sequence, monitor)
     while not stop_event.is_set():
         since = cursor.since_seconds(time.time())
         try:

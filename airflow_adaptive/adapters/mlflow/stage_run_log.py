@@ -22,7 +22,7 @@ from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.stage_run import (
     OUTCOMES, TAG_DAG, TAG_DEFERRED_SIZES, TAG_TRY, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
-    TAG_MONITOR, TAG_MONITOR_REASON, TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
+    TAG_MONITOR, TAG_MONITOR_REASON, TAG_REJECTED_LINES, TAG_UNTRUSTED, TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
     deferred_sizes_from_json, oom_events_from_json, resize_metric, sizing_params, usage_metric,
 )
 
@@ -177,6 +177,22 @@ class StageRunLog:
             metrics.append({"key": "observed.memory.peak", "value": float(peak_memory), "timestamp": int(time.time() * 1000), "step": 0})
         self.backend.log(run_id, metrics=metrics, tags=[{"key": TAG_OOM_EVENTS, "value": payload}])
         self.backend.upload(run_id, "oom_events.json", payload.encode())
+
+    def record_monitor_lines(self, run_id: str, samples: Sequence[UsageSample], summary_metrics: Mapping[str, float] | None,
+                             rejected: Mapping[str, int]) -> None:
+        """What the operator read from the monitor's log: usage samples (in batches, as they come),
+        the monitor's summary (peaks, means, times) once, and the lines it refused (the run is then
+        ``untrusted``: retraining leaves it out)."""
+        for i in range(0, len(samples), 200):  # MLflow's log-batch takes 1000 metrics: 5 resources a sample
+            self.log_usage(run_id, samples[i:i + 200])
+        tags = []
+        if rejected:
+            tags = [{"key": TAG_UNTRUSTED, "value": "true"},
+                    {"key": TAG_REJECTED_LINES, "value": json.dumps(dict(sorted(rejected.items())))}]
+        now = int(time.time() * 1000)
+        metrics = [{"key": k, "value": float(v), "timestamp": now, "step": 0} for k, v in (summary_metrics or {}).items()]
+        if metrics or tags:
+            self.backend.log(run_id, metrics=metrics, tags=tags)
 
     def record_monitor_unavailable(self, run_id: str, reason: str) -> None:
         """The monitor could not read the workload: no usage series, no resizes, and why."""

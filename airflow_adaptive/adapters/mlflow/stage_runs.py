@@ -25,6 +25,7 @@ from airflow_adaptive.domain.stage_run import (
     ObservedSummary,
     StageIdentity,
     record_from_run,
+    TAG_UNTRUSTED,
     sizing_params,
 )
 
@@ -103,6 +104,11 @@ def load_stage_runs(experiment_name: str) -> LoadedTrace:
                 # Its peak is the limit it was killed at, not what it needed: it would teach the
                 # profiler to predict exactly the size that failed.
                 report.exclude("OOM-killed: the observed peak is the kill limit, not the need")
+                continue
+            if tags.get(TAG_UNTRUSTED) == "true":
+                # The monitor's log had lines the operator refused: the workload may have written
+                # into it, so its usage is not evidence (logic/monitor_trust.py).
+                report.exclude("untrusted: the monitor's log had forged or malformed lines")
                 continue
             record = record_from_run(STAGE_FEATURES, run.info.run_id, tags, data.params, data.metrics)
             if record is None:

@@ -55,7 +55,8 @@ def test_adaptive_pod_has_predicted_resources_sidecar_env_service_account_and_gp
     monitor = next(c for c in spec["initContainers"] if c["name"] == MONITOR_CONTAINER)
     assert monitor["restartPolicy"] == "Always"
     env = {e["name"]: e.get("value") for e in monitor["env"]}
-    assert env["AIRFLOW_ADAPTIVE_RUN_ID"] == "run-123"
+    # One writer: the monitor prints its samples for the operator and gets no MLflow address or run.
+    assert "AIRFLOW_ADAPTIVE_RUN_ID" not in env and "MLFLOW_TRACKING_URI" not in env
     assert env["AIRFLOW_ADAPTIVE_MEMORY"] == "5632Mi"
     assert json.loads(env["AIRFLOW_ADAPTIVE_PROFILE"])["model_version"] == "7"
     assert monitor["image"].startswith("ghcr.io/airflow-adaptive/monitor")

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_adaptive.adapters.kubernetes.signal_follower import LineSplitter, SignalCursor
 from airflow_adaptive.domain.signals import ResizeSignal
+from airflow_adaptive.logic.monitor_trust import MonitorLines
 from airflow_adaptive.triggers.pod import AdaptivePodTrigger
 
 START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -94,7 +95,7 @@ def test_each_sequence_is_handed_over_once_in_order_across_reconnects():
 
 
 def test_a_resumed_cursor_skips_what_was_handled_before():
-    cursor = SignalCursor(last_sequence=5)
+    cursor = SignalCursor(MonitorLines(last_sequence=5))
     assert cursor.since_seconds(now=10.0) is None  # nothing seen yet: read from the start
     assert [s.sequence for s in cursor.signals_in([line(4), line(5), line(6)], now=11.0)] == [6]
 
@@ -103,4 +104,4 @@ def test_a_malformed_signal_line_is_skipped_not_fatal(caplog):
     cursor = SignalCursor()
     bad = '{"kind": "airflow-adaptive/resize", "resource": "memory"}'
     assert [s.sequence for s in cursor.signals_in([bad, line(1)], now=1.0)] == [1]
-    assert "malformed resize signal" in caplog.text
+    assert "malformed monitor line" in caplog.text and cursor.monitor.rejected == {"malformed": 1}

@@ -1,0 +1,157 @@
+"""What the monitor sidecar tells the operator, one JSON line each on its stdout (read through
+``pods/log``): resize signals, usage samples, its summary and status events. The operator (the
+sync follower, or the trigger in deferrable mode) is the only writer of the stage's MLflow run, so
+the monitor needs no MLflow address, credentials, network or spool.
+
+| kind | fields | at most |
+|---|---|---|
+| ``airflow-adaptive/resize`` | ``ResizeSignal`` (``sequence`` 0, 1, 2, ...) | a few a minute |
+| ``airflow-adaptive/usage`` | ``seq``, ``time``, ``source``, ``values`` (resource -> amount) | one per sampling interval |
+| ``airflow-adaptive/summary`` | ``start_time``, ``end_time``, ``peak``, ``mean``, ``oom_kills`` | one per try |
+| ``airflow-adaptive/monitor-status`` | ``event``, ``reason``, ``time`` | a handful |
+
+Every line carries ``"v": PROTOCOL_VERSION``; a line without ``v`` is version 1 (monitor images
+built before the version existed sent resize lines only). An operator that meets a newer version
+drops the line and says so once: the monitor image and the operator are upgraded separately.
+
+Parsing here is about form only; whether a well-formed line is *believable* (its sequence, its
+rate, its size against the user's maximum) is decided in ``logic/monitor_trust.py``: the workload
+shares the monitor's UID and PID namespace and can write into the monitor's stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Union
+
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.features import RESOURCES
+from airflow_adaptive.domain.observation import UsageSample
+from airflow_adaptive.domain.signals import LINE_VERSION, SIGNAL_MARKER, STATUS_MARKER, MonitorStatus, ResizeSignal
+
+PROTOCOL_VERSION = LINE_VERSION
+USAGE_MARKER = "airflow-adaptive/usage"
+SUMMARY_MARKER = "airflow-adaptive/summary"
+KINDS = (SIGNAL_MARKER, USAGE_MARKER, SUMMARY_MARKER, STATUS_MARKER)
+MAX_LINE_CHARS = 8192  # a real line is under 1 KiB; longer is not the monitor's
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    seq: int
+    sample: UsageSample
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    start_time: float
+    end_time: float
+    peak: Mapping[str, float]
+    mean: Mapping[str, float]
+    oom_kills: int
+
+
+MonitorLine = Union[ResizeSignal, UsageLine, SummaryLine, MonitorStatus]
+
+
+class MalformedLine(ValueError):
+    """A line that claims to be the monitor's and is not well formed."""
+
+
+class UnknownVersion(ValueError):
+    """A line of a protocol version newer than this operator knows."""
+
+
+def usage_line(seq: int, sample: UsageSample) -> str:
+    return _dump({"kind": USAGE_MARKER, "v": PROTOCOL_VERSION, "seq": seq, "time": sample.time,
+                  "source": sample.source, "values": dict(sample.values)})
+
+
+def summary_line(start_time: float, end_time: float, peak: Mapping[str, float], mean: Mapping[str, float],
+                 oom_kills: int) -> str:
+    return _dump({"kind": SUMMARY_MARKER, "v": PROTOCOL_VERSION, "start_time": start_time, "end_time": end_time,
+                  "peak": dict(peak), "mean": dict(mean), "oom_kills": oom_kills})
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def parse_line(line: str) -> MonitorLine | None:
+    """The monitor's message on one log line; None for ordinary log text.
+
+    Raises :class:`MalformedLine` for a line that names one of the protocol's kinds but is not a
+    well-formed message of it, :class:`UnknownVersion` for a newer protocol version.
+    """
+    text = line.strip()
+    if not text.startswith("{") or not any(k in text for k in KINDS):
+        return None
+    if len(text) > MAX_LINE_CHARS:
+        raise MalformedLine(f"a {len(text)}-character line (at most {MAX_LINE_CHARS})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedLine(f"not JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        return None  # JSON that merely mentions a kind (the workload's own logging, say)
+    version = data.get("v", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MalformedLine(f"protocol version {version!r} is not an integer")
+    if version > PROTOCOL_VERSION:
+        raise UnknownVersion(f"protocol version {version} (this operator reads up to {PROTOCOL_VERSION})")
+    try:
+        return _PARSERS[data["kind"]](data)
+    except (KeyError, TypeError, ValueError, UserError) as exc:
+        raise MalformedLine(f"{data['kind']}: {exc}") from None
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _amounts(value: Any, what: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be an object")
+    unknown = [k for k in value if k not in RESOURCES]
+    if unknown:
+        raise ValueError(f"{what} has unknown resources {unknown[:3]}")
+    return {k: _number(v, f"{what}.{k}") for k, v in value.items()}
+
+
+def _signal(data: Mapping[str, Any]) -> ResizeSignal:
+    for name in ("old", "new", "time"):
+        _number(data.get(name), name)
+    if isinstance(data.get("sequence"), bool) or not isinstance(data.get("sequence"), int):
+        raise ValueError("sequence must be an integer")
+    return ResizeSignal.from_dict(data)
+
+
+def _usage(data: Mapping[str, Any]) -> UsageLine:
+    seq = data["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ValueError(f"seq must be an integer >= 0, got {seq!r}")
+    sample = UsageSample(time=_number(data["time"], "time"), values=_amounts(data["values"], "values"), step=seq,
+                         source=str(data.get("source", ""))[:32])
+    return UsageLine(seq, sample)
+
+
+def _summary(data: Mapping[str, Any]) -> SummaryLine:
+    kills = data.get("oom_kills", 0)
+    if isinstance(kills, bool) or not isinstance(kills, int) or kills < 0:
+        raise ValueError(f"oom_kills must be an integer >= 0, got {kills!r}")
+    return SummaryLine(_number(data["start_time"], "start_time"), _number(data["end_time"], "end_time"),
+                       _amounts(data.get("peak", {}), "peak"), _amounts(data.get("mean", {}), "mean"), kills)
+
+
+def _status(data: Mapping[str, Any]) -> MonitorStatus:
+    event, reason = data["event"], data["reason"]
+    if not isinstance(event, str) or not isinstance(reason, str):
+        raise ValueError("event and reason must be text")
+    return MonitorStatus(event[:64], reason[:1000], _number(data["time"], "time"))
+
+
+_PARSERS = {SIGNAL_MARKER: _signal, USAGE_MARKER: _usage, SUMMARY_MARKER: _summary, STATUS_MARKER: _status}
