@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from airflow_adaptive.domain.monitor_protocol import SummaryLine, UsageLine, parse_line
 from airflow_adaptive.domain.signals import parse_signal_line, parse_status_line
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,12 @@ def test_sidecar_reads_the_workload_cgroup_emits_signal_lines_and_exits_when_it_
     assert memory[0].old == 128 * MIB and memory[0].new > memory[0].old
     assert [s.sequence for s in signals] == list(range(len(signals)))
     assert all(s.container == "base" for s in signals)
+    # One writer: its samples and summary are lines beside the signals, for the operator to write.
+    lines = [m for m in map(parse_line, monitor.stdout.splitlines()) if m is not None]
+    usage = [m for m in lines if isinstance(m, UsageLine)]
+    assert [u.seq for u in usage] == list(range(len(usage))) and len(usage) >= 5
+    (summary,) = [m for m in lines if isinstance(m, SummaryLine)]
+    assert summary.peak["memory"] >= max(u.sample.values["memory"] for u in usage) * 0.99
 
 
 def test_sidecar_without_a_workload_says_what_the_pod_needs_and_stays_up_until_stopped(tmp_path):

@@ -126,7 +126,10 @@ def test_the_stage_pod_is_sized_by_the_champion_and_resized_in_place(run_stage, 
     monitor = next(c for c in pod.spec.init_containers if c.name == "adaptive-monitor")
     assert monitor.restart_policy == "Always" and pod.spec.share_process_namespace
     assert pod.spec.service_account_name == "training"
-    assert {e.name for e in monitor.env} >= {"AIRFLOW_ADAPTIVE_MLFLOW_RUN_ID"} or monitor.env
+    env = {e.name: e.value for e in monitor.env}
+    assert env["AIRFLOW_ADAPTIVE_CONTAINER"] == "base" and env["AIRFLOW_ADAPTIVE_MEMORY"]
+    # One writer: the monitor prints for the operator and has no MLflow address or run of its own.
+    assert "MLFLOW_TRACKING_URI" not in env and "AIRFLOW_ADAPTIVE_RUN_ID" not in env
     # The signal was applied in place and actuated; the decision is in the task log and MLflow.
     assert workload(pod).resources.limits["memory"] == "600Mi"
     status = next(cs for cs in pod.status.container_statuses if cs.name == "base")
