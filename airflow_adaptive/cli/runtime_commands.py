@@ -141,12 +141,16 @@ def cmd_monitor(args) -> int:
                        container=args.container or "base", bounds=_bounds(args))
     if args.pod:
         log.info("monitor for pod %s/%s container %s", args.namespace, args.pod, spec.container)
+    from airflow_adaptive.domain.monitor_protocol import new_boot
+
+    boot = new_boot()  # tells this process's lines from a restarted monitor's
     usage_log = _usage_log(args, strict=False)
     if usage_log is None and args.channel in ("stdout", "recommend"):
         from airflow_adaptive.runtime.usage_logging import StdoutUsageLog
 
-        usage_log = StdoutUsageLog()  # the operator reads the samples with the signals and writes the run
-    return run_sidecar(spec, channel_named(args.channel), usage_log=usage_log, gpu_for=_sidecar_gpu_reader)
+        usage_log = StdoutUsageLog(boot=boot)  # the operator reads the samples with the signals and writes the run
+    return run_sidecar(spec, channel_named(args.channel, boot=boot), usage_log=usage_log, gpu_for=_sidecar_gpu_reader,
+                       boot=boot)
 
 
 def _env(name: str, default=None):

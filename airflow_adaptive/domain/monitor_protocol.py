@@ -10,8 +10,10 @@ the monitor needs no MLflow address, credentials, network or spool.
 | ``airflow-adaptive/summary`` | ``start_time``, ``end_time``, ``peak``, ``mean``, ``oom_kills`` | one per try |
 | ``airflow-adaptive/monitor-status`` | ``event``, ``reason``, ``time`` | a handful |
 
-Every line carries ``"v": PROTOCOL_VERSION``; a line without ``v`` is version 1 (monitor images
-built before the version existed sent resize lines only). An operator that meets a newer version
+Every line carries ``"v": PROTOCOL_VERSION`` and ``"boot"``, an id the monitor draws when it
+starts: a native sidecar that dies is restarted by the kubelet and numbers its lines from 0 again,
+and the boot tells that restart from a forged repeat. A line without ``v`` is version 1, without
+``boot`` of boot "" (monitor images built before either existed sent resize lines only). An operator that meets a newer version
 drops the line and says so once: the monitor image and the operator are upgraded separately.
 
 Parsing here is about form only; whether a well-formed line is *believable* (its sequence, its
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
@@ -64,15 +67,29 @@ class UnknownVersion(ValueError):
     """A line of a protocol version newer than this operator knows."""
 
 
-def usage_line(seq: int, sample: UsageSample) -> str:
-    return _dump({"kind": USAGE_MARKER, "v": PROTOCOL_VERSION, "seq": seq, "time": sample.time,
+def new_boot() -> str:
+    """This monitor process's boot id."""
+    return secrets.token_hex(6)
+
+
+def signal_line(signal: ResizeSignal, boot: str = "") -> str:
+    return _dump({**signal.to_dict(), "boot": boot})
+
+
+def status_line(status: MonitorStatus, boot: str = "") -> str:
+    return _dump({"kind": STATUS_MARKER, "v": PROTOCOL_VERSION, "boot": boot, "event": status.event,
+                  "reason": status.reason, "time": status.time})
+
+
+def usage_line(seq: int, sample: UsageSample, boot: str = "") -> str:
+    return _dump({"kind": USAGE_MARKER, "v": PROTOCOL_VERSION, "boot": boot, "seq": seq, "time": sample.time,
                   "source": sample.source, "values": dict(sample.values)})
 
 
 def summary_line(start_time: float, end_time: float, peak: Mapping[str, float], mean: Mapping[str, float],
-                 oom_kills: int) -> str:
-    return _dump({"kind": SUMMARY_MARKER, "v": PROTOCOL_VERSION, "start_time": start_time, "end_time": end_time,
-                  "peak": dict(peak), "mean": dict(mean), "oom_kills": oom_kills})
+                 oom_kills: int, boot: str = "") -> str:
+    return _dump({"kind": SUMMARY_MARKER, "v": PROTOCOL_VERSION, "boot": boot, "start_time": start_time,
+                  "end_time": end_time, "peak": dict(peak), "mean": dict(mean), "oom_kills": oom_kills})
 
 
 def _dump(data: dict[str, Any]) -> str:
@@ -80,7 +97,13 @@ def _dump(data: dict[str, Any]) -> str:
 
 
 def parse_line(line: str) -> MonitorLine | None:
-    """The monitor's message on one log line; None for ordinary log text.
+    """The monitor's message on one log line; None for ordinary log text (see :func:`parse_with_boot`)."""
+    parsed = parse_with_boot(line)
+    return parsed[0] if parsed else None
+
+
+def parse_with_boot(line: str) -> tuple[MonitorLine, str] | None:
+    """The monitor's message on one log line and the boot that wrote it; None for ordinary log text.
 
     Raises :class:`MalformedLine` for a line that names one of the protocol's kinds but is not a
     well-formed message of it, :class:`UnknownVersion` for a newer protocol version.
@@ -101,8 +124,11 @@ def parse_line(line: str) -> MonitorLine | None:
         raise MalformedLine(f"protocol version {version!r} is not an integer")
     if version > PROTOCOL_VERSION:
         raise UnknownVersion(f"protocol version {version} (this operator reads up to {PROTOCOL_VERSION})")
+    boot = data.get("boot", "")
+    if not isinstance(boot, str) or len(boot) > 64:
+        raise MalformedLine(f"boot {str(boot)[:70]!r} is not a short text")
     try:
-        return _PARSERS[data["kind"]](data)
+        return _PARSERS[data["kind"]](data), boot
     except (KeyError, TypeError, ValueError, UserError) as exc:
         raise MalformedLine(f"{data['kind']}: {exc}") from None
 

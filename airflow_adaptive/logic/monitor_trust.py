@@ -17,7 +17,8 @@ retraining leaves out.
 | a resize above the user's maximum | ``above_maximum`` | the user's limit is the bound, whoever asks |
 | more than ``max_resizes_per_minute`` resizes, ``max_samples_per_minute`` samples in a minute | ``rate_limited`` | the monitor's policy resizes a few times a minute at most and samples once an interval |
 | a time more than a day away from now | ``bad_time`` | MLflow's time axis is not the workload's to set |
-| a second, different summary | ``conflict`` | one summary per try |
+| a second, different summary | ``conflict`` | one summary per monitor process |
+| a line of an earlier monitor process (``boot``) after a newer one spoke, or a ninth boot | ``stale_boot`` / ``too_many_boots`` | a restarted monitor (the kubelet restarts a native sidecar that dies) numbers from 0 again under a new boot; the old process is gone |
 
 | knob | default | why |
 |---|---|---|
@@ -33,10 +34,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from airflow_adaptive.domain.monitor_protocol import MalformedLine, SummaryLine, UnknownVersion, UsageLine, parse_line
+from airflow_adaptive.domain.monitor_protocol import MalformedLine, SummaryLine, UnknownVersion, UsageLine, parse_with_boot
 from airflow_adaptive.domain.signals import MonitorStatus, ResizeSignal
 
 DAY_S = 86400.0
+MAX_BOOTS = 8  # monitor restarts a follower follows; a crash loop beyond this is not a monitor any more
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class MonitorLines:
     rejected: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)  # one per reason, for the task log
     sample_count: int = 0
-    _seen: dict[tuple[str, int], str] = field(default_factory=dict)  # (kind, seq) -> digest, to tell repeats
+    _seen: dict[tuple[str, str, int], str] = field(default_factory=dict)  # (kind, boot, seq) -> digest: repeats
+    _boot: str | None = None
+    _boots: list[str] = field(default_factory=list)
     _refused: set = field(default_factory=set)  # digests of unparseable lines already counted
     _signal_times: deque = field(default_factory=deque)
     _sample_times: deque = field(default_factory=deque)
@@ -72,7 +76,7 @@ class MonitorLines:
     def read(self, line: str, now: float) -> ResizeSignal | None:
         """Take one log line; the resize signal to apply now, if it is one and believable."""
         try:
-            message = parse_line(line)
+            parsed = parse_with_boot(line)
         except (UnknownVersion, MalformedLine) as exc:
             digest = hashlib.sha256(line.strip().encode()).hexdigest()[:16]
             if digest in self._refused or len(self._refused) >= 100_000:
@@ -81,7 +85,10 @@ class MonitorLines:
             if isinstance(exc, UnknownVersion):
                 return self._reject("unknown_version", f"a line of {exc}: upgrade the operator to read it")
             return self._reject("malformed", f"a malformed monitor line: {exc}")
-        if message is None:
+        if parsed is None:
+            return None
+        message, boot = parsed
+        if not self._enter(boot):
             return None
         if isinstance(message, ResizeSignal):
             return self._signal(message, line, now)
@@ -99,13 +106,31 @@ class MonitorLines:
         return out
 
     # ---- rules ---------------------------------------------------------------------------------
+    def _enter(self, boot: str) -> bool:
+        """Whether a line of monitor process ``boot`` may be read: the current one, or a new one
+        (a restart: its sequences start again); never an earlier one."""
+        if boot == self._boot:
+            return True
+        if boot in self._boots:
+            self._reject("stale_boot", f"a line of an earlier monitor process ({boot or 'unnamed'})")
+            return False
+        if len(self._boots) >= MAX_BOOTS:
+            self._reject("too_many_boots", f"more than {MAX_BOOTS} monitor processes")
+            return False
+        if self._boot is not None:  # a restart; the resumed sequence applied to the first only
+            self.last_sequence, self._last_sample_seq = None, -1
+        self._boot = boot
+        self._boots.append(boot)
+        return True
+
     def _repeat(self, kind: str, seq: int, line: str) -> bool | None:
         """True: an identical repeat (a reconnect); False: new; None: a conflicting line."""
         digest = hashlib.sha256(line.strip().encode()).hexdigest()[:16]
-        seen = self._seen.get((kind, seq))
+        key = (kind, self._boot or "", seq)
+        seen = self._seen.get(key)
         if seen is None:
             if len(self._seen) < 100_000:  # bounded: beyond this, repeats are only told by sequence
-                self._seen[(kind, seq)] = digest
+                self._seen[key] = digest
             return False
         return True if seen == digest else None
 

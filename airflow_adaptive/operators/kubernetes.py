@@ -163,7 +163,7 @@ def _stop_following(operator, drain_s: float = 0.0) -> None:
     follower = getattr(operator, "_resize_follower", None)
     if follower is not None:
         if drain_s > 0:
-            follower.join(drain_s)  # it ends by itself at the end of a finished container's log
+            follower.drain(drain_s)  # to the end of a finished container's log
         follower.stop()
         operator._monitor_statuses = follower.monitor_statuses
         operator._monitor_lines = follower.monitor

@@ -40,12 +40,15 @@ class InProcessChannel:
 class LogLineChannel:
     name = "stdout"
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, boot: str = "") -> None:
         self._stream = stream
+        self.boot = boot  # this monitor process's id on its lines (domain/monitor_protocol.py)
 
     def send(self, signal: ResizeSignal) -> float | None:
+        from airflow_adaptive.domain.monitor_protocol import signal_line
+
         stream = self._stream or sys.stdout
-        stream.write(signal.to_line() + "\n")
+        stream.write(signal_line(signal, self.boot) + "\n")
         stream.flush()  # the reader follows the log stream; a buffered line is a late resize
         return signal.new
 
@@ -58,9 +61,9 @@ class RecommendOnlyChannel:
         return signal.new
 
 
-def channel_named(name: str, apply: Callable[[ResizeSignal], float | None] | None = None) -> SignalChannel:
+def channel_named(name: str, apply: Callable[[ResizeSignal], float | None] | None = None, boot: str = "") -> SignalChannel:
     if name == "stdout":
-        return LogLineChannel()
+        return LogLineChannel(boot=boot)
     if name == "recommend":
         return RecommendOnlyChannel()
     if name == "in-process" and apply is not None:

@@ -35,6 +35,7 @@ from typing import Callable
 from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
 from airflow_adaptive.adapters.cgroups.reader import CgroupReader, parse_flat_keyed
 from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.monitor_protocol import status_line
 from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
 from airflow_adaptive.runtime.channels import SignalChannel
@@ -146,7 +147,7 @@ def unavailable_reason(spec: SidecarSpec, unreadable: dict[int, int], waited_s: 
     return None
 
 
-def stay_unavailable(reason: str, stop: "_Stop", emit: Callable[[str], None]) -> int:
+def stay_unavailable(reason: str, stop: "_Stop", emit: Callable[[str], None], boot: str = "") -> int:
     """Say once that the monitor cannot read the workload, then idle until the kubelet stops it.
 
     Exiting would not help: a native sidecar (``restartPolicy: Always``) that exits is restarted,
@@ -154,7 +155,7 @@ def stay_unavailable(reason: str, stop: "_Stop", emit: Callable[[str], None]) ->
     resizes; the operator reads this line, warns in the task log and tags the stage run.
     """
     log.warning("monitor unavailable: %s", reason)
-    emit(MonitorStatus(UNAVAILABLE, reason, time.time()).to_line())
+    emit(status_line(MonitorStatus(UNAVAILABLE, reason, time.time()), boot))
     while not stop.requested:
         time.sleep(0.2)
     return 0
@@ -166,7 +167,7 @@ def _print_line(line: str) -> None:
 
 def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLog | None = None,
                 gpu_for: Callable[[int], GpuReader | None] | None = None,
-                emit: Callable[[str], None] = _print_line) -> int:
+                emit: Callable[[str], None] = _print_line, boot: str = "") -> int:
     """Monitor the workload until it ends; ``gpu_for(pid)`` builds the GPU reader once it is found.
 
     When the workload cannot be read, says so once (``emit``, the stdout the operator follows)
@@ -179,7 +180,7 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     while pid is None and not stop.requested:
         reason = unavailable_reason(spec, unreadable_processes(), time.monotonic() - started)
         if reason:
-            return stay_unavailable(reason, stop, emit)
+            return stay_unavailable(reason, stop, emit, boot)
         time.sleep(min(spec.interval_s, 0.5))
         pid = find_workload(spec.workload_marker, spec.target_pid)
     if pid is None:

@@ -112,16 +112,17 @@ class StdoutUsageLog:
     them through ``pods/log`` and is the only writer of the stage run: the monitor needs no MLflow
     address, credentials, network or spool, and a sample is never lost to an unreachable server."""
 
-    def __init__(self, write=None) -> None:
+    def __init__(self, write=None, boot: str = "") -> None:
         import sys
 
+        self.boot = boot
         self._write = write or (lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush()))
         self._seq = 0
 
     def log_sample(self, sample: UsageSample) -> None:
         from airflow_adaptive.domain.monitor_protocol import usage_line
 
-        self._write(usage_line(self._seq, sample))
+        self._write(usage_line(self._seq, sample, self.boot))
         self._seq += 1
 
     def maybe_flush(self) -> None:
@@ -130,7 +131,8 @@ class StdoutUsageLog:
     def log_summary(self, summary: ObservedSummary) -> bool:
         from airflow_adaptive.domain.monitor_protocol import summary_line
 
-        self._write(summary_line(summary.start_time, summary.end_time, summary.peak, summary.mean, len(summary.oom_events)))
+        self._write(summary_line(summary.start_time, summary.end_time, summary.peak, summary.mean, len(summary.oom_events),
+                                 self.boot))
         return True
 
     def close(self, timeout_s: float = 10.0) -> bool:

@@ -260,6 +260,16 @@ class SignalFollowerThread(threading.Thread):
             self.error = exc
             log.exception("following resize signals of %s/%s stopped", self._follower.namespace, self._follower.pod)
 
+    def drain(self, timeout_s: float, quiet_s: float = 1.0) -> None:
+        """Wait until the follower has read the log to its end: it ended by itself (a finished
+        container's stream closes), or no line came for ``quiet_s``; at most ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.is_alive() and time.monotonic() < deadline:
+            last = self._follower.cursor.last_line_at
+            if last is not None and time.time() - last >= quiet_s:
+                return
+            self.join(0.1)
+
     def stop(self, timeout: float | None = 10.0) -> None:
         self.stop_event.set()
         self._follower.close()

@@ -90,3 +90,19 @@ def test_every_line_the_monitor_writes_parses_back():
     assert parse_line(usage_line(7, sample)).sample == sample
     assert parse_line(resize(3)).sequence == 3
     assert json.loads(resize(3))["v"] == PROTOCOL_VERSION
+
+
+def test_a_restarted_monitor_starts_its_sequences_again_under_a_new_boot():
+    """The kubelet restarts a native sidecar that dies; the new process numbers from 0 again. Its
+    lines are believed; the dead process's are not, and a crash loop is bounded."""
+    from airflow_adaptive.domain.monitor_protocol import signal_line
+
+    def line(seq, boot, new=512 * MIB):
+        return signal_line(ResizeSignal("memory", 256 * MIB, new, "r", NOW, seq, "base"), boot)
+
+    monitor, got = read_all([line(0, "a"), line(1, "a", 600 * MIB), line(0, "b", 700 * MIB), line(1, "b", 800 * MIB),
+                             line(2, "a", 900 * MIB)])
+    assert [(s.sequence, s.new / MIB) for s in got] == [(0, 512), (1, 600), (0, 700), (1, 800)]
+    assert monitor.rejected == {"stale_boot": 1}
+    monitor, got = read_all([line(0, f"boot{i}") for i in range(12)], step_s=10)
+    assert len(got) == 8 and monitor.rejected == {"too_many_boots": 4}
