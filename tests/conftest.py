@@ -74,3 +74,15 @@ def grow_profiler(monkeypatch):
         return version
 
     return register
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """A real ``mlflow server`` (SQLite) for one test module."""
+    from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
+
+    server = LocalMlflowServer(tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()

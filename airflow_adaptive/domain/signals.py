@@ -101,23 +101,3 @@ class MonitorStatus:
     event: str
     reason: str
     time: float
-
-    def to_line(self) -> str:
-        return json.dumps({"kind": STATUS_MARKER, "v": LINE_VERSION, **asdict(self)}, sort_keys=True, separators=(",", ":"))
-
-
-def parse_status_line(line: str) -> MonitorStatus | None:
-    """The monitor status on one log line, or None (not a status line, or not a well-formed one)."""
-    text = line.strip()
-    if not text.startswith("{") or STATUS_MARKER not in text:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or data.get("kind") != STATUS_MARKER:
-        return None
-    event, reason, at = data.get("event"), data.get("reason"), data.get("time")
-    if not isinstance(event, str) or not isinstance(reason, str) or not isinstance(at, (int, float)):
-        return None
-    return MonitorStatus(event[:64], reason[:1000], float(at))

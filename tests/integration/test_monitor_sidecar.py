@@ -14,7 +14,7 @@ import time
 import pytest
 
 from airflow_adaptive.domain.monitor_protocol import SummaryLine, UsageLine, parse_line
-from airflow_adaptive.domain.signals import parse_signal_line, parse_status_line
+from airflow_adaptive.domain.signals import MonitorStatus, parse_signal_line
 
 pytestmark = pytest.mark.integration
 MIB = 2**20
@@ -56,8 +56,8 @@ def test_sidecar_without_a_workload_says_what_the_pod_needs_and_stays_up_until_s
                              "--workload-env", "AIRFLOW_ADAPTIVE_WORKLOAD=nobody-has-this"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
-        status = parse_status_line(proc.stdout.readline())
-        assert status is not None and status.event == "unavailable"
+        status = parse_line(proc.stdout.readline())
+        assert isinstance(status, MonitorStatus) and status.event == "unavailable"
         assert "shareProcessNamespace" in status.reason
         time.sleep(0.5)
         assert proc.poll() is None, "the monitor must stay up (a native sidecar that exits is restarted)"

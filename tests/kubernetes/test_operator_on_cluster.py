@@ -19,9 +19,10 @@ import pytest
 from kubernetes import client
 
 from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON, cri_log_line
-from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import ResizeSignal
+
+from ..support.stage_records import stage_pods, stage_runs
 
 pytestmark = [pytest.mark.kubernetes]
 
@@ -53,15 +54,6 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
 '''
 
 
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    server = LocalMlflowServer(tmp_path_factory.mktemp("mlflow"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, tmp_path, grow_profiler):
     core = client.CoreV1Api(admin_api)
@@ -84,19 +76,6 @@ def run_stage(emulated_cluster, admin_api, namespace, airflow_home, mlflow_uri, 
         return done.returncode, done.stdout + done.stderr
 
     return core, monitor_log, run
-
-
-def stage_runs(tracking: str, dag_id: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    mlflow = MlflowClient(tracking)
-    exp = mlflow.get_experiment_by_name("airflow-adaptive-stages")
-    runs = mlflow.search_runs([exp.experiment_id], f"tags.`airflow_adaptive.dag_id` = '{dag_id}'") if exp else []
-    return sorted(runs, key=lambda r: int(r.data.tags["airflow_adaptive.try_number"]))
-
-
-def stage_pods(core, namespace) -> list:
-    return sorted(core.list_namespaced_pod(namespace).items, key=lambda p: p.metadata.creation_timestamp)
 
 
 def workload(pod):

@@ -124,6 +124,16 @@ class _Process:
             return ""
 
 
+def spawn(name: str, argv: list[str], workdir: Path) -> _Process:
+    """Start ``argv`` in a session of its own (so it can be stopped with its children), its output
+    in ``workdir/logs/<name>.log``."""
+    log_path = workdir / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+    return _Process(name, proc, log_path)
+
+
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok under ``workdir``.
 
@@ -266,12 +276,7 @@ class LocalCluster:
 
     # ---- components ---------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> _Process:
-        log_path = self.workdir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen([*self.wrap, str(self.bin_dir / name), *args], stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.workdir, start_new_session=True)
-        p = _Process(name, proc, log_path)
+        p = spawn(name, [*self.wrap, str(self.bin_dir / name), *args], self.workdir)
         self._procs.append(p)
         return p
 

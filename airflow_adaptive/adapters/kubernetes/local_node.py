@@ -48,7 +48,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from airflow_adaptive.adapters.kubernetes.local_cluster import ControlPlaneError, LocalCluster
+from airflow_adaptive.adapters.kubernetes.local_cluster import ControlPlaneError, LocalCluster, spawn
 
 log = logging.getLogger(__name__)
 
@@ -356,14 +356,7 @@ class RealNode:
 
     # ---- components ----------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]):
-        from airflow_adaptive.adapters.kubernetes.local_cluster import _Process
-
-        log_path = self.workdir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen([*netns_exec(), *argv], stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.workdir, start_new_session=True)
-        p = _Process(name, proc, log_path)
+        p = spawn(name, [*netns_exec(), *argv], self.workdir)
         self._daemons.append(p)
         return p
 
