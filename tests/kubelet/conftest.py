@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_adaptive.adapters.kubernetes.local_node import NODE_NAME, TOLERATION, NodeError, RealNode
+from airflow_adaptive.adapters.kubernetes.local_node import (
+    NODE_NAME, TOLERATION, NodeError, NodeSandbox, RealNode, host_snapshot,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +38,8 @@ def real_node(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the real node needs root (network namespace, cgroups, mounts)")
     node = RealNode(tmp_path_factory.mktemp("real-node"), images=node_images())
+    NodeSandbox().clean()  # a killed earlier run's leftovers are not this run's changes
+    before = host_snapshot()
     try:
         node.start()
     except NodeError as exc:
@@ -44,6 +48,9 @@ def real_node(tmp_path_factory):
         yield node
     finally:
         node.stop()
+    # The host as it was: every process, mount, namespace, link, cgroup, sysctl and file put back.
+    after = host_snapshot()
+    assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
 
 
 @pytest.fixture

@@ -75,6 +75,12 @@ def run_stage(real_node, node_api, node_namespace, airflow_home, mlflow_uri, tmp
     return core, node_namespace, run
 
 
+def metric_history(tracking: str, run_id: str, key: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking).get_metric_history(run_id, key)
+
+
 def limits(pod, where="spec"):
     if where == "spec":
         res = next(c for c in pod.spec.containers if c.name == "base").resources

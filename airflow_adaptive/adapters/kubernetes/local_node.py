@@ -27,7 +27,7 @@ start, so a killed earlier run is cleaned too, and on stop):
 | sysctls the kubelet sets | ``vm.overcommit_memory``, ``kernel.panic``, ``kernel.panic_on_oops`` | the values saved in the ledger before the start |
 | cgroups | ``<controller>/airflow-adaptive-node/...`` | killing their processes, removing them deepest first |
 | mounts | container root filesystems, shm, the kubelet's volumes under the state directories | unmounting everything under them, deepest first |
-| files | ``/var/lib/airflow-adaptive-node``, ``/run/airflow-adaptive-node``, ``/run/containerd/s``, ``/var/log/containers`` links | removed; directories that existed before are kept |
+| files | ``/var/lib/airflow-adaptive-node``, ``/run/airflow-adaptive-node``, ``/run/containerd``, ``/var/lib/cni``, ``/var/lib/kubelet/device-plugins`` (a kubelet constant), ``/var/log/containers`` links | removed; directories that existed before are kept |
 
 The ledger (``/var/lib/airflow-adaptive-node.ledger.json``) is written before anything changes, so
 a run killed at any point leaves what the next run needs to undo it.
@@ -67,7 +67,9 @@ CGROUP_ROOT = "airflow-adaptive-node"
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 # Paths outside our own directories that containerd 1.6 and the kubelet write to, whatever their
 # configuration says: shim sockets, pod network namespaces, container log links.
-SHARED_PATHS = (Path("/run/containerd"), Path("/run/netns"), Path("/var/log/containers"), Path("/var/lib/cni"))
+# /var/lib/kubelet/device-plugins is a constant of the kubelet's device manager, whatever --root-dir says.
+SHARED_PATHS = (Path("/run/containerd"), Path("/run/netns"), Path("/var/log/containers"), Path("/var/lib/cni"),
+                Path("/var/lib/kubelet"))
 REFUSING_REGISTRY = "http://127.0.0.1:9"  # the discard port: nothing listens, every pull is refused at once
 NODE_START_TIMEOUT_S = 90
 # The node keeps the machine's 2 cores but only this much memory for pods (system-reserved takes
@@ -109,6 +111,10 @@ def mounts_under(prefixes: Iterable[Path]) -> list[str]:
         if any((point + "/").startswith(r) for r in roots):
             points.append(point)
     return sorted(set(points), key=lambda p: p.count("/"), reverse=True)
+
+
+def _is_mount_point(path: Path) -> bool:
+    return str(path) in {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
 
 
 @dataclass
@@ -190,6 +196,9 @@ class NodeSandbox:
                         # other users' namespaces may have appeared meanwhile: keep the directory then
                         if any(netns_dir.iterdir()):
                             continue
+                        # `ip netns add` makes /run/netns a (shared) mount of itself
+                        while _is_mount_point(netns_dir) and _run("umount", str(netns_dir), check=False).returncode == 0:
+                            pass
                     shutil.rmtree(path, ignore_errors=True)
             for key, value in ledger.sysctls.items():
                 try:
@@ -254,6 +263,20 @@ class NodeSandbox:
                 root.rmdir()
             except OSError as exc:
                 log.warning("could not remove cgroup %s: %s", root, exc)
+
+
+def host_snapshot() -> dict[str, Any]:
+    """What the node may change on the host, as it is now: to compare before start and after stop."""
+    netns = Path("/run/netns")
+    links = _run("ip", "-o", "link", "show", check=False, quiet=True).stdout
+    return {
+        "sysctls": {k: Path("/proc/sys", k).read_text().strip() for k in KUBELET_SYSCTLS},
+        "netns": sorted(p.name for p in netns.iterdir()) if netns.is_dir() else None,
+        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line),
+        "cgroups": sorted(str(m / CGROUP_ROOT) for m in cgroup_mounts() if (m / CGROUP_ROOT).exists()),
+        "mounts": mounts_under([STATE, RUN, Path("/run/containerd"), Path("/run/netns"), Path("/var/lib/kubelet")]),
+        "paths": sorted(str(p) for p in (*SHARED_PATHS, STATE, RUN, LEDGER) if p.exists()),
+    }
 
 
 # ---- the node -----------------------------------------------------------------------------------
@@ -443,7 +466,7 @@ state = "{RUN / 'containerd'}"
         }))
         self._spawn("kubelet", [
             str(self.bin_dir / "kubelet"), "--config", str(config), "--kubeconfig", str(self.kubeconfig),
-            "--root-dir", str(kdir), "--node-ip", NODE_ADDR, "--hostname-override", NODE_NAME,
+            "--root-dir", str(kdir), "--cert-dir", str(kdir / "pki"), "--node-ip", NODE_ADDR, "--hostname-override", NODE_NAME,
             "--node-labels", "type=real,airflow-adaptive.io/real-node=true", "--v", "2"])
 
     def _wait_ready(self) -> None:
