@@ -109,3 +109,49 @@ def test_the_api_server_going_away_mid_stage_loses_no_signal(emulated_cluster, s
              timeout_s=60, what="the pod to complete")
     manager.thread.join(30)
     assert not manager.thread.is_alive() and manager.thread.error is None
+
+
+def test_the_async_follower_hands_over_each_signal_once_and_keeps_the_monitors_samples(emulated_cluster, stage, namespace):
+    """``follow_signals_async`` (what the deferrable trigger runs) on ``kubernetes_asyncio`` against
+    the real API server: signals applied once each through ``AsyncPodResizer``, usage samples and
+    the summary kept for the writer, a forged and a malformed line refused and counted."""
+    import asyncio
+
+    from kubernetes_asyncio import client as async_client
+    from kubernetes_asyncio import config as async_config
+
+    from airflow_adaptive.adapters.kubernetes.resize import AsyncPodResizer
+    from airflow_adaptive.adapters.kubernetes.signal_follower import follow_signals_async
+    from airflow_adaptive.domain.monitor_protocol import summary_line, usage_line
+    from airflow_adaptive.domain.observation import UsageSample
+    from airflow_adaptive.logic.monitor_trust import MonitorLines, TrustConfig
+
+    core, log_file, _manager = stage
+    now = time.time()
+    write(log_file, usage_line(0, UsageSample(now, {"memory": 1.5 * GI})), memory_signal(2, 3, sequence=0),
+          usage_line(1, UsageSample(now + 1, {"memory": 2.5 * GI})),
+          memory_signal(3, 9, sequence=0),  # forged: a different line under a sequence already seen
+          '{"kind": "airflow-adaptive/resize", "sequence": ',  # malformed
+          memory_signal(3, 4, sequence=1), summary_line(now, now + 2, {"memory": 2.5 * GI}, {"memory": 2 * GI}, 0))
+
+    async def follow() -> tuple[list, MonitorLines]:
+        api = await async_config.new_client_from_config(config_file=str(emulated_cluster.kubeconfig))
+        async with api:
+            core_async = async_client.CoreV1Api(api)
+            resizer, outcomes, stop = AsyncPodResizer(core_async), [], asyncio.Event()
+            lines = MonitorLines(TrustConfig(maximum={"memory": 8 * GI}))
+
+            async def on_signal(signal):
+                outcomes.append(await resizer.apply(namespace, "train", "base", signal))
+                if len(outcomes) == 2:
+                    stop.set()
+
+            await asyncio.wait_for(follow_signals_async(core_async, namespace, "train", MONITOR, on_signal, stop,
+                                                        read_timeout_s=5, retry_delay_s=0.2, monitor=lines), 60)
+            return outcomes, lines
+
+    outcomes, lines = asyncio.run(follow())
+    assert [(o.signal.sequence, o.status) for o in outcomes] == [(0, "applied"), (1, "applied")]
+    wait_for(lambda: limit_in_status(core, namespace, "train"), lambda v: v == "4Gi", what="4Gi actuated")
+    assert [u.seq for u in lines.take_samples()] == [0, 1] and lines.summary.peak == {"memory": 2.5 * GI}
+    assert dict(lines.rejected) == {"conflict": 1, "malformed": 1} and lines.untrusted
