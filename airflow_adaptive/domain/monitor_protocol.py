@@ -56,6 +56,18 @@ class SummaryLine:
     oom_kills: int
 
 
+def summary_metrics(summary: "SummaryLine | None") -> dict[str, float] | None:
+    """The monitor's summary as the stage run's metrics (times, peaks, means); None without one."""
+    from airflow_adaptive.domain.stage_run import METRIC_END, METRIC_START, observed_metric
+
+    if summary is None:
+        return None
+    metrics = {METRIC_START: summary.start_time, METRIC_END: summary.end_time}
+    metrics.update({observed_metric(r, "peak"): v for r, v in summary.peak.items()})
+    metrics.update({observed_metric(r, "mean"): v for r, v in summary.mean.items()})
+    return metrics
+
+
 MonitorLine = Union[ResizeSignal, UsageLine, SummaryLine, MonitorStatus]
 
 

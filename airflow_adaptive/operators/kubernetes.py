@@ -105,22 +105,12 @@ def monitor_lines(operator):
     return MonitorLines(TrustConfig(maximum=maximum))
 
 
-def summary_metrics(summary) -> dict[str, float] | None:
-    """The monitor's summary line as the stage run's metrics (times, peaks, means)."""
-    from airflow_adaptive.domain.stage_run import METRIC_END, METRIC_START, observed_metric
-
-    if summary is None:
-        return None
-    metrics = {METRIC_START: summary.start_time, METRIC_END: summary.end_time}
-    metrics.update({observed_metric(r, "peak"): v for r, v in summary.peak.items()})
-    metrics.update({observed_metric(r, "mean"): v for r, v in summary.mean.items()})
-    return metrics
-
-
 def record_monitor(operator, run_log, run_id: str, monitor) -> None:
     """The monitor's samples, summary and refused lines into the stage run (the only writer)."""
     if monitor is None:
         return
+    from airflow_adaptive.domain.monitor_protocol import summary_metrics
+
     summary = monitor.summary
     metrics = summary_metrics(summary)
     samples = [u.sample for u in monitor.take_samples()]

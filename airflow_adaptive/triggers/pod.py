@@ -106,7 +106,7 @@ class AdaptivePodTrigger(KubernetesPodTrigger):
         if not self.stage_run:
             return
         from airflow_adaptive.adapters.mlflow.stage_run_log import StageRunLog
-        from airflow_adaptive.operators.kubernetes import summary_metrics
+        from airflow_adaptive.domain.monitor_protocol import summary_metrics
 
         samples = monitor.take_samples()
         metrics = summary_metrics(monitor.summary) if final else None

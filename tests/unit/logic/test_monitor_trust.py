@@ -90,6 +90,12 @@ def test_every_line_the_monitor_writes_parses_back():
     assert parse_line(usage_line(7, sample)).sample == sample
     assert parse_line(resize(3)).sequence == 3
     assert json.loads(resize(3))["v"] == PROTOCOL_VERSION
+    from airflow_adaptive.domain.monitor_protocol import summary_metrics
+
+    summary = parse_line(summary_line(NOW, NOW + 9, {"memory": 3.0}, {"memory": 2.0}, 0))
+    assert summary_metrics(summary) == {"stage.start_time": NOW, "stage.end_time": NOW + 9,
+                                        "observed.memory.peak": 3.0, "observed.memory.mean": 2.0}
+    assert summary_metrics(None) is None
 
 
 def test_a_restarted_monitor_starts_its_sequences_again_under_a_new_boot():
