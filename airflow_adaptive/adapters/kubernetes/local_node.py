@@ -310,9 +310,8 @@ class RealNode:
         return self.cluster.api_client(token)
 
     def start(self) -> "RealNode":
-        for b in ("kubelet",):
-            if not (self.bin_dir / b).is_file():
-                raise NodeError(f"{b} not found in {self.bin_dir}; build it with `bash tools/control-plane/build.sh`")
+        if not (self.bin_dir / "kubelet").is_file():
+            raise NodeError(f"kubelet not found in {self.bin_dir}; build it with `bash tools/control-plane/build.sh`")
         for tool in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "nsenter", "ip"):
             if shutil.which(tool) is None:
                 raise NodeError(f"{tool} is not installed; `bash tools/node/build.sh` installs the node's packages")
@@ -437,8 +436,7 @@ state = "{RUN / 'containerd'}"
     def _import_images(self) -> None:
         for name, image in self.images.items():
             t0 = time.monotonic()
-            _run("ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", "images", "import",
-                 "--no-unpack=false", image["archive"])
+            _run("ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", "images", "import", image["archive"])
             self.timings[f"import_{name}_s"] = time.monotonic() - t0
 
     def _start_kubelet(self) -> None:
