@@ -45,6 +45,11 @@ def real_node(tmp_path_factory):
     except NodeError as exc:
         pytest.fail(f"the real node did not start: {exc}")
     try:
+        # While it runs: no address, link or route of the node's on the host (the tests reach it
+        # through 127.0.0.1); only its own namespace, mounts and cgroups.
+        running = host_snapshot()
+        network = ("addresses", "links", "routes")
+        assert {k: running[k] for k in network} == {k: before[k] for k in network}
         yield node
     finally:
         node.stop()

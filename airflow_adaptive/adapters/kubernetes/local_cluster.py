@@ -124,13 +124,14 @@ class _Process:
             return ""
 
 
-def spawn(name: str, argv: list[str], workdir: Path) -> _Process:
+def spawn(name: str, argv: list[str], workdir: Path, pass_fds=()) -> _Process:
     """Start ``argv`` in a session of its own (so it can be stopped with its children), its output
     in ``workdir/logs/<name>.log``."""
     log_path = workdir / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+                                pass_fds=tuple(pass_fds))
     return _Process(name, proc, log_path)
 
 
@@ -145,7 +146,10 @@ class LocalCluster:
                  wrap: Iterable[str] = (), controllers_extra: Iterable[str] = ()) -> None:
         """``address`` is where every component listens and the API server advertises itself;
         ``wrap`` prefixes each component's command (``nsenter --net=...`` for the real node's
-        namespace); ``kwok=False`` leaves the nodes to real kubelets."""
+        namespace); ``kwok=False`` leaves the nodes to real kubelets. Ports listed in
+        ``host_ports`` (inner port -> host loopback port, filled before :meth:`start`) are what the
+        host's clients use instead: the address of a cluster in a network namespace is not
+        reachable from the host (``adapters/kubernetes/netns_forward.py``)."""
         self.workdir = Path(workdir)
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
         self.nodes = tuple(nodes)
@@ -154,12 +158,24 @@ class LocalCluster:
         self.wrap = list(wrap)
         self.controllers = ",".join([CONTROLLERS, *controllers_extra])
         self.emulated = kwok
-        self.kubeconfig = self.workdir / "kubeconfig"
+        self.kubeconfig = self.workdir / "kubeconfig"  # the host's clients (tests, helm, Airflow)
+        self.component_kubeconfig = self.workdir / "kubeconfig-components"  # components beside the API server
         self.port = free_port()
-        self.server = f"https://{address}:{self.port}"
+        self.etcd_port, self.etcd_peer_port = free_port(), free_port()
+        self.host_ports: dict[int, int] = {}
         self.token = secrets.token_hex(16)
         self._procs: list[_Process] = []
         self.started_in_s: float | None = None
+
+    @property
+    def server(self) -> str:
+        """The API server as the host's clients reach it."""
+        return self._url("https", self.port)
+
+    def _url(self, scheme: str, port: int) -> str:
+        if port in self.host_ports:
+            return f"{scheme}://127.0.0.1:{self.host_ports[port]}"
+        return f"{scheme}://{self.address}:{port}"
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> "LocalCluster":
@@ -179,12 +195,12 @@ class LocalCluster:
             if self.kwok:
                 self._install_emulation_crds()
             self._spawn("kube-controller-manager", [
-                "--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--controllers", self.controllers,
+                "--kubeconfig", str(self.component_kubeconfig), "--leader-elect=false", "--controllers", self.controllers,
                 "--root-ca-file", str(self.workdir / "certs" / "apiserver.crt"),
                 "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
                 "--authentication-skip-lookup", "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"])
             self._spawn("kube-scheduler", [
-                "--kubeconfig", str(self.kubeconfig), "--leader-elect=false",
+                "--kubeconfig", str(self.component_kubeconfig), "--leader-elect=false",
                 # Its default 50 requests/s paced binding 500 pods to 8 s (kwokctl raises it too).
                 "--kube-api-qps", "500", "--kube-api-burst", "1000",
                 "--bind-address", "127.0.0.1", "--secure-port", str(free_port()), "--authentication-skip-lookup"])
@@ -308,18 +324,26 @@ class LocalCluster:
         # One admin identity for the components and the tests; service accounts get real tokens
         # from the TokenRequest API, so RBAC is exercised with them, not with this one.
         (certs / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        if self.address != "127.0.0.1" and not (certs / "apiserver.crt").exists():
+            # The API server's own self-signed certificate names its advertised address only; the
+            # host's clients come through 127.0.0.1, the pods through the service address.
+            names = ",".join([f"IP:{self.address}", "IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes",
+                              "DNS:kubernetes.default", "DNS:kubernetes.default.svc"])
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
+                            "-keyout", str(certs / "apiserver.key"), "-out", str(certs / "apiserver.crt"),
+                            "-subj", "/CN=kube-apiserver", "-addext", f"subjectAltName={names}"],
+                           check=True, capture_output=True)
 
     def _start_etcd(self) -> None:
-        client_port, peer_port = free_port(), free_port()
-        self.etcd_url = f"http://{self.address}:{client_port}"
-        peer = f"http://{self.address}:{peer_port}"
+        self.etcd_url = f"http://{self.address}:{self.etcd_port}"
+        peer = f"http://{self.address}:{self.etcd_peer_port}"
         p = self._spawn("etcd", [
             "--data-dir", str(self.workdir / "etcd"), "--listen-client-urls", self.etcd_url,
             "--advertise-client-urls", self.etcd_url, "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"default={peer}",
             # A test cluster's data is thrown away: fsync would only slow every write down.
             "--unsafe-no-fsync", "--log-level", "warn"])
-        self._wait(p, f"{self.etcd_url}/health")
+        self._wait(p, f"{self._url('http', self.etcd_port)}/health")
 
     def _start_apiserver(self) -> None:
         certs = self.workdir / "certs"
@@ -327,6 +351,8 @@ class LocalCluster:
             "--etcd-servers", self.etcd_url, "--bind-address", self.address, "--secure-port", str(self.port),
             *(["--advertise-address", self.address] if self.address != "127.0.0.1" else []),
             "--cert-dir", str(certs), "--token-auth-file", str(certs / "tokens.csv"),
+            *(["--tls-cert-file", str(certs / "apiserver.crt"), "--tls-private-key-file", str(certs / "apiserver.key")]
+              if (certs / "apiserver.key").exists() else []),
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(certs / "sa.key"),
             "--service-account-signing-key-file", str(certs / "sa.key"),
@@ -351,15 +377,16 @@ class LocalCluster:
 
     def _write_kubeconfig(self) -> None:
         ca = (self.workdir / "certs" / "apiserver.crt").read_text()
-        config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "local",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server, "certificate-authority-data": base64.b64encode(ca.encode()).decode()}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
-        }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        for path, server in ((self.kubeconfig, self.server), (self.component_kubeconfig, f"https://{self.address}:{self.port}")):
+            config = {
+                "apiVersion": "v1", "kind": "Config", "current-context": "local",
+                "clusters": [{"name": "local", "cluster": {
+                    "server": server, "certificate-authority-data": base64.b64encode(ca.encode()).decode()}}],
+                "users": [{"name": "admin", "user": {"token": self.token}}],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            }
+            path.write_text(yaml.safe_dump(config))
+            path.chmod(0o600)
 
     def _install_emulation_crds(self) -> None:
         from kubernetes import client, utils
@@ -388,7 +415,7 @@ class LocalCluster:
         config.write_text(yaml.safe_dump_all(docs))
         node_port = free_port()
         p = self._spawn("kwok", [
-            "--kubeconfig", str(self.kubeconfig), "--config", str(config),
+            "--kubeconfig", str(self.component_kubeconfig), "--config", str(config),
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE}=fake",
             "--node-ip", "127.0.0.1", "--node-port", str(node_port),
             "--server-address", f"127.0.0.1:{node_port}", "--enable-crds", "Logs,ClusterLogs",

@@ -1,16 +1,21 @@
 """A real Kubernetes node for the tests: kubelet, containerd, runc and CNI, in a network namespace
 of its own with the control plane it registers with (a kind-like node without Docker).
 
-Layout (all traffic stays on loopback or inside the namespace this module creates):
+Layout (all traffic stays on the host's loopback or inside the namespaces the node creates):
 
-    host                         netns airflow-adaptive-node
-    test process ── veth ──────  eth0 198.18.250.2 (the node's InternalIP, the API server's address)
-    198.18.250.1/30              etcd, kube-apiserver, controller-manager, scheduler, containerd,
-                                 kubelet; CNI bridge cni0 198.18.251.1/24 with one netns per pod
+    host                              netns airflow-adaptive-node
+    test process ─ 127.0.0.1:<p> ─┐   aa-node0 (veth, both ends here) 198.18.250.2: the InternalIP, the
+                                  └─> netns_forward ─> API server's address; etcd, kube-apiserver,
+                                                       controller-manager, scheduler, containerd,
+                                                       kubelet; CNI bridge cni0 198.18.251.1/24,
+                                                       one network namespace per pod
 
-The namespace has no default route, so nothing in it (a pull of a mistyped image, a DNS lookup)
-can leave the machine; containerd's registry configuration also sends every pull to a loopback
-port that refuses it.
+No address, link or route is added to the host: the node's addresses live on an interface in
+its own namespace, and the tests reach the API server (and etcd's health check) through
+listening sockets on the host's 127.0.0.1 that a forwarder running inside the namespace serves
+(``adapters/kubernetes/netns_forward.py``). The namespace has no route out, so nothing in it (a
+pull of a mistyped image, a DNS lookup) can leave the machine; containerd's registry
+configuration also sends every pull to a loopback port that refuses it.
 
 The kubelet runs with the cgroupfs driver under one cgroup root of its own
 (``/airflow-adaptive-node``), cgroup v1 as this machine has it (``failCgroupV1: false``) and v2
@@ -22,7 +27,7 @@ start, so a killed earlier run is cleaned too, and on stop):
 
 | change | where | undone by |
 |---|---|---|
-| network namespace + veth pair | ``/run/netns/airflow-adaptive-node``, ``aa-node-host`` | deleting the namespace (the veth goes with it) |
+| network namespace | ``/run/netns/airflow-adaptive-node`` (its interfaces and the pods' bridge inside) | deleting the namespace |
 | pod network namespaces | ``/run/netns/cni-*`` made by containerd | unmounting and removing those the ledger names |
 | sysctls the kubelet sets | ``vm.overcommit_memory``, ``kernel.panic``, ``kernel.panic_on_oops`` | the values saved in the ledger before the start |
 | cgroups | ``<controller>/airflow-adaptive-node/...`` | killing their processes, removing them deepest first |
@@ -40,7 +45,9 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +60,8 @@ from airflow_adaptive.adapters.kubernetes.local_cluster import ControlPlaneError
 log = logging.getLogger(__name__)
 
 NETNS = "airflow-adaptive-node"
-HOST_IF, NODE_IF = "aa-node-host", "aa-node-eth0"
-HOST_ADDR, NODE_ADDR, PREFIX = "198.18.250.1", "198.18.250.2", 30
+NODE_IF, NODE_PEER = "aa-node0", "aa-node1"
+NODE_ADDR = "198.18.250.2"  # RFC 2544's benchmarking range: on a dummy interface inside the namespace only
 POD_CIDR = "198.18.251.0/24"
 NODE_NAME = "real-node-0"
 TAINT_KEY = "airflow-adaptive.io/real-node"
@@ -158,11 +165,11 @@ class NodeSandbox:
                 continue  # a v2 hierarchy beside v1 (hybrid): the kubelet uses v1
             (mount / CGROUP_ROOT).mkdir(exist_ok=True)
         _run("ip", "netns", "add", NETNS)
-        _run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NODE_IF)
-        _run("ip", "link", "set", NODE_IF, "netns", NETNS)
-        _run("ip", "addr", "add", f"{HOST_ADDR}/{PREFIX}", "dev", HOST_IF)
-        _run("ip", "link", "set", HOST_IF, "up")
-        for cmd in (("ip", "link", "set", "lo", "up"), ("ip", "addr", "add", f"{NODE_ADDR}/{PREFIX}", "dev", NODE_IF),
+        # The kubelet refuses a loopback node IP: the node's address is on an interface inside the
+        # namespace (a veth pair with both ends there: this kernel has no dummy driver); nothing is
+        # added to the host's interfaces or routes.
+        for cmd in (("ip", "link", "set", "lo", "up"), ("ip", "link", "add", NODE_IF, "type", "veth", "peer", "name", NODE_PEER),
+                    ("ip", "addr", "add", f"{NODE_ADDR}/32", "dev", NODE_IF), ("ip", "link", "set", NODE_PEER, "up"),
                     ("ip", "link", "set", NODE_IF, "up")):
             _run("ip", "netns", "exec", NETNS, *cmd)
 
@@ -180,7 +187,6 @@ class NodeSandbox:
                     entry.unlink(missing_ok=True)
         if (netns_dir / NETNS).exists():
             _run("ip", "netns", "del", NETNS, check=False)
-        _run("ip", "link", "del", HOST_IF, check=False, quiet=True)
         self._remove_cgroups()
         for d in (STATE, RUN):
             shutil.rmtree(d, ignore_errors=True)
@@ -269,7 +275,11 @@ def host_snapshot() -> dict[str, Any]:
     """What the node may change on the host, as it is now: to compare before start and after stop."""
     netns = Path("/run/netns")
     links = _run("ip", "-o", "link", "show", check=False, quiet=True).stdout
+    addresses = _run("ip", "-o", "addr", "show", check=False, quiet=True).stdout
+    routes = _run("ip", "route", "show", "table", "all", check=False, quiet=True).stdout
     return {
+        "addresses": sorted(line.split()[3] for line in addresses.splitlines() if len(line.split()) > 3),
+        "routes": sorted(routes.splitlines()),
         "sysctls": {k: Path("/proc/sys", k).read_text().strip() for k in KUBELET_SYSCTLS},
         "netns": sorted(p.name for p in netns.iterdir()) if netns.is_dir() else None,
         "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line),
@@ -318,6 +328,7 @@ class RealNode:
         t0 = time.monotonic()
         try:
             self.sandbox.create()
+            self._start_forwarder()
             self.cluster.start()
             self.timings["control_plane_s"] = time.monotonic() - t0
             t1 = time.monotonic()
@@ -377,10 +388,29 @@ class RealNode:
         return p.tail(chars) if p else ""
 
     # ---- components ----------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str]):
-        p = spawn(name, [*netns_exec(), *argv], self.workdir)
+    def _spawn(self, name: str, argv: list[str], pass_fds: tuple[int, ...] | list[int] = ()):
+        p = spawn(name, [*netns_exec(), *argv], self.workdir, pass_fds=pass_fds)
         self._daemons.append(p)
         return p
+
+    def _start_forwarder(self) -> None:
+        """Host loopback ports for the API server and etcd (its health check), served from inside
+        the namespace: the host's clients never need an address of the node's."""
+        listeners, specs = [], []
+        for inner in (self.cluster.port, self.cluster.etcd_port):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            listeners.append(sock)
+            specs.append(f"{sock.fileno()}={NODE_ADDR}:{inner}")
+            self.cluster.host_ports[inner] = sock.getsockname()[1]
+        try:
+            self._spawn("netns-forward", [sys.executable, "-m", "airflow_adaptive.adapters.kubernetes.netns_forward", *specs],
+                        pass_fds=[s.fileno() for s in listeners])
+        finally:
+            for sock in listeners:  # the forwarder holds them now
+                sock.close()
 
     def _start_containerd(self) -> None:
         cni_conf = RUN / "cni" / "net.d"
@@ -463,7 +493,7 @@ state = "{RUN / 'containerd'}"
             "syncFrequency": "5s", "nodeStatusUpdateFrequency": "5s",
         }))
         self._spawn("kubelet", [
-            str(self.bin_dir / "kubelet"), "--config", str(config), "--kubeconfig", str(self.kubeconfig),
+            str(self.bin_dir / "kubelet"), "--config", str(config), "--kubeconfig", str(self.cluster.component_kubeconfig),
             "--root-dir", str(kdir), "--cert-dir", str(kdir / "pki"), "--node-ip", NODE_ADDR, "--hostname-override", NODE_NAME,
             "--node-labels", "type=real,airflow-adaptive.io/real-node=true", "--v", "2"])
 
