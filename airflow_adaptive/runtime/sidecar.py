@@ -131,9 +131,9 @@ def unreadable_processes() -> dict[int, int]:
     return out
 
 
-def unavailable_reason(spec: SidecarSpec, unreadable: dict[int, int], waited_s: float) -> str | None:
-    """Why the monitor cannot read the workload, once that is certain; None while it may still appear."""
-    me = os.getuid()
+def unavailable_reason(spec: SidecarSpec, unreadable: dict[int, int], waited_s: float, me: int) -> str | None:
+    """Why the monitor (UID ``me``) cannot read the workload, once that is certain; None while it
+    may still appear. Pure: the process table and the clock are read by the caller."""
     if unreadable and waited_s >= spec.unreadable_grace_s:
         uids = sorted(set(unreadable.values()))
         return (f"the workload's processes run as UID {', '.join(map(str, uids))} and the monitor as UID {me}: "
@@ -178,7 +178,7 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     started = time.monotonic()
     pid = find_workload(spec.workload_marker, spec.target_pid)
     while pid is None and not stop.requested:
-        reason = unavailable_reason(spec, unreadable_processes(), time.monotonic() - started)
+        reason = unavailable_reason(spec, unreadable_processes(), time.monotonic() - started, os.getuid())
         if reason:
             return stay_unavailable(reason, stop, emit, boot)
         time.sleep(min(spec.interval_s, 0.5))

@@ -60,6 +60,7 @@ class AdaptivePodTrigger(KubernetesPodTrigger):
         self.last_resize_sequence = last_resize_sequence
         self.stage_run = dict(stage_run) if stage_run else None
         self.maximum = dict(maximum or {})
+        self._run_log = None  # the stage run's writer, made on the first write
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
@@ -113,9 +114,10 @@ class AdaptivePodTrigger(KubernetesPodTrigger):
         rejected = dict(monitor.rejected) if final else {}
         if not (samples or metrics or rejected):
             return
-        run_log = StageRunLog(self.stage_run["tracking_uri"], self.stage_run.get("experiment") or "airflow-adaptive-stages")
+        if self._run_log is None:
+            self._run_log = StageRunLog(self.stage_run["tracking_uri"], self.stage_run.get("experiment") or "airflow-adaptive-stages")
         try:
-            await asyncio.to_thread(run_log.record_monitor_lines, self.stage_run["run_id"], [u.sample for u in samples],
+            await asyncio.to_thread(self._run_log.record_monitor_lines, self.stage_run["run_id"], [u.sample for u in samples],
                                     metrics, rejected)
         except Exception as exc:  # noqa: BLE001 - MLflow down: keep the samples, say so
             monitor.samples[:0] = samples

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ import pytest
 from airflow_adaptive.adapters.kubernetes.local_node import (
     NODE_NAME, TOLERATION, NodeError, NodeSandbox, RealNode, host_snapshot,
 )
+
+from ..kubernetes.conftest import temporary_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,16 +67,8 @@ def node_api(real_node):
 
 @pytest.fixture
 def node_namespace(real_node):
-    from kubernetes import client
-
-    name = f"n-{uuid.uuid4().hex[:8]}"
-    with real_node.api_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_namespace({"metadata": {"name": name}})
-        try:
-            yield name
-        finally:
-            core.delete_namespace(name, grace_period_seconds=0)
+    with temporary_namespace(real_node, "n", grace_period_seconds=0) as name:
+        yield name
 
 
 def on_real_node(pod: dict) -> dict:

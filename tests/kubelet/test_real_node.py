@@ -62,6 +62,14 @@ def adaptive_pod(name: str, images: dict, args: list[str], *, memory_mib: int, c
     return on_real_node(manifest)
 
 
+def wait_running(core, namespace, name):
+    """The pod once it runs and its workload container has an id (its cgroup exists)."""
+    return wait_for(lambda: core.read_namespaced_pod(name, namespace),
+                    lambda p: p.status.phase == "Running" and any(s.name == "base" and s.container_id
+                                                                  for s in p.status.container_statuses or []),
+                    timeout_s=60, what=f"{name} to run")
+
+
 def phase(core, namespace, name):
     return core.read_namespaced_pod(name, namespace).status.phase
 
@@ -149,10 +157,7 @@ def test_the_monitor_grows_memory_in_place_and_the_kubelet_changes_the_cgroup(re
                                                    "--rate-mib-s", "10", "--hold-s", "2"],
                        memory_mib=128, user=1000, maximum=ResourceVector(cpu=1, memory=1024 * MIB))
     core.create_namespaced_pod(node_namespace, pod)
-    running = wait_for(lambda: core.read_namespaced_pod("grow", node_namespace),
-                       lambda p: p.status.phase == "Running" and any(s.name == "base" and s.container_id
-                                                                     for s in p.status.container_statuses or []),
-                       timeout_s=60, what="the stage to run")
+    running = wait_running(core, node_namespace, "grow")
     cgroup = real_node.container_cgroup(running, "base", "memory")
     assert read_int(cgroup / "memory.limit_in_bytes") == 128 * MIB
     with ResourceManager(core, node_namespace, "grow") as rm:
@@ -175,10 +180,7 @@ def test_a_throttled_stage_gets_more_cpu_in_place(real_node, node_api, node_name
                                                    "--processes", "2"],
                        memory_mib=128, cpu=0.2, user=1000, maximum=ResourceVector(cpu=2, memory=512 * MIB))
     core.create_namespaced_pod(node_namespace, pod)
-    running = wait_for(lambda: core.read_namespaced_pod("spin", node_namespace),
-                       lambda p: p.status.phase == "Running" and any(s.name == "base" and s.container_id
-                                                                     for s in p.status.container_statuses or []),
-                       timeout_s=60, what="the stage to run")
+    running = wait_running(core, node_namespace, "spin")
     cgroup = real_node.container_cgroup(running, "base", "cpu")
     assert read_int(cgroup / "cpu.cfs_quota_us") == 20000
     with ResourceManager(core, node_namespace, "spin") as rm:

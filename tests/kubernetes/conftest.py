@@ -5,6 +5,7 @@ cluster (kind, k3d, a real one); the tests of kwok's emulation are skipped there
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -63,19 +64,26 @@ def admin_api(kube_cluster):
         yield api
 
 
-@pytest.fixture
-def namespace(kube_cluster):
-    """A fresh namespace for one test, deleted afterwards."""
+@contextlib.contextmanager
+def temporary_namespace(cluster, prefix: str = "t", **delete_options):
+    """A fresh namespace of ``cluster``, deleted afterwards."""
     from kubernetes import client
 
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    with kube_cluster.api_client() as api:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    with cluster.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": name}})
         try:
             yield name
         finally:
-            core.delete_namespace(name)
+            core.delete_namespace(name, **delete_options)
+
+
+@pytest.fixture
+def namespace(kube_cluster):
+    """A fresh namespace for one test, deleted afterwards."""
+    with temporary_namespace(kube_cluster) as name:
+        yield name
 
 
 def wait_for(read, check, *, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):
