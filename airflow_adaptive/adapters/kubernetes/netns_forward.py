@@ -44,6 +44,8 @@ def _serve(listener: socket.socket, target: tuple[str, int]) -> None:
         except OSError:
             client.close()
             continue
+        for s in (client, upstream):  # small TLS records, relayed as they come: Nagle would hold them ~40 ms
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=_pump, args=(a, b), daemon=True).start()
 
