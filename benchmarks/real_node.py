@@ -165,15 +165,25 @@ def resizes(node, core, ns: str, images: dict, n: int, every_s: float) -> dict:
     status_seen: dict[int, float] = {}
 
     def watch_status() -> None:
-        while not stop.is_set():
-            p = core.read_namespaced_pod("resize", ns)
-            base = next((s for s in p.status.container_statuses or [] if s.name == "base"), None)
-            if base and base.resources and base.resources.limits:
-                from airflow_adaptive.domain.resources import ResourceVector
+        # A watch, not polling: 100 reads a second would load the API server it measures.
+        from kubernetes import watch
 
-                mem = int(ResourceVector.from_kubernetes(base.resources.limits, "status").memory)
-                status_seen.setdefault(mem, time.time())
-            time.sleep(0.01)
+        from airflow_adaptive.domain.resources import ResourceVector
+
+        w = watch.Watch()
+        while not stop.is_set():
+            try:
+                for event in w.stream(core.list_namespaced_pod, ns, field_selector="metadata.name=resize", timeout_seconds=5):
+                    p = event["object"]
+                    base = next((s for s in (p.status.container_statuses or []) if s.name == "base"), None)
+                    if base and base.resources and base.resources.limits:
+                        mem = int(ResourceVector.from_kubernetes(base.resources.limits, "status").memory)
+                        status_seen.setdefault(mem, time.time())
+                    if stop.is_set():
+                        w.stop()
+            except Exception:  # noqa: BLE001 - the pod was deleted at the end, or the stream dropped
+                if stop.is_set():
+                    return
 
     resizer, outcomes = PodResizer(core), []
     threads = [threading.Thread(target=poll, daemon=True), threading.Thread(target=watch_status, daemon=True)]
@@ -195,17 +205,19 @@ def resizes(node, core, ns: str, images: dict, n: int, every_s: float) -> dict:
         for t in threads:
             t.join(2)
         core.delete_namespaced_pod("resize", ns, grace_period_seconds=0)
-    to_cgroup, to_status = [], []
+    to_cgroup, to_status, by_sequence = [], [], []
     for signal, outcome in outcomes:
         seen = next((t for t, v in changes if v >= int(signal.new) - 4096), None)
         if seen is not None:
             to_cgroup.append((seen - signal.time) * 1000)
+            by_sequence.append([signal.sequence, round(to_cgroup[-1], 1), outcome.attempts])
         st = next((t for v, t in sorted(status_seen.items()) if v >= int(signal.new) - 4096), None)
         if st is not None:
             to_status.append((st - signal.time) * 1000)
     return {"resizes": len(outcomes), "applied": sum(o.status in ("applied", "capped") for _, o in outcomes),
             "signal_to_cgroup_ms": {"p50": round(percentile(to_cgroup, 0.5), 1), "p99": round(percentile(to_cgroup, 0.99), 1),
-                                    "max": round(max(to_cgroup), 1), "n": len(to_cgroup)},
+                                    "max": round(max(to_cgroup), 1), "n": len(to_cgroup),
+                                    "by_sequence": by_sequence},  # [sequence, ms, API attempts]
             "signal_to_status_ms": {"p50": round(percentile(to_status, 0.5), 1), "p99": round(percentile(to_status, 0.99), 1),
                                     "n": len(to_status)},
             "every_s": every_s}

@@ -1,4 +1,4 @@
-"""``airflow-adaptive``: train, predict, replay, run and monitor from the command line.
+"""``airflow-adaptive``: train, predict, replay, simulate, run and monitor from the command line.
 
 A user's mistake (a bad file, flag, feature or an unreachable registry) prints one line,
 ``airflow-adaptive: error: ...``, and exits 2; no traceback.
@@ -60,6 +60,30 @@ def cmd_replay(args) -> int:
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.plot:
         replay_plot(report, args.plot)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from airflow_adaptive.adapters.series import load_series
+    from airflow_adaptive.cli.report import simulate_plot, simulate_table
+    from airflow_adaptive.logic.simulate import POLICIES, SimulationConfig, simulate, total_work
+
+    started = time.perf_counter()
+    series = load_series(args.series, args.format)
+    config = SimulationConfig(policies=tuple(args.policy or POLICIES))
+    with tqdm(total=total_work(series, config), desc="simulate", unit="run", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty() and not args.progress) as bar:
+        report = simulate(series, config, progress=bar.update)
+    report = {**report, "seconds": round(time.perf_counter() - started, 2)}
+    print(simulate_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.plot:
+        simulate_plot(report, args.plot)
     return 0
 
 
@@ -191,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
     p.add_argument("--plot", metavar="OUT.png", help="plot every policy's trade-off curve")
     p.set_defaults(func=cmd_replay)
+
+    from airflow_adaptive.logic.simulate import POLICIES
+
+    p = sub.add_parser("simulate", help="replay usage series through the runtime policies: reserved, requested, kills")
+    p.add_argument("--series", required=True, help="long CSV (series,stage,time_s,resource,value; .gz too), "
+                   "Prometheus range-query JSON, or an MLflow experiment of stage runs")
+    p.add_argument("--format", choices=("csv", "prometheus", "mlflow"), default="csv", help="default csv")
+    p.add_argument("--policy", action="append", choices=POLICIES, help="a policy to run (repeat; default: all)")
+    p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
+    p.add_argument("--plot", metavar="OUT.png", help="plot each policy's margin sweep (reserved/used against kills)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="set up Airflow and MLflow, seed the profiler, run the example pipeline static vs adaptive")
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable demo report")

@@ -84,3 +84,59 @@ def holdout_plot(profiler, holdout, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def simulate_table(report: dict[str, Any]) -> str:
+    """Per resource and policy: reserved and requested over used, kills, resizes, and the
+    reservation at ``static_history``'s kill count."""
+    load = report["load"]
+    lines = [
+        f"series: {load['source']}   runs: {report['runs']}   stages: {report['stages']}   samples: {report['samples']}"
+        f"   interval: {report['sampling_interval_s']:g} s   seconds: {report['seconds']}",
+        f"order: {report['ordering']}; warm-up runs (no history anywhere, not scored): {report['warmup_runs']}",
+        f"cleaned: {load['duplicated_timestamps']} duplicated timestamps (larger kept), {load['negative_values']} negative values (as 0)",
+        "",
+        f"{'resource':<11} {'policy':<15} {'margin':>6} {'reserved/used':>13} {'requested/used':>14} {'over req':>8}"
+        f" {'kills':>6} {'killed runs':>11} {'resizes':>7} {'R/U@kills':>10}",
+    ]
+    for resource in report["resources"]:
+        for policy, by_resource in report["policies"].items():
+            e = by_resource[resource]
+            at = e.get("at_kills") or {}
+            at_text = "-" if at.get("reserved_over_used") is None else f"{at['reserved_over_used']:.3f}"
+            if at and not at.get("reached"):
+                at_text += f" (min {at['kills']:g} kills)"
+            lines.append(
+                f"{resource:<11} {policy:<15} {e['margin']:>6.2f} {_ratio(e['reserved_over_used']):>13} "
+                f"{_ratio(e['requested_over_used']):>14} {e['over_request_fraction']:>8.1%} {e['kills']:>6}"
+                f" {e['killed_runs']:>5} ({e['kill_fraction']:>4.1%}) {e['resizes']:>7} {at_text:>10}")
+    lines.append("")
+    lines.extend(f"kill -> {policy}: {text}" for policy, text in report["escalation"].items())
+    return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def simulate_plot(report: dict[str, Any], path: str) -> None:
+    """Each policy's knob sweep: reserved/used against kills, one panel per resource."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    resources = report["resources"]
+    fig, axes = plt.subplots(1, len(resources), figsize=(6 * len(resources), 4.5), squeeze=False)
+    for ax, resource in zip(axes[0], resources):
+        for policy, by_resource in report["policies"].items():
+            sweep = [p for p in by_resource[resource]["sweep"] if p["reserved_over_used"] is not None]
+            ax.plot([p["kills"] for p in sweep], [p["reserved_over_used"] for p in sweep], marker="o", label=policy)
+        ax.set_xlabel("kills")
+        ax.set_ylabel("reserved / used")
+        ax.set_title(f"{resource}: margin sweep")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

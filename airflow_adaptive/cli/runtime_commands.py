@@ -69,7 +69,10 @@ def _bounds(args):
         "cpu": cpu_cores(args.max_cpu, "--max-cpu") if args.max_cpu else float(os.cpu_count() or 1),
         "memory": float(memory_bytes(args.max_memory, "--max-memory")) if args.max_memory else _host_memory(),
     }
-    return Bounds(minimum={}, maximum=maximum)
+    minimum = {"memory": float(memory_bytes(args.min_memory, "--min-memory"))} if args.min_memory else {}
+    if minimum and minimum["memory"] > maximum["memory"]:
+        raise UserError(f"--min-memory {args.min_memory} is above --max-memory ({maximum['memory']:.0f} bytes)")
+    return Bounds(minimum=minimum, maximum=maximum)
 
 
 def _host_memory() -> float:
@@ -175,6 +178,8 @@ def _common(p: argparse.ArgumentParser, env: bool) -> None:
     p.add_argument("--stage", help="which stage of a multi-stage profile file")
     p.add_argument("--max-cpu", default=e("AIRFLOW_ADAPTIVE_MAX_CPU"), help="upper bound for resizes (default: the host's cores)")
     p.add_argument("--max-memory", default=e("AIRFLOW_ADAPTIVE_MAX_MEMORY"), help="upper bound for resizes (default: the host's memory)")
+    p.add_argument("--min-memory", default=e("AIRFLOW_ADAPTIVE_MIN_MEMORY"),
+                   help="lower bound for memory decreases (a retry after an OOM kill: its escalated limit)")
     p.add_argument("--interval", type=_positive_float, default=e("AIRFLOW_ADAPTIVE_INTERVAL", "1.0"), help="sampling interval in seconds (default 1)")
     p.add_argument("--mlflow-uri", default=_env("MLFLOW_TRACKING_URI"), help="MLflow server (http[s]://...) for usage logging")
     p.add_argument("--run-id", default=_env("AIRFLOW_ADAPTIVE_RUN_ID"), help="the stage's MLflow run id; usage goes there")

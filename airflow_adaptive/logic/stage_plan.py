@@ -47,6 +47,9 @@ class StagePlan:
     fallback: str | None = None  # why the user's request is used instead of a prediction
     escalation: str | None = None  # how an earlier OOM kill changed the size
     in_place: bool = True  # False: sized at start (and on retries) only, never while running
+    #: A retry after an OOM kill never runs with less memory than its escalated limit: the kill
+    #: showed the need is above the old one, so the monitor may not release below it.
+    memory_floor: float = 0.0
 
     @property
     def sizing(self) -> str:
@@ -81,6 +84,7 @@ class StagePlan:
             "requested": {"requests": self.requested.to_kubernetes(), "limits": self.limited.to_kubernetes()},
             "predicted": self.profile.to_dict() if self.profile else None,
             "reasons": self.reasons(),
+            "memory_floor": self.memory_floor or None,
         }
 
 
@@ -183,7 +187,8 @@ def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, co
         notes.append(f"try {last.try_number} ran out of GPU memory: GPU type {pick.label}")
     elif gpu:
         notes.append(f"try {gpu[-1].try_number} ran out of GPU memory; no GPU types are configured to move to")
-    return replace(plan, size=size, escalation="; ".join(notes))
+    floor = max(plan.memory_floor, size.limits.memory) if kernel else plan.memory_floor
+    return replace(plan, size=size, escalation="; ".join(notes), memory_floor=floor)
 
 
 def local_allocation(plan: StagePlan, host: ResourceVector, policy_maximum: ResourceVector | None = None
@@ -198,7 +203,7 @@ def local_allocation(plan: StagePlan, host: ResourceVector, policy_maximum: Reso
     size = plan.size
     first = size.requests if plan.resizable else size.limits
     cpu = first.cpu or size.limits.cpu or size.requests.cpu or host.cpu
-    memory = first.memory or size.limits.memory or size.requests.memory or host.memory
+    memory = max(first.memory or size.limits.memory or size.requests.memory or host.memory, plan.memory_floor)
     maximum = {"cpu": plan.limited.cpu or host.cpu, "memory": plan.limited.memory or host.memory}
     if policy_maximum is not None:
         maximum = {r: min(v, getattr(policy_maximum, r) or v) for r, v in maximum.items()}

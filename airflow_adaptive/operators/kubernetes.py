@@ -1,7 +1,8 @@
 """The operator's Kubernetes path: the pod narrowed to the plan, resizes applied while KPO waits,
 OOM kills recorded before KPO deletes the pod.
 
-Only narrow hooks of KubernetesPodOperator are used:
+The operator hands each try's :class:`~airflow_adaptive.operators.try_state.TryState` to a
+:class:`KubernetesTry` (its ``adaptive_try``), which holds what the try observes and writes. Only narrow hooks of KubernetesPodOperator are used:
 
 | KPO hook | what airflow-adaptive does there |
 |---|---|
@@ -16,16 +17,21 @@ Only narrow hooks of KubernetesPodOperator are used:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCallback
+from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from kubernetes.client import models as k8s
 
-from airflow_adaptive.domain.signals import UNAVAILABLE
+from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.oom import gpu_out_of_memory, kernel_oom_killed, try_outcome
+from airflow_adaptive.logic.monitor_trust import MonitorLines, TrustConfig
 from airflow_adaptive.logic.stage_plan import deferred_sizes
+from airflow_adaptive.operators.try_state import TryState
 
 MONITOR_CONTAINER = "adaptive-monitor"
 #: The image built from the repository's Dockerfile (airflow-adaptive installed, non-root USER).
@@ -48,78 +54,190 @@ def shape_stage_pod(operator, pod: k8s.V1Pod, plan) -> k8s.V1Pod:
         run_id=None, tracking_uri=None,
         profile_json=json.dumps(plan.profile.to_dict()) if plan.profile else None,
         service_account=operator.service_account_name, maximum=plan.limited if plan.limited.memory > 0 else None,
+        minimum=ResourceVector(memory=plan.memory_floor) if plan.memory_floor else None,
     )
 
 
 class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
-    """Added to every AdaptiveTrainingOperator's KPO callbacks (after the user's own)."""
+    """Added to every AdaptiveTrainingOperator's KPO callbacks (after the user's own); each hands
+    over to the operator's :class:`KubernetesTry` (None: sizing is off, nothing to follow)."""
 
     @staticmethod
     def on_pod_creation(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
         # KPO calls this with mode SYNC from its deferrable path too: there the trigger follows.
-        if operator is None or operator.deferrable or getattr(operator, "_plan", None) is None or pod is None:
+        current = getattr(operator, "adaptive_try", None)
+        if current is None or operator.deferrable or pod is None:
             return
-        from airflow_adaptive.adapters.kubernetes.resize import PodResizer
-        from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
-
-        namespace, name = pod.metadata.namespace, pod.metadata.name
-        resizable = getattr(operator, "_resizable", False)
-        resizer = PodResizer(client) if resizable else None
-        applied: list[dict[str, Any]] = []
-
-        def on_signal(signal) -> None:
-            if resizer is None:  # shadow mode or in_place_resize=False: the monitor's usage is still read
-                return
-            outcome = resizer.apply(namespace, name, operator.base_container_name, signal)
-            operator.log.info("resize %s %s -> %s: %s (%s)", signal.resource, signal.old, signal.new, outcome.status, outcome.message)
-            applied.append({**outcome.to_dict(), "time": time.time(), "resource": signal.resource, "old": signal.old, "new": signal.new,
-                            "reason": signal.reason})
-
-        monitor = monitor_lines(operator)
-        thread = SignalFollowerThread(client, namespace, name, MONITOR_CONTAINER, on_signal, monitor=monitor)
-        operator._resize_follower, operator._resizes, operator._monitor_lines = thread, applied, monitor
-        thread.start()
+        current.follow(client, pod)
 
     @staticmethod
     def on_pod_completion(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
-        if operator is None or pod is None:
+        current = getattr(operator, "adaptive_try", None)
+        if current is None or pod is None:
             return
         # The pod has ended, so the monitor's log is complete: let the follower read it to the end
         # (the summary is its last line) before stopping it.
-        _stop_following(operator, drain_s=DRAIN_S)
-        record_pod_outcome(operator, pod, client)
+        current.stop_following(drain_s=DRAIN_S)
+        current.record_outcome(pod, client)
 
     @staticmethod
     def on_pod_cleanup(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
         # KPO always calls this (from a ``finally``), also when the pod never started or the API failed.
-        if operator is not None:
-            _stop_following(operator)
+        current = getattr(operator, "adaptive_try", None)
+        if current is not None:
+            current.stop_following()
 
 
-def monitor_lines(operator):
-    """What the operator accepts from the monitor's log, bounded by the user's limits."""
-    from airflow_adaptive.logic.monitor_trust import MonitorLines, TrustConfig
+class KubernetesTry:
+    """One try of a stage on Kubernetes, from its :class:`TryState`: what the monitor's log said and
+    which resizes were applied (the sync follower, or the trigger's event), and the stage run's
+    writes when the pod ends.
 
-    plan = getattr(operator, "_plan", None)
-    maximum = {r: v for r, v in (plan.limited.as_dict() if plan is not None else {}).items() if r in ("cpu", "memory") and v > 0}
-    return MonitorLines(TrustConfig(maximum=maximum))
+    :param state: the try's state (frozen; a re-deferral replaces it with the last signal handled).
+    :param run_log: the stage run's writer (``StageRunLog``), None when no stage run is open.
+    :param log: where the task log goes (the operator's logger).
+    :param container: the workload container.
+    """
 
+    def __init__(self, state: TryState, run_log, log: logging.Logger, container: str, task_id: str) -> None:
+        self.state, self.run_log, self.log, self.container, self.task_id = state, run_log, log, container, task_id
+        self.resizes: list[dict[str, Any]] = []
+        self.statuses: list[MonitorStatus] = []
+        self.monitor: MonitorLines | None = None  # the sync follower's; in deferrable mode the trigger writes
+        self._follower = None
 
-def record_monitor(operator, run_log, run_id: str, monitor) -> None:
-    """The monitor's samples, summary and refused lines into the stage run (the only writer)."""
-    if monitor is None:
-        return
-    from airflow_adaptive.domain.monitor_protocol import summary_metrics
+    # -- sync mode: a thread follows the monitor's log while KPO waits for the pod
+    def follow(self, client, pod: k8s.V1Pod) -> None:
+        from airflow_adaptive.adapters.kubernetes.resize import PodResizer
+        from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
 
-    summary = monitor.summary
-    metrics = summary_metrics(summary)
-    samples = [u.sample for u in monitor.take_samples()]
-    run_log.record_monitor_lines(run_id, samples, metrics, dict(monitor.rejected))
-    if monitor.rejected:
-        operator.log.warning("the monitor's log had lines the operator refused (%s): %s; the stage run is tagged "
+        namespace, name = pod.metadata.namespace, pod.metadata.name
+        resizer = PodResizer(client) if self.state.resizable else None
+
+        def on_signal(signal) -> None:
+            if resizer is None:  # shadow mode or in_place_resize=False: the monitor's usage is still read
+                return
+            outcome = resizer.apply(namespace, name, self.container, signal)
+            self.log.info("resize %s %s -> %s: %s (%s)", signal.resource, signal.old, signal.new, outcome.status, outcome.message)
+            self.resizes.append({**outcome.to_dict(), "time": time.time(), "resource": signal.resource, "old": signal.old,
+                                 "new": signal.new, "reason": signal.reason})
+
+        self.monitor = monitor_lines(self.state)
+        self._follower = SignalFollowerThread(client, namespace, name, MONITOR_CONTAINER, on_signal, monitor=self.monitor,
+                                              last_sequence=self.state.last_resize_sequence)
+        self._follower.start()
+
+    def stop_following(self, drain_s: float = 0.0) -> None:
+        follower, self._follower = self._follower, None
+        if follower is None:
+            return
+        if drain_s > 0:
+            follower.drain(drain_s)  # to the end of a finished container's log
+        follower.stop()
+        self.statuses = follower.monitor_statuses
+        self.state = self.state.handled(follower.last_sequence)
+
+    # -- deferrable mode: the trigger follows, resizes and writes the monitor's samples
+    def trigger(self, trigger: KubernetesPodTrigger):
+        """The provider's pod trigger as the project's, with this try's resize state."""
+        from airflow_adaptive.triggers.pod import AdaptivePodTrigger
+
+        _, kwargs = trigger.serialize()
+        return AdaptivePodTrigger(**kwargs, monitor_container_name=MONITOR_CONTAINER, workload_container_name=self.container,
+                                  resize=self.state.resizable, last_resize_sequence=self.state.last_resize_sequence,
+                                  stage_run=self.state.stage_run.to_dict() if self.state.stage_run else None,
+                                  maximum=dict(self.state.maximum))
+
+    def reentered(self, event: dict[str, Any]) -> None:
+        """What the trigger did while the task was deferred (its event's extra keys)."""
+        resizes = [r for r in event.get("resizes") or [] if isinstance(r, dict)]
+        self.resizes.extend(resizes)
+        for r in resizes:
+            self.log.info("resize %s: %s (%s)", r.get("resource"), r.get("status"), r.get("message"))
+        if event.get("last_resize_sequence") is not None:
+            self.state = self.state.handled(int(event["last_resize_sequence"]))
+        self.statuses = [MonitorStatus(str(m.get("event")), str(m.get("reason")), float(m.get("time") or 0))
+                         for m in event.get("monitor_statuses") or [] if isinstance(m, dict)]
+        if event.get("monitor_rejected"):
+            self.log.warning("the monitor's log had lines the trigger refused (%s); the stage run is tagged untrusted "
+                             "and retraining leaves it out", event["monitor_rejected"])
+
+    # -- the end of the try
+    def killed_at(self, resource: str = "memory") -> float:
+        """The limit in force when the try ended: the last resize applied, else the starting size."""
+        applied = [r for r in self.resizes if r.get("resource") == resource and r.get("status") in ("applied", "capped")]
+        if applied:
+            return float(applied[-1]["new"])
+        return float(self.state.limits.get(resource, 0.0))
+
+    def record_outcome(self, pod: k8s.V1Pod, client) -> None:
+        """The try's outcome, and its OOM kills (kernel, or CUDA out of memory in the log), go to its
+        MLflow run now: KPO deletes the pod next, and Airflow clears XCom before the retry."""
+        if self.state.stage_run is None or self.run_log is None:
+            return
+        run_id, run_log, container, try_number = self.state.stage_run.run_id, self.run_log, self.container, self.state.try_number
+        statuses = (pod.status.container_statuses or []) if pod.status else []
+        status = next((s for s in statuses if s.name == container), None)
+        events = []
+        if status is not None and kernel_oom_killed(status):
+            limit = _memory_limit_in_spec(pod, container) or self.killed_at("memory")
+            events.append(OomEvent(time.time(), container, limit, try_number, "kernel"))
+        else:
+            try:
+                tail = client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=container,
+                                                      tail_lines=LOG_TAIL_LINES)
+            except Exception as exc:  # noqa: BLE001 - the log is gone or unreadable: nothing more to learn
+                self.log.info("cannot read the workload's log tail for GPU out-of-memory errors: %s", exc)
+                tail = ""
+            if gpu_out_of_memory(tail.splitlines()):
+                events.append(OomEvent(time.time(), container, self.killed_at("gpu_memory"), try_number, "gpu"))
+        try:
+            if events:
+                run_log.record_oom(run_id, events)
+                self.log.warning("try %d of task '%s': %s out of memory, recorded in MLflow run %s for the next try",
+                                 try_number, self.task_id, events[0].kind, run_id)
+            if self.resizes:
+                run_log.log_resizes(run_id, self.resizes)
+            pending = not_actuated(pod, container)
+            if pending:
+                self.log.warning("try %d of task '%s': the kubelet had not actuated %s when the pod ended (%s); "
+                                 "the next try starts there", try_number, self.task_id, pending[0], pending[1])
+            carried = deferred_sizes(self.resizes)
+            for r, v in (pending[0] if pending else {}).items():
+                carried[r] = max(carried.get(r, 0.0), v)
+            run_log.record_deferred_sizes(run_id, carried)
+            self._record_monitor(run_id)
+            unavailable = [st for st in self.statuses if st.event == UNAVAILABLE]
+            if unavailable:
+                self.log.warning("the monitor could not read the workload, so the stage ran at its planned size "
+                                 "without in-place resizes: %s", unavailable[0].reason)
+                run_log.record_monitor_unavailable(run_id, unavailable[0].reason)
+            outcome = try_outcome(status, events)
+            run_log.record_outcome(run_id, outcome)
+            self.log.info("try %d of task '%s' ended: %s (MLflow run %s)", try_number, self.task_id, outcome, run_id)
+        except Exception as exc:  # noqa: BLE001 - MLflow down: say so, never fail the pod's outcome on it
+            self.log.warning("cannot record the pod's outcome in MLflow run %s: %s", run_id, exc)
+
+    def _record_monitor(self, run_id: str) -> None:
+        """The monitor's samples, summary and refused lines into the stage run (the only writer)."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        from airflow_adaptive.domain.monitor_protocol import summary_metrics
+
+        summary = monitor.summary
+        samples = [u.sample for u in monitor.take_samples()]
+        self.run_log.record_monitor_lines(run_id, samples, summary_metrics(summary), dict(monitor.rejected))
+        if monitor.rejected:
+            self.log.warning("the monitor's log had lines the operator refused (%s): %s; the stage run is tagged "
                              "untrusted and retraining leaves it out", dict(monitor.rejected), "; ".join(monitor.notes))
-    operator.log.info("the monitor reported %d usage samples%s", monitor.sample_count,
+        self.log.info("the monitor reported %d usage samples%s", monitor.sample_count,
                       "" if summary else " and no summary (it was stopped before it could write one)")
+
+
+def monitor_lines(state: TryState) -> MonitorLines:
+    """What the operator accepts from the monitor's log, bounded by the user's limits."""
+    return MonitorLines(TrustConfig(maximum=dict(state.maximum)), last_sequence=state.last_resize_sequence)
 
 
 def monitor_image_message(image: str, problem: str) -> str:
@@ -149,25 +267,6 @@ def wait_for_monitor(operator, pod: k8s.V1Pod) -> None:
         time.sleep(interval)
 
 
-def _stop_following(operator, drain_s: float = 0.0) -> None:
-    follower = getattr(operator, "_resize_follower", None)
-    if follower is not None:
-        if drain_s > 0:
-            follower.drain(drain_s)  # to the end of a finished container's log
-        follower.stop()
-        operator._monitor_statuses = follower.monitor_statuses
-        operator._monitor_lines = follower.monitor
-        operator._resize_follower = None
-
-
-def killed_at(operator, resource: str = "memory") -> float:
-    """The limit in force when the try ended: the last resize applied, else the starting size."""
-    applied = [r for r in getattr(operator, "_resizes", None) or [] if r.get("resource") == resource and r.get("status") in ("applied", "capped")]
-    if applied:
-        return float(applied[-1]["new"])
-    return float((getattr(operator, "_limits", None) or {}).get(resource, 0.0))
-
-
 def _memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float:
     """The memory limit the pod's spec held at the end (in-place resizes included), as the API
     server stored it: the plan's figure rounds to whole bytes on the way in. 0: none or no spec."""
@@ -190,54 +289,3 @@ def not_actuated(pod: k8s.V1Pod, container: str) -> tuple[dict[str, float], str]
     except (ValueError, AttributeError):  # no such container, or no spec/status to compare
         return None
     return (sizes, why) if sizes else None
-
-
-def record_pod_outcome(operator, pod: k8s.V1Pod, client) -> None:
-    """The try's outcome, and its OOM kills (kernel, or CUDA out of memory in the log), go to its
-    MLflow run now: KPO deletes the pod next, and Airflow clears XCom before the retry."""
-    run_id, run_log = getattr(operator, "_stage_run", None), getattr(operator, "_run_log", None)
-    if not run_id or run_log is None:
-        return
-    container = operator.base_container_name
-    statuses = (pod.status.container_statuses or []) if pod.status else []
-    status = next((s for s in statuses if s.name == container), None)
-    try_number = operator._try_number
-    events = []
-    if status is not None and kernel_oom_killed(status):
-        limit = _memory_limit_in_spec(pod, container) or killed_at(operator, "memory")
-        events.append(OomEvent(time.time(), container, limit, try_number, "kernel"))
-    else:
-        try:
-            tail = client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=container, tail_lines=LOG_TAIL_LINES)
-        except Exception as exc:  # noqa: BLE001 - the log is gone or unreadable: nothing more to learn
-            operator.log.info("cannot read the workload's log tail for GPU out-of-memory errors: %s", exc)
-            tail = ""
-        if gpu_out_of_memory(tail.splitlines()):
-            events.append(OomEvent(time.time(), container, killed_at(operator, "gpu_memory"), try_number, "gpu"))
-    try:
-        if events:
-            run_log.record_oom(run_id, events)
-            operator.log.warning("try %d of task '%s': %s out of memory, recorded in MLflow run %s for the next try",
-                                 try_number, operator.task_id, events[0].kind, run_id)
-        resizes = getattr(operator, "_resizes", None) or []
-        if resizes:
-            run_log.log_resizes(run_id, resizes)
-        pending = not_actuated(pod, container)
-        if pending:
-            operator.log.warning("try %d of task '%s': the kubelet had not actuated %s when the pod ended (%s); "
-                                 "the next try starts there", try_number, operator.task_id, pending[0], pending[1])
-        carried = deferred_sizes(resizes)
-        for r, v in (pending[0] if pending else {}).items():
-            carried[r] = max(carried.get(r, 0.0), v)
-        run_log.record_deferred_sizes(run_id, carried)
-        record_monitor(operator, run_log, run_id, getattr(operator, "_monitor_lines", None))
-        unavailable = [st for st in getattr(operator, "_monitor_statuses", None) or [] if st.event == UNAVAILABLE]
-        if unavailable:
-            operator.log.warning("the monitor could not read the workload, so the stage ran at its planned size "
-                                 "without in-place resizes: %s", unavailable[0].reason)
-            run_log.record_monitor_unavailable(run_id, unavailable[0].reason)
-        outcome = try_outcome(status, events)
-        run_log.record_outcome(run_id, outcome)
-        operator.log.info("try %d of task '%s' ended: %s (MLflow run %s)", try_number, operator.task_id, outcome, run_id)
-    except Exception as exc:  # noqa: BLE001 - MLflow down: say so, never fail the pod's outcome on it
-        operator.log.warning("cannot record the pod's outcome in MLflow run %s: %s", run_id, exc)

@@ -19,6 +19,7 @@ from airflow_adaptive.domain.stage_run import ObservedSummary
 from airflow_adaptive.logic.deviation import Bounds
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.logic.stage_plan import StagePlan, local_allocation
+from airflow_adaptive.operators.try_state import TryState
 
 
 @dataclass
@@ -55,7 +56,9 @@ def _host_limits() -> tuple[float, float]:
     return float(os.cpu_count() or 1), float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
+def run_stage_locally(operator, context, plan: StagePlan, state: TryState, run_log=None) -> LocalResult:
+    """Run the task's command under the local Resource Manager; ``run_log`` (a ``StageRunLog``)
+    writes the try's usage to ``state.stage_run`` afterwards (none: nothing is recorded)."""
     from airflow_adaptive.operators.training import python_command
     from airflow_adaptive.runtime.local_runner import RunSpec, run_local
 
@@ -71,8 +74,8 @@ def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
     spec = RunSpec(
         command=python_command(operator.cmds, operator.arguments), cpu=cpu, memory=memory,
         profile=plan.profile, resize=plan.resizable, interval_s=operator.monitor_interval,
-        bounds=Bounds(minimum={}, maximum=maximum), container=operator.base_container_name,
-        try_number=int(ti.try_number or 1),
+        bounds=Bounds(minimum={"memory": plan.memory_floor} if plan.memory_floor else {}, maximum=maximum), container=operator.base_container_name,
+        try_number=state.try_number,
     )
     usage = _CapturedUsage()
     report = run_local(spec, usage_log=usage, env={**os.environ, **_env(operator)})
@@ -90,7 +93,8 @@ def run_stage_locally(operator, context, plan: StagePlan) -> LocalResult:
     log.info("stage %s: %s, peak memory %s, %d resize(s), %s reserved", operator.task_id,
              "OOM-killed" if report.oom_killed else f"exit {report.exit_code}", format_memory(report.peak_memory_bytes),
              len(report.resizes), f"{report.reserved_memory_byte_seconds / 2**30:.2f} GiB-s")
-    _log_to_mlflow(operator, usage, report, {"cpu": cpu, "memory": memory})
+    if state.stage_run is not None and run_log is not None:
+        _log_to_mlflow(operator.log, run_log, state.stage_run.run_id, usage, report, {"cpu": cpu, "memory": memory})
     return LocalResult(report.exit_code, report.oom_killed, format_memory(report.final_allocation.get("memory", memory)), summary)
 
 
@@ -107,10 +111,7 @@ def _env(operator) -> dict[str, str]:
     return out
 
 
-def _log_to_mlflow(operator, usage: _CapturedUsage, report, started: dict[str, float]) -> None:
-    run_id, run_log = operator._stage_run, operator._run_log
-    if not run_id or run_log is None:
-        return
+def _log_to_mlflow(log, run_log, run_id: str, usage: _CapturedUsage, report, started: dict[str, float]) -> None:
     try:
         run_log.log_usage(run_id, usage.samples)
         run_log.log_resizes(run_id, report.resizes)
@@ -125,4 +126,4 @@ def _log_to_mlflow(operator, usage: _CapturedUsage, report, started: dict[str, f
                 run_log.record_oom(run_id, usage.summary.oom_events, usage.summary.peak.get("memory"))
             run_log.finish(run_id, usage.summary)
     except Exception as exc:  # noqa: BLE001 - the stage's outcome must not depend on MLflow
-        operator.log.warning("cannot write the stage's usage to MLflow run %s (%s); the run report is in XCom 'adaptive_run'", run_id, exc)
+        log.warning("cannot write the stage's usage to MLflow run %s (%s); the run report is in XCom 'adaptive_run'", run_id, exc)

@@ -35,7 +35,7 @@ from dataclasses import replace
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
@@ -47,6 +47,10 @@ from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
 from airflow_adaptive.logic.sizing import GpuType, policy_from
 from airflow_adaptive.logic.stage_plan import MODES, StagePlan, plan_stage, prediction_table
+from airflow_adaptive.operators.try_state import StageRunRef, TryState
+
+if TYPE_CHECKING:
+    from airflow_adaptive.operators.kubernetes import KubernetesTry
 
 ENABLED_ENV = "AIRFLOW_ADAPTIVE_ENABLED"
 RUNNER_ENV = "AIRFLOW_ADAPTIVE_RUNNER"
@@ -171,13 +175,10 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.monitor_interval = monitor_interval
         self.in_place_resize = in_place_resize
         self._plan: StagePlan | None = None
-        self._stage_run: str | None = None
-        self._run_log = None
+        self._run_log = None  # the stage runs' writer, made once per try
         self._profiler_hook: ProfilerHook | None = None
-        self._try_number = 1
-        self._last_resize_sequence: int | None = None
-        self._limits: dict[str, float] = {}  # the size in force at start, for OOM records
-        self._resizable = False
+        #: The running try on Kubernetes (its state, what it observed), None when sizing is off.
+        self.adaptive_try: KubernetesTry | None = None
 
     # ------------------------------------------------------------------ the decision
     def _runner(self) -> str:
@@ -268,7 +269,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             self.log.warning("cannot read earlier tries' deferred resizes from MLflow (%s)", exc)
             return {}
 
-    def _record_plan(self, context, plan: StagePlan) -> None:
+    def _record_plan(self, context, plan: StagePlan) -> StageRunRef | None:
         """Task log table, XCom, and the stage's MLflow run (never fatal: the stage matters more)."""
         self.log.info("resources for task '%s':\n%s", self.task_id, prediction_table(plan))
         ti = context["ti"]
@@ -276,49 +277,51 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         for link in self.operator_extra_links:  # empty until known: the UI asks for every link
             ti.xcom_push(key=link.xcom_key, value="")
         if plan.mode == "off":
-            return
+            return None
         tracking = self._hook().tracking_uri
         identity = self._identity(context)
         try:
             run_log = self._stage_log(tracking)
-            self._stage_run = run_log.start(
+            run_id = run_log.start(
                 identity, self._stage_features(context), plan.profile,
                 plan.size.limits.as_dict(), plan.requested.as_dict(),
                 sizing=plan.sizing, reason="; ".join(plan.reasons()), model_uri=self.model_uri,
                 model_version=plan.profile.model_version if plan.profile else None, schema_id=STAGE_FEATURES.id,
             )
-            ti.xcom_push(key=StageRunLink().xcom_key, value=run_url(tracking, run_log.experiment_id, self._stage_run))
+            ti.xcom_push(key=StageRunLink().xcom_key, value=run_url(tracking, run_log.experiment_id, run_id))
             version = plan.profile.model_version if plan.profile else ""
             name = self.model_uri.split("/")[1].split("@")[0] if self.model_uri.startswith("models:/") else self.model_uri
             ti.xcom_push(key=ProfilerModelLink().xcom_key, value=model_url(tracking, name, version) if version else "")
+            return StageRunRef(run_id, run_log.tracking_uri, run_log.experiment_name)
         except Exception as exc:  # noqa: BLE001 - MLflow down: log, run the stage anyway
-            self._stage_run = None
             self.log.warning("cannot open the stage's MLflow run at %s (%s): usage of this try is not recorded", tracking, exc)
-        ti.xcom_push(key=XCOM_STATE, value=self._state())
+            return None
 
-    def _state(self) -> dict[str, Any]:
-        return {
-            "stage_run": self._stage_run,
-            "tracking_uri": self._run_log.tracking_uri if self._run_log is not None else None,
-            "experiment": self._run_log.experiment_name if self._run_log is not None else None,
-            "try_number": self._try_number,
-            "limits": dict(self._limits),
-            "resizable": self._resizable,
-        }
+    def _kubernetes_try(self, state: TryState) -> KubernetesTry:
+        from airflow_adaptive.operators.kubernetes import KubernetesTry
 
-    def _restore(self, context) -> None:
-        """A deferred try resumes on a freshly parsed operator: reload what execute knew."""
-        if self._plan is not None or self._limits:
+        run_log = None
+        if state.stage_run is not None:
+            run_log = self._run_log
+            if run_log is None or run_log.tracking_uri != state.stage_run.tracking_uri:
+                from airflow_adaptive.adapters.mlflow.stage_run_log import StageRunLog
+
+                run_log = StageRunLog(state.stage_run.tracking_uri, state.stage_run.experiment)
+        return KubernetesTry(state, run_log, self.log, self.base_container_name, self.task_id)
+
+    def _resume(self, context) -> None:
+        """A deferred try resumes on a freshly parsed operator: its state comes back from XCom."""
+        if self.adaptive_try is not None:
             return
-        state = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_STATE) or {}
-        self._stage_run = state.get("stage_run")
-        self._try_number = int(state.get("try_number") or 1)
-        self._limits = dict(state.get("limits") or {})
-        self._resizable = bool(state.get("resizable"))
-        if state.get("tracking_uri") and self._stage_run:
-            from airflow_adaptive.adapters.mlflow.stage_run_log import StageRunLog
-
-            self._run_log = StageRunLog(state["tracking_uri"], state.get("experiment") or "airflow-adaptive-stages")
+        saved = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_STATE)
+        if saved is None:  # sizing was off for this try: nothing was saved, nothing to follow
+            return
+        try:
+            state = TryState.from_xcom(saved, f"task '{self.task_id}' XCom '{XCOM_STATE}'")
+        except UserError as exc:
+            self.log.warning("%s; this try's outcome is not recorded in MLflow", exc)
+            return
+        self.adaptive_try = self._kubernetes_try(state)
 
     # ------------------------------------------------------------------ execution
     def execute(self, context):
@@ -331,15 +334,16 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc)) from None
         self._plan = plan
-        self._limits = plan.size.limits.max(plan.size.requests).as_dict()  # a limit left out: the request
-        self._resizable = plan.resizable
-        self._try_number = self._identity(context).try_number
-        self._record_plan(context, plan)
+        stage_run = self._record_plan(context, plan)
+        state = TryState.for_plan(plan, self._identity(context).try_number, stage_run)
         if runner == "local":
-            return self._execute_local(context, plan)
+            return self._execute_local(context, plan, state)
+        if plan.mode != "off":
+            context["ti"].xcom_push(key=XCOM_STATE, value=state.to_xcom())
+            self.adaptive_try = self._kubernetes_try(state)
         return super().execute(context)
 
-    def _execute_local(self, context, plan: StagePlan):
+    def _execute_local(self, context, plan: StagePlan, state: TryState):
         from airflow.exceptions import AirflowException
 
         from airflow_adaptive.operators.local import run_stage_locally
@@ -347,12 +351,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         from airflow.exceptions import AirflowFailException
 
         try:
-            result = run_stage_locally(self, context, plan)
+            result = run_stage_locally(self, context, plan, state, self._run_log if state.stage_run else None)
         except UserError as exc:  # e.g. a command that is not on this worker
             self.log.error("%s", exc)
-            if self._stage_run and self._run_log is not None:
+            if state.stage_run and self._run_log is not None:
                 try:
-                    self._run_log.backend.terminate(self._stage_run, "FAILED")
+                    self._run_log.backend.terminate(state.stage_run.run_id, "FAILED")
                 except Exception:  # noqa: BLE001 - best effort: the task's failure is what matters
                     pass
             raise AirflowFailException(str(exc)) from None
@@ -386,36 +390,16 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         """The provider's pod trigger, as the project's trigger that also applies resizes."""
         from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 
-        from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER, monitor_lines
         from airflow_adaptive.triggers.pod import AdaptivePodTrigger
 
-        if isinstance(trigger, KubernetesPodTrigger) and not isinstance(trigger, AdaptivePodTrigger) and (self._plan or self._limits):
-            _, trigger_kwargs = trigger.serialize()
-            stage_run = None
-            if self._stage_run and self._run_log is not None:
-                stage_run = {"tracking_uri": self._run_log.tracking_uri, "experiment": self._run_log.experiment_name,
-                             "run_id": self._stage_run}
-            monitor = monitor_lines(self)
-            trigger = AdaptivePodTrigger(**trigger_kwargs, monitor_container_name=MONITOR_CONTAINER,
-                                         workload_container_name=self.base_container_name, resize=self._resizable,
-                                         last_resize_sequence=self._last_resize_sequence, stage_run=stage_run,
-                                         maximum=dict(monitor.config.maximum))
+        if self.adaptive_try is not None and isinstance(trigger, KubernetesPodTrigger) and not isinstance(trigger, AdaptivePodTrigger):
+            trigger = self.adaptive_try.trigger(trigger)
         super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
     def trigger_reentry(self, context, event):
-        self._restore(context)
-        self._resizes = [*getattr(self, "_resizes", []), *(event.get("resizes") or [])]
-        for r in event.get("resizes") or []:
-            self.log.info("resize %s: %s (%s)", r.get("resource"), r.get("status"), r.get("message"))
-        if event.get("last_resize_sequence") is not None:
-            self._last_resize_sequence = int(event["last_resize_sequence"])
-        from airflow_adaptive.domain.signals import MonitorStatus
-
-        self._monitor_statuses = [MonitorStatus(str(m.get("event")), str(m.get("reason")), float(m.get("time") or 0))
-                                  for m in event.get("monitor_statuses") or [] if isinstance(m, dict)]
-        if event.get("monitor_rejected"):
-            self.log.warning("the monitor's log had lines the trigger refused (%s); the stage run is tagged untrusted "
-                             "and retraining leaves it out", event["monitor_rejected"])
+        self._resume(context)
+        if self.adaptive_try is not None:
+            self.adaptive_try.reentered(event)
         return super().trigger_reentry(context, event)
 
 

@@ -17,6 +17,7 @@ log, which the operator (or its trigger) reads and applies through ``pods/resize
 | monitor ``/tmp`` | emptyDir, 64Mi | the root filesystem is read-only; the MLflow spool needs somewhere to wait |
 | monitor ``AIRFLOW_ADAPTIVE_CPU`` / ``MEMORY`` | the limit, else the request | the allocation the monitor compares use with |
 | monitor ``AIRFLOW_ADAPTIVE_MAX_*`` | ``maximum`` when given | else the monitor's default, the node's own size; the resize plan caps at the node's room anyway |
+| monitor ``AIRFLOW_ADAPTIVE_MIN_MEMORY`` | ``minimum`` when given | a retry after an OOM kill: the monitor never releases memory below its escalated limit |
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class MonitorSidecar:
 def shape_pod(pod: k8s.V1Pod, *, container: str, size: ContainerSize, monitor: MonitorSidecar | None,
               run_id: str | None, tracking_uri: str | None, profile_json: str | None,
               gpu_label_key: str = "nvidia.com/gpu.product", service_account: str | None = None,
-              maximum: ResourceVector | None = None) -> k8s.V1Pod:
+              maximum: ResourceVector | None = None, minimum: ResourceVector | None = None) -> k8s.V1Pod:
     """A new pod (``pod`` is not changed): ``container`` sized by ``size``, the monitor beside it."""
     shaped = copy_pod(pod)
     spec = shaped.spec
@@ -88,7 +89,7 @@ def shape_pod(pod: k8s.V1Pod, *, container: str, size: ContainerSize, monitor: M
     workload.resize_policy = [k8s.V1ContainerResizePolicy(resource_name=r, restart_policy="NotRequired") for r in RESIZABLE]
     workload.env = _set_env(workload.env, {WORKLOAD_ENV: container})
     if monitor is not None:
-        env = _monitor_env(container, size, monitor, run_id, tracking_uri, profile_json, maximum)
+        env = _monitor_env(container, size, monitor, run_id, tracking_uri, profile_json, maximum, minimum)
         sidecar = _monitor_container(monitor, env, monitor_identity(spec, workload))
         spec.init_containers = [c for c in spec.init_containers or [] if c.name != monitor.name] + [sidecar]
         spec.volumes = [v for v in spec.volumes or [] if v.name != MONITOR_TMP_VOLUME] + [
@@ -157,7 +158,8 @@ def _set_env(env: list | None, values: Mapping[str, str]) -> list[k8s.V1EnvVar]:
 
 
 def _monitor_env(container: str, size: ContainerSize, monitor: MonitorSidecar, run_id: str | None,
-                 tracking_uri: str | None, profile_json: str | None, maximum: ResourceVector | None) -> list[k8s.V1EnvVar]:
+                 tracking_uri: str | None, profile_json: str | None, maximum: ResourceVector | None,
+                 minimum: ResourceVector | None = None) -> list[k8s.V1EnvVar]:
     cpu = size.limits.cpu or size.requests.cpu
     memory = size.limits.memory or size.requests.memory
     values = {
@@ -166,6 +168,7 @@ def _monitor_env(container: str, size: ContainerSize, monitor: MonitorSidecar, r
         "AIRFLOW_ADAPTIVE_MEMORY": format_memory(memory) if memory > 0 else None,
         "AIRFLOW_ADAPTIVE_MAX_CPU": format_cpu(maximum.cpu) if maximum and maximum.cpu > 0 else None,
         "AIRFLOW_ADAPTIVE_MAX_MEMORY": format_memory(maximum.memory) if maximum and maximum.memory > 0 else None,
+        "AIRFLOW_ADAPTIVE_MIN_MEMORY": format_memory(minimum.memory) if minimum and minimum.memory > 0 else None,
         "AIRFLOW_ADAPTIVE_PROFILE": profile_json,
         "AIRFLOW_ADAPTIVE_RUN_ID": run_id,
         "MLFLOW_TRACKING_URI": tracking_uri,

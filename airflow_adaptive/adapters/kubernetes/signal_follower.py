@@ -6,6 +6,10 @@ reconnects with ``sinceSeconds`` a little before the last line it saw and drops 
 already handed over (by sequence number), so each signal is handed over once, in order. It
 stops when the monitor has ended for good (the pod has ended; the pod is gone) or when asked.
 
+The sync follower (a thread in the operator) and the async one (the deferrable trigger) differ
+only in how they call the API: what a line means (``SignalCursor`` over ``MonitorLines``), where
+to reconnect from, and whether an error ends the follow (``keep_following_after``) are shared.
+
 | knob | default | why |
 |---|---|---|
 | ``read_timeout_s`` | 60 | an idle stream is re-opened at least this often, so a half-open connection cannot hang the follower; the monitor also logs, so a healthy stream is rarely idle that long |
@@ -125,6 +129,26 @@ def _stream_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def pod_gone(exc: BaseException) -> bool:
+    """After a failed read of the pod: True when it is gone (404); an API server that does not
+    answer, or any other refusal, leaves it unknown, so following goes on."""
+    return api_status(exc) == 404
+
+
+def keep_following_after(exc: BaseException, where: str) -> bool:
+    """After a failed connection to the monitor's log: False when following must end (the pod
+    is gone); else the follower retries (the sidecar still starting answers 400, an API server
+    restarting answers nothing)."""
+    if pod_gone(exc):
+        log.info("pod of %s is gone; stop following its monitor", where)
+        return False
+    if api_status(exc) is None:
+        log.info("API server did not answer for %s (%s); retrying", where, exc)
+    else:
+        log.debug("cannot follow %s yet: %s", where, api_message(exc))
+    return True
+
+
 # --- sync --------------------------------------------------------------------------------
 
 
@@ -164,11 +188,8 @@ class _Follower:
         try:
             self._response = self.core.read_namespaced_pod_log(
                 **_log_kwargs(self.pod, self.namespace, self.container, since, self.read_timeout_s))
-        except api_errors() as exc:
-            return self._connect_failed(exc)
-        except _stream_errors() as exc:  # no answer at all: the API server is restarting or gone
-            log.info("API server did not answer for %s/%s[%s] (%s); retrying", self.namespace, self.pod, self.container, exc)
-            return True
+        except (*api_errors(), *_stream_errors()) as exc:
+            return keep_following_after(exc, f"{self.namespace}/{self.pod}[{self.container}]")
         splitter = LineSplitter()
         try:
             if self.stop_event.is_set():  # stop() came while connecting
@@ -196,20 +217,11 @@ class _Follower:
         for signal in self.cursor.signals_in(lines, time.time()):
             self.on_signal(signal)
 
-    def _connect_failed(self, exc: Exception) -> bool:
-        if api_status(exc) == 404:
-            log.info("pod %s/%s is gone; stop following its monitor", self.namespace, self.pod)
-            return False
-        log.debug("cannot follow %s/%s[%s] yet: %s", self.namespace, self.pod, self.container, api_message(exc))
-        return True
-
     def _finished(self) -> bool:
         try:
             return container_terminated(self.core.read_namespaced_pod(name=self.pod, namespace=self.namespace), self.container)
-        except api_errors() as exc:
-            return api_status(exc) == 404
-        except _stream_errors():  # unknown while the API server does not answer: keep following
-            return False
+        except (*api_errors(), *_stream_errors()) as exc:
+            return pod_gone(exc)
 
 
 def follow_signals(core_v1_api: Any, namespace: str, pod: str, container: str,
@@ -295,12 +307,9 @@ async def follow_signals_async(core_v1_api: Any, namespace: str, pod: str, conta
         since = cursor.since_seconds(time.time())
         try:
             response = await core_v1_api.read_namespaced_pod_log(**_log_kwargs(pod, namespace, container, since, read_timeout_s))
-        except api_errors() as exc:
-            if api_status(exc) == 404:
+        except (*api_errors(), *_stream_errors()) as exc:
+            if not keep_following_after(exc, f"{namespace}/{pod}[{container}]"):
                 break
-            log.debug("cannot follow %s/%s[%s] yet: %s", namespace, pod, container, api_message(exc))
-        except _stream_errors() as exc:
-            log.info("API server did not answer for %s/%s[%s] (%s); retrying", namespace, pod, container, exc)
         else:
             await _read_async(response, cursor, on_signal, stop_event, f"{namespace}/{pod}[{container}]")
         if stop_event.is_set() or await _finished_async(core_v1_api, namespace, pod, container):
@@ -335,7 +344,5 @@ async def _read_async(response: Any, cursor: SignalCursor, on_signal: Callable, 
 async def _finished_async(core: Any, namespace: str, pod: str, container: str) -> bool:
     try:
         return container_terminated(await core.read_namespaced_pod(name=pod, namespace=namespace), container)
-    except api_errors() as exc:
-        return api_status(exc) == 404
-    except _stream_errors():
-        return False
+    except (*api_errors(), *_stream_errors()) as exc:
+        return pod_gone(exc)

@@ -61,6 +61,22 @@ def test_retry_after_a_kernel_oom_doubles_the_killed_limit_within_the_users_boun
     assert capped.size.limits.memory == pytest.approx(1 * GiB)
 
 
+def test_a_retry_after_an_oom_kill_is_never_released_below_its_escalated_limit():
+    """The kill showed the need is above the old limit: the retry starts at the escalated limit
+    locally too (where a resizable stage otherwise starts at its request), and the monitor may
+    not release below it (the simulator found runs killed again and again without this floor)."""
+    from airflow_adaptive.logic.stage_plan import local_allocation
+
+    kill = OomEvent(time=1.0, container="base", limit_bytes=880 * MiB, try_number=1)
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), earlier_ooms=[kill])
+    assert plan.memory_floor == pytest.approx(1760 * MiB) and plan.to_dict()["memory_floor"] == pytest.approx(1760 * MiB)
+    first, _ = local_allocation(plan, HOST)
+    assert first.memory == pytest.approx(1760 * MiB)
+    assert plan_stage(REQ, LIM, PROFILE, SizingPolicy()).memory_floor == 0  # a first try has none
+    shadow = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), "shadow", earlier_ooms=[kill])
+    assert shadow.memory_floor == 0  # shadow mode changes nothing
+
+
 def test_fallback_retry_escalates_requests_with_limits():
     kill = OomEvent(time=1.0, container="base", limit_bytes=2 * GiB, try_number=1)
     plan = plan_stage(REQ, ResourceVector(), None, SizingPolicy(), "adaptive", fallback="no model", earlier_ooms=[kill])

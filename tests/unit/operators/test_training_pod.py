@@ -17,6 +17,7 @@ from airflow_adaptive.logic.stage_plan import plan_stage
 from airflow_adaptive.operators import AdaptiveTrainingOperator
 from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER, AdaptivePodCallbacks
 from airflow_adaptive.operators.training import adaptive_enabled, python_command, resources_from
+from airflow_adaptive.operators.try_state import TryState
 from airflow_adaptive.triggers.pod import AdaptivePodTrigger
 
 GiB, MiB = 2**30, 2**20
@@ -34,7 +35,6 @@ def operator(**kw):
 def built(op, profile, mode="adaptive"):
     requested, limited = resources_from(op.container_resources, "test")
     op._plan = plan_stage(requested, limited, profile, op.policy, mode)
-    op._stage_run, op._run_log = "run-123", None
     return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
 
 
@@ -114,7 +114,7 @@ def test_deferral_uses_the_adaptive_trigger_with_the_providers_kwargs():
     op = operator()
     requested, limited = resources_from(op.container_resources, "test")
     op._plan = plan_stage(requested, limited, PROFILE, op.policy)
-    op._limits, op._resizable = op._plan.size.limits.as_dict(), op._plan.resizable  # as execute sets them
+    op.adaptive_try = op._kubernetes_try(TryState.for_plan(op._plan, 1, None))  # as execute makes it
     base = KubernetesPodTrigger(pod_name="p", pod_namespace="ml", trigger_start_time=datetime.now(timezone.utc),
                                 base_container_name="base", poll_interval=3)
     with pytest.raises(TaskDeferred) as deferred:
@@ -123,6 +123,17 @@ def test_deferral_uses_the_adaptive_trigger_with_the_providers_kwargs():
     assert isinstance(trigger, AdaptivePodTrigger) and trigger.resize
     _, kwargs = trigger.serialize()
     assert kwargs["pod_name"] == "p" and kwargs["poll_interval"] == 3 and kwargs["monitor_container_name"] == MONITOR_CONTAINER
+    assert kwargs["maximum"] == {"cpu": 4.0, "memory": 16 * GiB} and kwargs["stage_run"] is None
+
+
+def test_without_a_try_to_follow_the_providers_trigger_is_kept():
+    from airflow.sdk.exceptions import TaskDeferred
+
+    base = KubernetesPodTrigger(pod_name="p", pod_namespace="ml", trigger_start_time=datetime.now(timezone.utc),
+                                base_container_name="base", poll_interval=3)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().defer(trigger=base, method_name="trigger_reentry")  # sizing off: no adaptive_try
+    assert type(deferred.value.trigger) is KubernetesPodTrigger
 
 
 def test_python_command_uses_this_worker_and_refuses_unknown_programs(monkeypatch):

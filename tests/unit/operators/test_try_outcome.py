@@ -1,10 +1,11 @@
-"""What a try leaves for the next one, on the Kubernetes path: the OOM record written before KPO
-deletes the pod, and the state a deferred try resumes with.
+"""What a try leaves for the next one, on the Kubernetes path (``KubernetesTry``): the OOM record
+written before KPO deletes the pod, and the state a deferred try resumes with (``TryState``).
 
 No Kubernetes API server runs here yet (the Kubernetes issue adds one), so the pod is a real
 ``V1Pod`` model and the API client is a stub that only serves the log tail; the MLflow side is a
 stub that records what it is asked to write."""
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -14,10 +15,11 @@ from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.logic.sizing import SizingPolicy
 from airflow_adaptive.logic.stage_plan import plan_stage
 from airflow_adaptive.operators import AdaptiveTrainingOperator
-from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks, killed_at, record_pod_outcome
+from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks, KubernetesTry
 from airflow_adaptive.operators.training import XCOM_STATE
+from airflow_adaptive.operators.try_state import StageRunRef, TryState
 
-MiB = 2**20
+MiB, GiB = 2**20, 2**30
 
 
 class RecordingRunLog:
@@ -54,68 +56,96 @@ def finished_pod(reason="Completed", exit_code=0):
     return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p", namespace="ml"), status=k8s.V1PodStatus(container_statuses=[status]))
 
 
+STATE = TryState(try_number=2, limits={"memory": 300 * MiB, "gpu_memory": 16 * 2**30}, resizable=True,
+                 maximum={"memory": 2**30}, stage_run=StageRunRef("run-1", "http://mlflow:5000", "airflow-adaptive-stages"))
+
+
 @pytest.fixture
 def op():
-    o = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"],
-                                 container_resources={"requests": {"memory": "256Mi"}, "limits": {"memory": "1Gi"}})
-    o._stage_run, o._run_log, o._try_number = "run-1", RecordingRunLog(), 2
-    o._limits = {"memory": 300 * MiB, "gpu_memory": 16 * 2**30}
-    return o
+    return KubernetesTry(STATE, RecordingRunLog(), logging.getLogger("test"), "base", "train")
 
 
 def test_kernel_oom_is_recorded_at_the_limit_in_force_after_resizes(op):
-    op._resizes = [{"resource": "memory", "status": "applied", "new": 450 * MiB},
+    op.resizes[:] = [{"resource": "memory", "status": "applied", "new": 450 * MiB},
                    {"resource": "memory", "status": "deferred", "new": 900 * MiB}]
-    record_pod_outcome(op, finished_pod("OOMKilled", 137), LogTail(""))
-    (run_id, events), = op._run_log.ooms
+    op.record_outcome(finished_pod("OOMKilled", 137), LogTail(""))
+    (run_id, events), = op.run_log.ooms
     assert run_id == "run-1" and events[0].kind == "kernel" and events[0].try_number == 2
     assert events[0].limit_bytes == 450 * MiB  # the applied resize, not the deferred one nor the start
-    assert op._run_log.outcomes == [("run-1", "oom_killed")]
+    assert op.run_log.outcomes == [("run-1", "oom_killed")]
 
 
 def test_cuda_out_of_memory_in_the_log_tail_is_a_gpu_oom(op):
     tail = "epoch 3\nRuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
-    record_pod_outcome(op, finished_pod("Error", 1), LogTail(tail))
-    (_, events), = op._run_log.ooms
+    op.record_outcome(finished_pod("Error", 1), LogTail(tail))
+    (_, events), = op.run_log.ooms
     assert events[0].kind == "gpu" and events[0].limit_bytes == 16 * 2**30
 
 
 def test_an_ordinary_failure_records_no_oom(op):
-    record_pod_outcome(op, finished_pod("Error", 1), LogTail("ValueError: bad input\n"))
-    assert op._run_log.ooms == []
-    assert op._run_log.outcomes == [("run-1", "failed")]
+    op.record_outcome(finished_pod("Error", 1), LogTail("ValueError: bad input\n"))
+    assert op.run_log.ooms == []
+    assert op.run_log.outcomes == [("run-1", "failed")]
 
 
 def test_a_clean_exit_is_a_success(op):
-    record_pod_outcome(op, finished_pod("Completed", 0), LogTail(""))
-    assert op._run_log.outcomes == [("run-1", "success")] and op._run_log.ooms == []
+    op.record_outcome(finished_pod("Completed", 0), LogTail(""))
+    assert op.run_log.outcomes == [("run-1", "success")] and op.run_log.ooms == []
 
 
 def test_killed_at_falls_back_to_the_starting_size(op):
-    assert killed_at(op) == 300 * MiB
+    assert op.killed_at() == 300 * MiB
 
 
 def test_no_follower_thread_in_deferrable_mode(op):
-    op.deferrable, op._resizable = True, True
-    AdaptivePodCallbacks.on_pod_creation(pod=finished_pod(), client=object(), mode="sync", operator=op)
-    assert getattr(op, "_resize_follower", None) is None
+    operator = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"], deferrable=True)
+    operator.adaptive_try = op
+    AdaptivePodCallbacks.on_pod_creation(pod=finished_pod(), client=object(), mode="sync", operator=operator)
+    assert op.monitor is None  # the trigger follows in deferrable mode; the sync callback started nothing
 
 
-def test_a_resumed_try_restores_its_stage_run_from_xcom():
+def test_callbacks_do_nothing_when_sizing_is_off():
+    operator = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"])
+    assert operator.adaptive_try is None
+    AdaptivePodCallbacks.on_pod_creation(pod=finished_pod(), client=object(), mode="sync", operator=operator)
+    AdaptivePodCallbacks.on_pod_completion(pod=finished_pod(), client=object(), mode="sync", operator=operator)
+
+
+def test_a_resumed_try_restores_its_state_from_xcom():
     """Airflow resumes a deferred task on a freshly parsed operator: the state comes from XCom."""
-    first = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"],
-                                     container_resources={"requests": {"memory": "256Mi"}})
-    first._plan = plan_stage(ResourceVector(memory=256 * MiB), ResourceVector(), None, SizingPolicy())
-    first._limits, first._resizable, first._try_number, first._stage_run = {"memory": 256 * MiB}, True, 3, "run-9"
-    first._run_log = RecordingRunLog()
-    saved = first._state()
+    plan = plan_stage(ResourceVector(memory=256 * MiB), ResourceVector(memory=GiB), None, SizingPolicy())
+    first = TryState.for_plan(plan, 3, StageRunRef("run-9", "http://mlflow:5000", "stages")).handled(4)
+    saved = first.to_xcom()
 
     resumed = AdaptiveTrainingOperator(task_id="train", namespace="ml", cmds=["python", "t.py"])
     ti = SimpleNamespace(xcom_pull=lambda task_ids, key: saved if key == XCOM_STATE else None)
-    resumed._restore({"ti": ti})
-    assert resumed._stage_run == "run-9" and resumed._try_number == 3 and resumed._resizable
-    assert resumed._run_log.tracking_uri == "http://mlflow:5000"
-    assert killed_at(resumed) == 256 * MiB
+    resumed._resume({"ti": ti})
+    current = resumed.adaptive_try
+    assert current.state == first and current.state.stage_run.run_id == "run-9" and current.state.try_number == 3
+    assert current.state.resizable and current.state.last_resize_sequence == 4 and dict(current.state.maximum) == {"memory": GiB}
+    assert current.run_log.tracking_uri == "http://mlflow:5000"
+    assert current.killed_at() == GiB  # the limit the plan started it at
+
+
+def test_a_reentry_carries_the_triggers_resizes_and_last_sequence(op):
+    op.reentered({"resizes": [{"resource": "memory", "status": "applied", "new": 500 * MiB}], "last_resize_sequence": 9,
+                  "monitor_statuses": [{"event": "unavailable", "reason": "EACCES", "time": 1.0}]})
+    assert op.state.last_resize_sequence == 9 and op.killed_at() == 500 * MiB
+    assert [s.event for s in op.statuses] == ["unavailable"]
+    op.reentered({"last_resize_sequence": 3})  # an older sequence never moves the state back
+    assert op.state.last_resize_sequence == 9
+
+
+def test_a_state_that_is_not_one_is_a_clear_error():
+    from airflow_adaptive.domain.errors import UserError
+
+    with pytest.raises(UserError, match="no state of this try"):
+        TryState.from_xcom("garbage")
+    with pytest.raises(UserError, match="malformed"):
+        TryState.from_xcom({"try_number": "three"})
+    assert TryState.from_xcom(STATE.to_xcom()) == STATE
+    with pytest.raises(TypeError):
+        STATE.limits["memory"] = 1  # frozen all the way down
 
 
 def test_per_task_off_never_asks_the_profiler(monkeypatch):
@@ -129,11 +159,11 @@ def test_per_task_off_never_asks_the_profiler(monkeypatch):
 
 
 def test_every_decision_is_logged_and_a_refused_increase_is_kept_for_the_next_try(op):
-    op._resizes = [{"resource": "memory", "status": "applied", "old": 300 * MiB, "new": 450 * MiB},
+    op.resizes[:] = [{"resource": "memory", "status": "applied", "old": 300 * MiB, "new": 450 * MiB},
                    {"resource": "memory", "status": "deferred", "old": 450 * MiB, "new": 900 * MiB},
                    {"resource": "memory", "status": "deferred", "old": 900 * MiB, "new": 200 * MiB},
                    {"resource": "gpu", "status": "deferred", "old": 1, "new": 2}]
-    record_pod_outcome(op, finished_pod("Completed", 0), LogTail(""))
-    (_, logged), = op._run_log.resizes
-    assert logged == op._resizes  # deferred and refused decisions too, with their reasons
-    assert op._run_log.deferred == [("run-1", {"memory": 900 * MiB})]  # increases of cpu/memory only
+    op.record_outcome(finished_pod("Completed", 0), LogTail(""))
+    (_, logged), = op.run_log.resizes
+    assert logged == op.resizes  # deferred and refused decisions too, with their reasons
+    assert op.run_log.deferred == [("run-1", {"memory": 900 * MiB})]  # increases of cpu/memory only

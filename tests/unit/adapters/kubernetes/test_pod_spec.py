@@ -104,6 +104,12 @@ def test_the_monitor_is_a_native_sidecar_with_its_allocation_and_run(kpo_pod):
 def test_without_maximum_the_monitor_keeps_its_own_bound(kpo_pod):
     env = env_of(shaped(kpo_pod)["spec"]["initContainers"][0])
     assert "AIRFLOW_ADAPTIVE_MAX_CPU" not in env and "AIRFLOW_ADAPTIVE_MAX_MEMORY" not in env
+    assert "AIRFLOW_ADAPTIVE_MIN_MEMORY" not in env
+
+
+def test_a_retry_tells_the_monitor_its_memory_floor(kpo_pod):
+    env = env_of(shaped(kpo_pod, minimum=ResourceVector(memory=3 * GI))["spec"]["initContainers"][0])
+    assert env["AIRFLOW_ADAPTIVE_MIN_MEMORY"] == "3Gi"
 
 
 def test_the_monitor_runs_as_the_workload_user_and_hardened(kpo_pod):

@@ -1,0 +1,43 @@
+"""Benchmark: ``simulate`` on the shared real usage series (Alibaba GenAI 2026 pods), every policy
+and every margin in one run.
+
+Writes ``benchmarks/results/simulate-genai.json`` (the report plus wall time and peak memory)
+and its sweep plot, and prints the table. Run: ``.venv/bin/python benchmarks/simulate_series.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SERIES = REPO.parent / "shared" / "data" / "series" / "alibaba-genai-2026-pods.csv.gz"
+
+
+def main() -> int:
+    from airflow_adaptive.adapters.series import load_series
+    from airflow_adaptive.cli.report import simulate_plot, simulate_table
+    from airflow_adaptive.logic.simulate import simulate
+
+    out_dir = REPO / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    series = load_series(str(SERIES))
+    loaded = time.perf_counter()
+    report = simulate(series)
+    wall = time.perf_counter() - started
+    report = {**report, "seconds": round(wall, 2), "load_seconds": round(loaded - started, 2),
+              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    (out_dir / "simulate-genai.json").write_text(json.dumps(report, indent=1))
+    simulate_plot(report, str(out_dir / "simulate-genai.png"))
+    print(simulate_table(report))
+    print(f"\nwall {wall:.1f} s (load {report['load_seconds']} s), peak RSS {report['peak_rss_mib']} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
