@@ -212,8 +212,11 @@ def _retrain() -> dict[str, Any]:
     from airflow_adaptive.adapters.mlflow.stage_runs import load_stage_runs
     from airflow_adaptive.retraining import retrain_and_promote
 
+    from airflow_adaptive.adapters.series import load_series
+
     loaded = load_stage_runs(STAGE_EXPERIMENT)
-    return retrain_and_promote(loaded.table, MODEL, plot=False).to_dict()
+    series = load_series(STAGE_EXPERIMENT, "mlflow")  # usage over time: the challenger learns the stages' phases
+    return retrain_and_promote(loaded.table, MODEL, plot=False, series=series).to_dict()
 
 
 def _retrain_dag() -> dict[str, Any]:

@@ -38,7 +38,9 @@ class RetrainResult:
 
 
 def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, holdout_fraction: float = HOLDOUT_FRACTION,
-                        target_under: float = TARGET_UNDER, plot: bool = True) -> RetrainResult:
+                        target_under: float = TARGET_UNDER, plot: bool = True, series=None) -> RetrainResult:
+    """``series`` (a SeriesSet of the stage runs' usage over time, ``adapters/series``): the
+    challenger also learns each stage's phases from the runs it was fitted on."""
     from airflow_adaptive.adapters.mlflow.registry import load_profiler, log_profiler, set_alias
     from airflow_adaptive.domain.errors import FeatureSchemaMismatch, ModelNotFound
     from airflow_adaptive.logic.promotion import decide, score_on_window, split_holdout
@@ -46,6 +48,8 @@ def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, h
 
     train, holdout = split_holdout(table, holdout_fraction)
     challenger = profiler_for(train, coverage).fit(train)
+    if series is not None:
+        challenger.shapes_ = training_shapes(series, train)
     score = score_on_window(challenger, holdout, target_under)
     champion_score, champion_version = None, None
     try:
@@ -74,3 +78,19 @@ def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, h
     after = version if decision.promote else champion_version
     return RetrainResult(name, version, decision.promote, decision.reason, champion_version, after,
                          len(table), score.window, type(challenger).__name__)
+
+
+def training_shapes(series, train: JobTable) -> dict[str, Any]:
+    """Each stage's phases from the usage series of the runs in ``train`` (the hold-out window's
+    runs stay out, as they do of the peaks)."""
+    from airflow_adaptive.logic.usage_profile import learn_stage_shapes
+
+    keep = {str(i) for i in train.job_id}
+    by_stage: dict[str, list] = {}
+    for run in series:
+        if run.series in keep:
+            by_stage.setdefault(run.stage, []).append(run.usage)
+    shapes = learn_stage_shapes(by_stage)
+    log.info("usage over time: %d stage(s) from %d run(s); with phases: %s", len(shapes), sum(map(len, by_stage.values())),
+             sorted(s for s, by_r in shapes.items() if any(not sh.fallback for sh in by_r.values())) or "none yet")
+    return shapes

@@ -231,6 +231,11 @@ def monitor_overhead(node, core, ns: str, images: dict, seconds: float) -> dict:
                 lambda p: started(p) and any(s.name == "adaptive-monitor" and s.state and s.state.running
                                              for s in p.status.init_container_statuses or []))
     time.sleep(8)  # past the monitor's start-up (imports): the budget is for the loop
+    live = core.read_namespaced_pod("steady", ns)  # the container now running (a restart changes its id)
+    monitor_status = next(s for s in live.status.init_container_statuses if s.name == "adaptive-monitor")
+    if monitor_status.restart_count:
+        log = core.read_namespaced_pod_log("steady", ns, container="adaptive-monitor", previous=True, tail_lines=20)
+        raise RuntimeError(f"the monitor restarted {monitor_status.restart_count} time(s); its last log:\n{log}")
     cpu = node.container_cgroup(live, "adaptive-monitor", "cpuacct") / "cpuacct.usage"
     mem = node.container_cgroup(live, "adaptive-monitor", "memory")
     c0, t0 = int(cpu.read_text()), time.monotonic()

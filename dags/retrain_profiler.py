@@ -37,7 +37,16 @@ with DAG(
         log = logging.getLogger("airflow.task")
         loaded = load_stage_runs(params["experiment"])
         log.info("stage runs: %d kept, excluded: %s", loaded.report.kept, loaded.report.to_dict().get("excluded"))
-        result = retrain_and_promote(loaded.table, params["model_name"], float(params["coverage"]), plot=False)
+        from airflow_adaptive.adapters.series import load_series
+        from airflow_adaptive.domain.errors import UserError
+
+        try:  # the stage runs' usage over time: the challenger learns each stage's phases from it
+            series = load_series(params["experiment"], "mlflow")
+        except UserError as exc:
+            log.warning("no usage series to learn phases from (%s): the profile stays constant over each run", exc)
+            series = None
+        result = retrain_and_promote(loaded.table, params["model_name"], float(params["coverage"]), plot=False,
+                                     series=series)
         verb = "moved to" if result.promoted else "stays at"
         log.info("champion %s version %s: %s", verb, result.champion_after, result.reason)
         return result.to_dict()

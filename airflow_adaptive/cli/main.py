@@ -73,8 +73,11 @@ def cmd_simulate(args) -> int:
     from airflow_adaptive.logic.simulate import POLICIES, SimulationConfig, simulate, total_work
 
     started = time.perf_counter()
+    try:
+        config = SimulationConfig(policies=tuple(args.policy or POLICIES))
+    except ValueError as exc:
+        raise UserError(f"--policy: {exc}") from None
     series = load_series(args.series, args.format)
-    config = SimulationConfig(policies=tuple(args.policy or POLICIES))
     with tqdm(total=total_work(series, config), desc="simulate", unit="run", file=sys.stderr, leave=False,
               disable=not sys.stderr.isatty() and not args.progress) as bar:
         report = simulate(series, config, progress=bar.update)
@@ -216,13 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", help="plot every policy's trade-off curve")
     p.set_defaults(func=cmd_replay)
 
-    from airflow_adaptive.logic.simulate import POLICIES
-
     p = sub.add_parser("simulate", help="replay usage series through the runtime policies: reserved, requested, kills")
     p.add_argument("--series", required=True, help="long CSV (series,stage,time_s,resource,value; .gz too), "
                    "Prometheus range-query JSON, or an MLflow experiment of stage runs")
     p.add_argument("--format", choices=("csv", "prometheus", "mlflow"), default="csv", help="default csv")
-    p.add_argument("--policy", action="append", choices=POLICIES, help="a policy to run (repeat; default: all)")
+    # No choices= here: they live with numpy in logic/simulate.py, and the monitor image (which
+    # parses this same command line) has no numpy. cmd_simulate checks the names.
+    p.add_argument("--policy", action="append", help="static_peak, static_history, reactive or profile (repeat; default: all)")
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
     p.add_argument("--plot", metavar="OUT.png", help="plot each policy's margin sweep (reserved/used against kills)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")

@@ -29,6 +29,20 @@ class ResourceEstimate:
 
 
 @dataclass(frozen=True)
+class PhaseNeed:
+    """One predicted phase of a stage's run: from ``start_s`` to ``end_s`` after the start (the
+    last phase lasts to the run's end, however long), needing ``median`` / ``upper``."""
+
+    start_s: float
+    end_s: float
+    median: float
+    upper: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "median": self.median, "upper": self.upper}
+
+
+@dataclass(frozen=True)
 class PredictedProfile:
     """Per-resource estimates (units of ``RESOURCE_UNITS``), duration in seconds, provenance."""
 
@@ -40,6 +54,8 @@ class PredictedProfile:
     model_uri: str = ""
     model_version: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: How each resource evolves over the run (logic/usage_profile.py); empty: constant over the run.
+    phases: Mapping[str, tuple[PhaseNeed, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.resources if r not in RESOURCES]
@@ -61,6 +77,8 @@ class PredictedProfile:
             out["duration_seconds"] = {"median": self.duration.median, "upper": self.duration.upper}
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.phases:
+            out["phases"] = {r: [p.to_dict() for p in ps] for r, ps in self.phases.items()}
         return out
 
     @classmethod
@@ -78,4 +96,6 @@ class PredictedProfile:
             model_uri=str(data.get("model_uri", "")),
             model_version=str(data.get("model_version", "")),
             notes=tuple(data.get("notes", ())),
+            phases={r: tuple(PhaseNeed(float(p["start_s"]), float(p["end_s"]), float(p["median"]), float(p["upper"]))
+                             for p in ps) for r, ps in (data.get("phases") or {}).items()},
         )

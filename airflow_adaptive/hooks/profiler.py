@@ -83,6 +83,7 @@ class ProfilerHook:
         from dataclasses import replace
 
         from airflow_adaptive.adapters.mlflow.registry import load_profiler
+        from airflow_adaptive.logic.usage_profile import with_phases
 
         previous = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
@@ -95,5 +96,7 @@ class ProfilerHook:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
         if not isinstance(features, Mapping):
             raise FeatureSchemaMismatch(f"{where}: features must be a mapping of feature name to value, got {type(features).__name__}")
-        profile = profiler.predict_profile(coerce_features(profiler.schema_, features), where=where)
+        coerced = coerce_features(profiler.schema_, features)
+        profile = profiler.predict_profile(coerced, where=where)
+        profile = with_phases(profile, getattr(profiler, "shapes_", None), coerced)
         return replace(profile, model_uri=self.model_uri, model_version=version), version

@@ -40,10 +40,11 @@ from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.series import KILLING, SeriesSet, UsageSeries
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig, decide, escalate_after_oom, initial_state
+from airflow_adaptive.logic.usage_profile import UsageShape, constant_shape, learn_shape
 
-POLICIES = ("static_peak", "static_history", "reactive")
+POLICIES = ("static_peak", "static_history", "reactive", "profile")
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
-DEFAULT_MARGIN = {"static_peak": 0.20, "static_history": 0.20, "reactive": 0.20}
+DEFAULT_MARGIN = {"static_peak": 0.20, "static_history": 0.20, "reactive": 0.20, "profile": 0.20}
 POOLED_QUANTILE = 0.9
 USER_OOM_FACTOR = 2.0  # a user whose run was killed doubles its size (as in logic/replay.py)
 MAX_ATTEMPTS = 30  # doubling reaches any need long before; a guard against a zero-sized start
@@ -51,7 +52,9 @@ ESCALATION = {
     "static_peak": f"the user doubles the limit (x{USER_OOM_FACTOR:g})",
     "static_history": f"the user doubles the limit (x{USER_OOM_FACTOR:g})",
     "reactive": "the operator's OOM retry: max(limit x oom_factor, peak seen + margin) (logic/deviation.py)",
+    "profile": "the operator's OOM retry, as reactive",
 }
+RECENT_SAMPLES = 1  # a predicted fall releases memory only down to the last sample + margin (the plan gates it)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class History:
 
     own: tuple[float, ...]
     pooled: tuple[float, ...]
+    own_runs: tuple[int, ...] = ()  # indices of the stage's own earlier runs (their series)
 
     @property
     def empty(self) -> bool:
@@ -104,6 +108,7 @@ class Tally:
     kills: int = 0
     killed_runs: int = 0
     resizes: int = 0
+    raised_ahead: int = 0  # raises the prediction made before usage reached the old limit
     gave_up: int = 0
 
     def add(self, other: "Tally") -> None:
@@ -120,6 +125,7 @@ class Tally:
             "killed_runs": self.killed_runs if resource in KILLING else 0,
             "kill_fraction": self.killed_runs / self.runs if self.runs and resource in KILLING else 0.0,
             "resizes": self.resizes,
+            "raised_ahead": self.raised_ahead,
         }
         if resource not in KILLING:
             out["throttled_fraction"] = self.over_limit / self.samples if self.samples else 0.0
@@ -161,9 +167,10 @@ def histories(series: SeriesSet, resource: str) -> list[History | None]:
             out.append(None)
             continue
         before = order[: int(np.searchsorted(ends_sorted, key_start[i], side="right"))]
-        own = tuple(peaks[j] for j in sorted(before) if runs[j].stage == run.stage and peaks[j] is not None)
+        own_runs = tuple(j for j in sorted(before) if runs[j].stage == run.stage and peaks[j] is not None)
+        own = tuple(peaks[j] for j in own_runs)
         pooled = tuple(peaks[j] for j in before if peaks[j] is not None) if not own else ()
-        out.append(History(own, pooled))
+        out.append(History(own, pooled, own_runs))
     return out
 
 
@@ -181,6 +188,7 @@ class Runtime:
         raise NotImplementedError
 
     resizes = 0
+    raised_ahead = 0
 
 
 class ReactiveRuntime(Runtime):
@@ -203,6 +211,56 @@ class ReactiveRuntime(Runtime):
         limit = self.state.tracks[self.resource].allocation
         self.request = min(self.request, limit)
         return limit, self.request
+
+
+class ProfileRuntime(Runtime):
+    """The time-varying profile: the limit follows the predicted phases (the highest upper within
+    the lead time, so it rises *before* a predicted step), the request the phase's median; a fall
+    releases memory only down to what the last samples used + margin; usage above the predicted
+    band hands over to the reactive rules, whose raises then stand."""
+
+    def __init__(self, resource: str, start: Start, estimate: ResourceEstimate, shape: UsageShape,
+                 config: DeviationConfig, lead_s: float, floor: float = 0.0) -> None:
+        self.resource, self.estimate, self.shape, self.config = resource, estimate, shape, config
+        self.lead_s, self.floor = lead_s, floor
+        self.limit, self.request = start.limit, start.request
+        self.recent: list[float] = []
+        self.reactive: ReactiveRuntime | None = None
+        self.resizes = 0
+        self.raised_ahead = 0  # raises that came from the prediction, not from observed usage
+
+    def planned(self, time_s: float) -> Start:
+        return planned_size(self.shape, self.estimate, time_s, self.lead_s, self.config.margin)
+
+    def observe(self, time_s: float, used: float) -> tuple[float, float]:
+        plan = self.planned(time_s)
+        progress = time_s / self.shape.duration_median if self.shape.duration_median > 0 else 0.0
+        band = self.shape.at(progress).upper * self.estimate.upper
+        if self.reactive is None and used > band:  # out of the predicted band: the reactive rules take over
+            self.reactive = ReactiveRuntime(self.resource, Start(self.limit, self.request), self.estimate, self.config,
+                                            self.floor)
+        want = plan.limit
+        if self.reactive is not None:
+            want = max(want, self.reactive.observe(time_s, used)[0])
+        self.recent = [*self.recent, used][-RECENT_SAMPLES:]
+        want = max(want, max(self.recent) * (1 + self.config.margin), self.floor)
+        if want > self.limit or want < self.limit * (1 - self.config.min_change):
+            if want > self.limit and plan.limit >= want and used <= self.limit * self.config.up_threshold:
+                self.raised_ahead += 1
+            self.limit, self.resizes = want, self.resizes + 1
+        self.request = min(plan.request, self.limit)
+        return self.limit, self.request
+
+
+def planned_size(shape: UsageShape, estimate: ResourceEstimate, time_s: float, lead_s: float, margin: float) -> Start:
+    """The size the profile gives at ``time_s``: the highest phase upper up to ``lead_s`` ahead x
+    the predicted peak upper + margin; the request, the phase's median x the predicted median."""
+    if shape.duration_median > 0:
+        now, ahead = time_s / shape.duration_median, (time_s + lead_s) / shape.duration_median
+    else:
+        now = ahead = 0.0
+    limit = shape.upper_within(now, ahead) * estimate.upper * (1 + margin)
+    return Start(limit, min(shape.at(now).median * estimate.median, limit))
 
 
 def simulate_run(times: np.ndarray, values: np.ndarray, start: Start, resource: str,
@@ -241,6 +299,7 @@ def simulate_run(times: np.ndarray, values: np.ndarray, start: Start, resource: 
                 tally.reserved += limit * float(dt[i])
                 tally.requested += request * float(dt[i])
             tally.resizes += live.resizes
+            tally.raised_ahead += getattr(live, "raised_ahead", 0)
         if k is None:
             return tally
         tally.kills += 1
@@ -263,8 +322,9 @@ def _user_doubles(limit: float, peak: float) -> Start:
 
 
 def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, history: History,
-               config: SimulationConfig) -> Tally:
-    """One scored run under ``policy`` with knob ``margin``."""
+               config: SimulationConfig, shape: UsageShape | None = None) -> Tally:
+    """One scored run under ``policy`` with knob ``margin`` (``profile``: with the stage's
+    ``shape`` learned from its earlier runs; None: one constant phase)."""
     times, values = run.usage[resource]
     if policy == "static_peak":
         size = float(values.max()) * (1 + margin)
@@ -290,7 +350,29 @@ def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, hist
             return simulate_run(times, values, start, resource, escalate)
         return simulate_run(times, values, start, resource, escalate,
                             lambda s, floor: ReactiveRuntime(resource, s, estimate, deviation, floor))
+    if policy == "profile":
+        deviation = replace(config.deviation, margin=margin)
+        shape = shape or constant_shape(resource, 0, [], "no shape given")
+        lead = float(np.median(np.diff(times))) if len(times) > 1 else 0.0  # act one sample ahead
+        if resource not in deviation.resizable:  # chosen once per run: the highest phase
+            size = max(p.upper for p in shape.phases) * estimate.upper * (1 + margin)
+            return simulate_run(times, values, Start(size, size), resource, _user_doubles)
+        start = planned_size(shape, estimate, 0.0, lead, margin)
+
+        def escalate_profile(limit: float, peak: float) -> Start:
+            if limit <= 0:
+                return _user_doubles(limit, peak)
+            new = escalate_after_oom(limit, peak, deviation).new_limit
+            return Start(new, min(start.request, new))
+
+        return simulate_run(times, values, start, resource, escalate_profile,
+                            lambda s, floor: ProfileRuntime(resource, s, estimate, shape, deviation, lead, floor))
     raise ValueError(f"unknown policy {policy!r}")
+
+
+def stage_shape(series: SeriesSet, resource: str, history: History) -> UsageShape:
+    """The stage's shape from its own earlier runs (their series)."""
+    return learn_shape(resource, [series.runs[j].usage[resource] for j in history.own_runs])
 
 
 # ----------------------------------------------------------------------------- the report
@@ -323,13 +405,19 @@ def simulate(series: SeriesSet, config: SimulationConfig = SimulationConfig(),
     scored = {r: [i for i, h in enumerate(hist[r]) if h is not None and not h.empty] for r in resources}
     warmup = {r: sum(1 for h in hist[r] if h is not None and h.empty) for r in resources}
     tallies: dict[tuple[str, str, float], Tally] = {}
+    shapes: dict[tuple[str, int], UsageShape] = {}
     for policy in config.policies:
         margins = sorted({*config.margins, DEFAULT_MARGIN[policy]})
         for resource in resources:
             for margin in margins:
                 total = Tally()
                 for i in scored[resource]:
-                    total.add(policy_run(policy, margin, series.runs[i], resource, hist[resource][i], config))
+                    shape = None
+                    if policy == "profile":
+                        if (resource, i) not in shapes:
+                            shapes[(resource, i)] = stage_shape(series, resource, hist[resource][i])
+                        shape = shapes[(resource, i)]
+                    total.add(policy_run(policy, margin, series.runs[i], resource, hist[resource][i], config, shape))
                 tallies[(policy, resource, margin)] = total
                 if progress is not None:
                     progress(len(scored[resource]))

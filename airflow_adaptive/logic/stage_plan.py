@@ -228,7 +228,16 @@ def prediction_table(plan: StagePlan) -> str:
     header = f"sizing: {plan.sizing} ({plan.mode})"
     if plan.size.gpu_type:
         header += f", GPU type {plan.size.gpu_type}"
-    return "\n".join([header, *lines, *(f"  - {r}" for r in plan.reasons())])
+    return "\n".join([header, *lines, *phase_lines(profile), *(f"  - {r}" for r in plan.reasons())])
+
+
+def phase_lines(profile: PredictedProfile | None) -> list[str]:
+    """The predicted phases, one line per resource: where each starts, its median and upper."""
+    out = []
+    for r, phases in (profile.phases.items() if profile is not None else ()):
+        steps = [f"{p.start_s:.0f} s: {_fmt(r, p.median)} / {_fmt(r, p.upper)}" for p in phases]
+        out.append(f"predicted {r} phases (from; median / upper): " + ", ".join(steps))
+    return out
 
 
 def _fmt(resource: str, value: float | None) -> str:

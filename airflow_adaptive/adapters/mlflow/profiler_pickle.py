@@ -11,9 +11,16 @@ import pickle
 from pathlib import Path
 
 PROFILER_TYPE_NAMES = ("JobProfiler", "ScalingProfiler")
+#: The pickle's format: 1 (no ``format_version_``): peaks only; 2: plus ``shapes_``, each stage's
+#: usage over time (logic/usage_profile.py). A reader loads every format up to its own.
+PROFILER_FORMAT = 2
 
 
 def dump_profiler(profiler, path: str | Path) -> None:
+    """Stamps the format (and an empty ``shapes_`` when no series were learned) and pickles."""
+    if getattr(profiler, "shapes_", None) is None:
+        profiler.shapes_ = {}
+    profiler.format_version_ = PROFILER_FORMAT
     with open(path, "wb") as fh:
         pickle.dump(profiler, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -34,4 +41,9 @@ def read_profiler(path: str | Path):
     # pickle itself imports whatever the profiler it holds needs.
     if type(profiler).__name__ not in PROFILER_TYPE_NAMES or not type(profiler).__module__.startswith("airflow_adaptive.logic"):
         raise TypeError(f"{path} holds a {type(profiler).__name__}, not a JobProfiler or ScalingProfiler")
+    version = getattr(profiler, "format_version_", 1)
+    if version > PROFILER_FORMAT:
+        raise RegistryError(f"the profiler {path} has format {version}, newer than this airflow-adaptive reads "
+                            f"({PROFILER_FORMAT}): upgrade airflow-adaptive on the workers, or point the alias at an "
+                            "older version")
     return profiler

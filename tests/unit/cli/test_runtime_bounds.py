@@ -26,3 +26,16 @@ def test_the_sidecar_reads_its_floor_from_the_environment(monkeypatch):
     monkeypatch.setenv("AIRFLOW_ADAPTIVE_MIN_MEMORY", "512Mi")
     args = build_parser().parse_args(["monitor"])
     assert _bounds(args).minimum == {"memory": 512 * 2**20}
+
+
+def test_the_command_line_parses_without_numpy():
+    """The monitor image has no numpy or scikit-learn and parses this same command line: the real
+    node caught a parser that imported numpy (the monitor restart-looped)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from airflow_adaptive.cli.main import build_parser; build_parser().parse_args(['monitor']); "
+            "heavy = sorted(m for m in ('numpy', 'sklearn', 'pandas', 'mlflow') if m in sys.modules); "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

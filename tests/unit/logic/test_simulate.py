@@ -94,3 +94,39 @@ def test_the_report_scores_all_but_warmup_runs_with_every_policy():
     for policy in ("static_peak", "static_history", "reactive"):
         assert set(report["policies"][policy]["memory"]) >= {"reserved_over_used", "requested_over_used",
                                                              "over_request_fraction", "kills", "resizes", "at_kills"}
+
+
+def test_the_profile_follows_the_phases_raises_before_the_step_and_kills_nothing():
+    """Runs that load (30% of the peak) for a quarter, train at the peak, then evaluate at 60%:
+    the profile starts at the loading phase, is raised one sample before training starts, and
+    reserves less memory-time than the careful static user and than the reactive rules."""
+    from airflow_adaptive.logic.simulate import stage_shape
+
+    def phased(name, duration=1200.0, peak=4000.0):
+        times = np.arange(0.0, duration + 60, 60.0)
+        p = times / duration
+        return run(name, "train", times, np.where(p < 0.25, 0.3, np.where(p < 0.7, 1.0, 0.6)) * peak)
+
+    runs = tuple(phased(f"train-{k}") for k in range(5))
+    series = SeriesSet(runs, SeriesLoadReport("phased"))
+    history = histories(series, "memory")[4]
+    shape = stage_shape(series, "memory", history)
+    assert len(shape.phases) == 3 and shape.fallback is None
+    target = runs[4]
+    profile = policy_run("profile", 0.2, target, "memory", history, CFG, shape)
+    static = policy_run("static_history", 0.2, target, "memory", history, CFG)
+    reactive = policy_run("reactive", 0.2, target, "memory", history, CFG)
+    assert profile.kills == 0 and static.kills == 0 and reactive.kills == 0
+    assert profile.reserved < 0.75 * static.reserved and profile.reserved < 0.75 * reactive.reserved
+    assert profile.resizes >= 2 and profile.raised_ahead == 1  # up for training (before it starts), down after
+
+
+def test_the_profile_falls_back_to_the_reactive_rules_when_usage_leaves_its_band():
+    from airflow_adaptive.logic.simulate import stage_shape
+
+    flat = tuple(run(f"f-{k}", "f", np.arange(0.0, 600, 60.0), np.full(10, 1000.0)) for k in range(4))
+    grows = run("f-4", "f", np.arange(0.0, 600, 60.0), np.array([1000, 1000, 1100, 1200, 1300, 1400, 1500, 1600, 1700, 1800.0]))
+    series = SeriesSet((*flat, grows), SeriesLoadReport("x"))
+    history = histories(series, "memory")[4]
+    t = policy_run("profile", 0.2, grows, "memory", history, CFG, stage_shape(series, "memory", history))
+    assert t.kills == 0 and t.resizes >= 2  # it kept raising with the growth the profile did not predict

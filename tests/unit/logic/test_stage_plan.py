@@ -169,3 +169,18 @@ def test_guaranteed_moves_request_with_limit_and_shadow_only_says_so():
     # Shadow runs at the user's own size: a deferred size below the user's limit changes nothing.
     shadow = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), mode="shadow", deferred={"memory": 3 * GiB})
     assert shadow.size == plan_stage(REQ, LIM, PROFILE, SizingPolicy(), mode="shadow").size
+
+
+def test_the_task_log_table_lists_the_predicted_phases_and_xcom_holds_them():
+    from dataclasses import replace
+
+    from airflow_adaptive.domain.profile import PhaseNeed
+    from airflow_adaptive.domain.stage_run import sizing_params
+
+    phases = (PhaseNeed(0, 120, 200 * MiB, 300 * MiB), PhaseNeed(120, 600, 500 * MiB, 800 * MiB))
+    plan = plan_stage(REQ, LIM, replace(PROFILE, phases={"memory": phases}), SizingPolicy())
+    table = prediction_table(plan)
+    assert "predicted memory phases (from; median / upper): 0 s: 200Mi / 300Mi, 120 s: 500Mi / 800Mi" in table
+    assert plan.to_dict()["predicted"]["phases"]["memory"][1] == {"start_s": 120, "end_s": 600, "median": 500 * MiB,
+                                                                 "upper": 800 * MiB}
+    assert sizing_params({}, plan.profile, {}, {})["predicted.memory.phases"] == "0:2.09715e+08:3.14573e+08 120:5.24288e+08:8.38861e+08"
