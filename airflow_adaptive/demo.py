@@ -32,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
 PIPELINE = "ml_training_pipeline"
+SINGLE = "ml_training_single_task"  # the same work in one task: a stage with phases
 RETRAIN = "retrain_profiler"
 MODEL = "job-profiler"
 STATIC_MARGIN = 0.20  # the careful user's headroom over the largest seed peak
@@ -98,6 +99,7 @@ def _stage_runs(airflow_run_id: str) -> list[dict[str, Any]]:
             "mlflow_run_id": r.info.run_id,
             "predicted_memory_median": _num(p.get("predicted.memory.median")),
             "predicted_memory_upper": _num(p.get("predicted.memory.upper")),
+            "predicted_memory_phases": p.get("predicted.memory.phases"),
             "allocated_memory": _num(p.get("allocated.memory")),
             "allocated_cpu": _num(p.get("allocated.cpu")),
             "predicted_cpu_upper": _num(p.get("predicted.cpu.upper")),
@@ -174,6 +176,10 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         user = _user_requests(pipeline)
         print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
         seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
+        single = _dag(SINGLE)
+        single_user = _user_requests(single)
+        print(f"[demo] seed runs of the single-task pipeline (phases in one process) at {list(seed_sizes)} rows", flush=True)
+        single_seeds = _policy_runs(single, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
         bootstrap = _retrain()
         print(f"[demo] profiler: version {bootstrap['version']} ({bootstrap['profiler']}); champion -> "
               f"{bootstrap['champion_after']}: {bootstrap['reason']}", flush=True)
@@ -185,11 +191,18 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
                            ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
             print(f"[demo] {name}: {len(compare_sizes)} pipeline runs at {list(compare_sizes)} rows", flush=True)
             runs[name] = _policy_runs(pipeline, compare_sizes, lambda rows, c=conf: c)
+        single_careful = static_resources(single_seeds["stages"], single_user, "max")
+        single_runs = {}
+        for name, conf in (("static", {"sizing_mode": "shadow", "resources": single_careful}),
+                           ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
+            print(f"[demo] single task, {name}: {len(compare_sizes)} runs at {list(compare_sizes)} rows", flush=True)
+            single_runs[name] = _policy_runs(single, compare_sizes, lambda rows, c=conf: c)
         closed_loop = _retrain_dag()
         seconds = time.perf_counter() - started
     finally:
         server.stop()
     report = _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, setup_s)
+    report["single_task"] = _single_task_report(single_seeds, single_runs, single_careful)
     print(demo_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +266,16 @@ def _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, s
     }
 
 
+def _single_task_report(seeds, runs, careful) -> dict[str, Any]:
+    """The phased stage: the careful static user against the profile over time."""
+    static = runs["static"]["reserved_memory_byte_seconds"]
+    adaptive = runs["adaptive"]["reserved_memory_byte_seconds"]
+    phases = [s.get("predicted_memory_phases") for s in runs["adaptive"]["stages"] if s.get("predicted_memory_phases")]
+    return {"runs": runs, "seeds": seeds, "static_resources": careful,
+            "adaptive_memory_saving_vs_static": (1 - adaptive / static) if static else None,
+            "predicted_memory_phases": phases[0] if phases else None}
+
+
 def demo_table(report: dict[str, Any]) -> str:
     lines = [f"{'policy':<11} {'ok':<4} {'OOM kills':>9} {'resizes':>7} {'memory GiB-s':>12} {'CPU core-s':>10}"]
     for name, r in report["runs"].items():
@@ -261,6 +284,15 @@ def demo_table(report: dict[str, Any]) -> str:
     saving = report["adaptive_memory_saving_vs_static"]
     if saving is not None:
         lines.append(f"adaptive reserves {saving:.0%} fewer memory byte-seconds than the careful static baseline")
+    single = report.get("single_task")
+    if single:
+        for name, r in single["runs"].items():
+            lines.append(f"{'1-task ' + name:<11} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
+                         f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+        if single["adaptive_memory_saving_vs_static"] is not None:
+            lines.append(f"single task (phases in one process): adaptive reserves {single['adaptive_memory_saving_vs_static']:.0%} "
+                         f"fewer memory byte-seconds than the careful static user; predicted memory phases: "
+                         f"{single['predicted_memory_phases'] or 'none'}")
     lines.append(f"model {report['mlflow']['model_name']}@{report['mlflow']['alias']} = version {report['mlflow']['model_version']}; "
                  f"demo {report['seconds']:.0f} s (+{report['setup_seconds']:.0f} s set-up)")
     return "\n".join(lines)

@@ -29,6 +29,10 @@ Three stages with deliberately different resource profiles, all of which follow 
     baseline), writes accuracy, ROC AUC (with a bootstrap 95% interval), log loss and Brier score
     to ``metrics.json``.
 
+``all`` -- the three in one process, one after the other: the common case of a team that does not
+    split its stages, and a stage whose needs change over its life (CPU-bound loading, memory
+    growing in training, a lighter evaluation): what a profile over time sizes phase by phase.
+
 Stages hand data over through files in ``DIR``; every file is written atomically, so a stage
 killed half-way (OOM) leaves nothing half-written. Each stage prints one JSON line at the end
 (``stage``, ``rows``, ``seconds``, ``peak_rss_mib``, metrics where relevant). Bad input (``--rows``
@@ -52,6 +56,7 @@ import time
 from pathlib import Path
 
 STAGES = ("load", "train", "evaluate")
+COMMANDS = (*STAGES, "all")  # all: the three stages in one process
 DEFAULT_ROWS = 150_000
 #: Data sizes for the demo: its seed runs take every other one, the comparison the rest.
 DEMO_SIZES = (50_000, 90_000, 130_000, 180_000, 240_000, 300_000)
@@ -86,9 +91,9 @@ class PipelineError(Exception):
 
 
 def stage_command(stage: str, rows: int, workdir: str | os.PathLike, seed: int = 0, python: str = sys.executable) -> list[str]:
-    """The argv that runs one stage as its own process."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    """The argv that runs one stage (or ``all`` of them) as its own process."""
+    if stage not in COMMANDS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(COMMANDS)}")
     return [python, "-m", "airflow_adaptive.examples.pipeline", stage, "--rows", str(int(rows)),
             "--workdir", str(workdir), "--seed", str(int(seed))]
 
@@ -451,6 +456,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pipeline: error: {message}\n")
 
 
+def all_stages(rows: int, workdir: Path, seed: int, jobs: int) -> dict:
+    """Load, train and evaluate in this one process; each stage's result and wall seconds."""
+    out: dict = {"phase_seconds": {}}
+    for name, stage in (("load", load), ("train", train), ("evaluate", evaluate)):
+        started = time.perf_counter()
+        out[name] = stage(rows, workdir, seed, jobs)
+        out["phase_seconds"][name] = round(time.perf_counter() - started, 2)
+    return out
+
+
 def _default_jobs() -> int:
     try:
         wanted = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -461,7 +476,7 @@ def _default_jobs() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=COMMANDS)
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"rows of generated data (default {DEFAULT_ROWS})")
     parser.add_argument("--workdir", required=True, help="where stages hand data over")
     parser.add_argument("--seed", type=int, default=0)
@@ -477,9 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads BLAS
             os.environ.setdefault(var, str(jobs))
         workdir = Path(args.workdir)
-        if args.stage != "load" and not workdir.is_dir():
+        if args.stage not in ("load", "all") and not workdir.is_dir():
             raise PipelineError(f"--workdir {workdir} does not exist: run the 'load' stage first")
-        result = {"load": load, "train": train, "evaluate": evaluate}[args.stage](args.rows, workdir, args.seed, jobs)
+        result = {"load": load, "train": train, "evaluate": evaluate, "all": all_stages}[args.stage](args.rows, workdir, args.seed, jobs)
     except (PipelineError, OSError) as exc:
         print(f"pipeline: error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@
     python -m airflow_adaptive.examples.workloads tmpfs --mib 64 --dir /dev/shm [--hold-s 2]
     python -m airflow_adaptive.examples.workloads spin --seconds 2 [--processes 2]
     python -m airflow_adaptive.examples.workloads steady --mib 100 --seconds 3 [--spike-mib 300 --spike-at 1.5]
+    python -m airflow_adaptive.examples.workloads phases --plan 40:4,240:4,100:3
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ def steady(args) -> None:
     del base
 
 
+def phases(args) -> None:
+    """Hold MiB for seconds, phase after phase, each reached at once (a dataset loaded, a model
+    built): what a stage that loads, trains and evaluates in one process does to its memory."""
+    t0 = time.monotonic()
+    for i, step in enumerate(args.plan.split(",")):
+        mib, seconds = (float(x) for x in step.split(":"))
+        held = touch(int(mib))
+        print(f"phase {i}: {mib:g} MiB at {time.monotonic() - t0:.2f} s", flush=True)
+        time.sleep(seconds)
+        del held
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="kind", required=True)
@@ -96,8 +109,10 @@ def main() -> None:
     p.add_argument("--spike-mib", type=int, default=0)
     p.add_argument("--spike-at", type=float, default=1.0)
     p.add_argument("--spike-s", type=float, default=0.3)
+    p = sub.add_parser("phases")
+    p.add_argument("--plan", required=True, help="MiB:seconds per phase, comma-separated")
     args = parser.parse_args()
-    {"grow": grow, "tmpfs": tmpfs, "spin": spin, "steady": steady}[args.kind](args)
+    {"grow": grow, "tmpfs": tmpfs, "spin": spin, "steady": steady, "phases": phases}[args.kind](args)
     sys.stdout.flush()
 
 

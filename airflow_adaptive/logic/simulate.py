@@ -40,7 +40,7 @@ from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.series import KILLING, SeriesSet, UsageSeries
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig, decide, escalate_after_oom, initial_state
-from airflow_adaptive.logic.usage_profile import UsageShape, constant_shape, learn_shape
+from airflow_adaptive.logic.usage_profile import UsageShape, constant_shape, learn_shape, phases_for, start_estimate
 
 POLICIES = ("static_peak", "static_history", "reactive", "profile")
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
@@ -54,7 +54,7 @@ ESCALATION = {
     "reactive": "the operator's OOM retry: max(limit x oom_factor, peak seen + margin) (logic/deviation.py)",
     "profile": "the operator's OOM retry, as reactive",
 }
-RECENT_SAMPLES = 1  # a predicted fall releases memory only down to the last sample + margin (the plan gates it)
+ACTUATION_S = 0.3  # a resize's actuation on a real kubelet (p99, benchmarks/real_node.py)
 
 
 @dataclass(frozen=True)
@@ -192,75 +192,27 @@ class Runtime:
 
 
 class ReactiveRuntime(Runtime):
-    """Today's monitor: the deviation policy on one resource, starting at the constant profile.
+    """The monitor: the deviation policy on one resource, starting at the constant profile (with
+    ``phases``: following them, as the monitor does with a time-varying profile).
     Requests follow a decrease below them (a limit under the request is refused) and otherwise
     stay at the start: the operator's Burstable pods move only the limit up."""
 
     def __init__(self, resource: str, start: Start, estimate: ResourceEstimate, config: DeviationConfig,
-                 floor: float = 0.0) -> None:
-        profile = PredictedProfile({resource: estimate}, coverage=0.99)
+                 floor: float = 0.0, phases: tuple = ()) -> None:
+        profile = PredictedProfile({resource: estimate}, coverage=0.99, phases={resource: phases} if phases else {})
         self.resource, self.config, self.request = resource, config, start.request
         self.state = initial_state({resource: start.limit}, profile)
         # A retry never releases below its escalated start: the kill showed the need is above the old limit.
         self.bounds = Bounds(minimum={resource: floor} if floor else {})
-        self.resizes = 0
+        self.resizes = self.raised_ahead = 0
 
     def observe(self, time_s: float, used: float) -> tuple[float, float]:
         self.state, decisions = decide(self.state, UsageSample(time_s, {self.resource: used}), self.config, self.bounds)
         self.resizes += sum(d.action in ("increase", "decrease") for d in decisions)
+        self.raised_ahead += sum(d.action == "increase" and d.predicted for d in decisions)
         limit = self.state.tracks[self.resource].allocation
         self.request = min(self.request, limit)
         return limit, self.request
-
-
-class ProfileRuntime(Runtime):
-    """The time-varying profile: the limit follows the predicted phases (the highest upper within
-    the lead time, so it rises *before* a predicted step), the request the phase's median; a fall
-    releases memory only down to what the last samples used + margin; usage above the predicted
-    band hands over to the reactive rules, whose raises then stand."""
-
-    def __init__(self, resource: str, start: Start, estimate: ResourceEstimate, shape: UsageShape,
-                 config: DeviationConfig, lead_s: float, floor: float = 0.0) -> None:
-        self.resource, self.estimate, self.shape, self.config = resource, estimate, shape, config
-        self.lead_s, self.floor = lead_s, floor
-        self.limit, self.request = start.limit, start.request
-        self.recent: list[float] = []
-        self.reactive: ReactiveRuntime | None = None
-        self.resizes = 0
-        self.raised_ahead = 0  # raises that came from the prediction, not from observed usage
-
-    def planned(self, time_s: float) -> Start:
-        return planned_size(self.shape, self.estimate, time_s, self.lead_s, self.config.margin)
-
-    def observe(self, time_s: float, used: float) -> tuple[float, float]:
-        plan = self.planned(time_s)
-        progress = time_s / self.shape.duration_median if self.shape.duration_median > 0 else 0.0
-        band = self.shape.at(progress).upper * self.estimate.upper
-        if self.reactive is None and used > band:  # out of the predicted band: the reactive rules take over
-            self.reactive = ReactiveRuntime(self.resource, Start(self.limit, self.request), self.estimate, self.config,
-                                            self.floor)
-        want = plan.limit
-        if self.reactive is not None:
-            want = max(want, self.reactive.observe(time_s, used)[0])
-        self.recent = [*self.recent, used][-RECENT_SAMPLES:]
-        want = max(want, max(self.recent) * (1 + self.config.margin), self.floor)
-        if want > self.limit or want < self.limit * (1 - self.config.min_change):
-            if want > self.limit and plan.limit >= want and used <= self.limit * self.config.up_threshold:
-                self.raised_ahead += 1
-            self.limit, self.resizes = want, self.resizes + 1
-        self.request = min(plan.request, self.limit)
-        return self.limit, self.request
-
-
-def planned_size(shape: UsageShape, estimate: ResourceEstimate, time_s: float, lead_s: float, margin: float) -> Start:
-    """The size the profile gives at ``time_s``: the highest phase upper up to ``lead_s`` ahead x
-    the predicted peak upper + margin; the request, the phase's median x the predicted median."""
-    if shape.duration_median > 0:
-        now, ahead = time_s / shape.duration_median, (time_s + lead_s) / shape.duration_median
-    else:
-        now = ahead = 0.0
-    limit = shape.upper_within(now, ahead) * estimate.upper * (1 + margin)
-    return Start(limit, min(shape.at(now).median * estimate.median, limit))
 
 
 def simulate_run(times: np.ndarray, values: np.ndarray, start: Start, resource: str,
@@ -299,7 +251,7 @@ def simulate_run(times: np.ndarray, values: np.ndarray, start: Start, resource: 
                 tally.reserved += limit * float(dt[i])
                 tally.requested += request * float(dt[i])
             tally.resizes += live.resizes
-            tally.raised_ahead += getattr(live, "raised_ahead", 0)
+            tally.raised_ahead += live.raised_ahead
         if k is None:
             return tally
         tally.kills += 1
@@ -351,13 +303,19 @@ def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, hist
         return simulate_run(times, values, start, resource, escalate,
                             lambda s, floor: ReactiveRuntime(resource, s, estimate, deviation, floor))
     if policy == "profile":
-        deviation = replace(config.deviation, margin=margin)
+        # The product's own runtime (logic/deviation.py) with the stage's phases; it acts one
+        # sample (+ a real kubelet's actuation) ahead of a predicted rise.
+        lead = (float(np.median(np.diff(times))) if len(times) > 1 else 0.0) + ACTUATION_S
+        deviation = replace(config.deviation, margin=margin, lead_s=lead)
         shape = shape or constant_shape(resource, 0, [], "no shape given")
-        lead = float(np.median(np.diff(times))) if len(times) > 1 else 0.0  # act one sample ahead
+        phases, _ = phases_for({resource: shape}, {resource: estimate}, shape.duration_median)
+        phases = phases.get(resource, ())
         if resource not in deviation.resizable:  # chosen once per run: the highest phase
-            size = max(p.upper for p in shape.phases) * estimate.upper * (1 + margin)
+            size = max((p.upper for p in phases), default=estimate.upper) * (1 + margin)
             return simulate_run(times, values, Start(size, size), resource, _user_doubles)
-        start = planned_size(shape, estimate, 0.0, lead, margin)
+        first = start_estimate(phases, lead) or estimate
+        limit = first.upper * (1 + margin * config.sizing_margin / DEFAULT_MARGIN["profile"])
+        start = Start(limit, min(first.median, limit))
 
         def escalate_profile(limit: float, peak: float) -> Start:
             if limit <= 0:
@@ -366,7 +324,7 @@ def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, hist
             return Start(new, min(start.request, new))
 
         return simulate_run(times, values, start, resource, escalate_profile,
-                            lambda s, floor: ProfileRuntime(resource, s, estimate, shape, deviation, lead, floor))
+                            lambda s, floor: ReactiveRuntime(resource, s, estimate, deviation, floor, phases))
     raise ValueError(f"unknown policy {policy!r}")
 
 

@@ -104,19 +104,27 @@ def plan_stage(
     earlier_ooms: Sequence[OomEvent] = (),
     config: DeviationConfig = DeviationConfig(),
     deferred: Mapping[str, float] | None = None,
+    in_place: bool = True,
 ) -> StagePlan:
+    """``in_place``: the monitor may resize the running stage; a profile with phases then starts
+    it at its first phase (the monitor raises it ahead of the next), else at its peak."""
     if mode not in MODES:
         raise ValueError(f"sizing mode must be one of {MODES}, got {mode!r}")
     if mode == "off":
         return StagePlan(mode, user_size(requested, limited, "adaptive sizing is switched off"), None, requested, limited, None)
-    policy_size = size_container(profile, requested, limited, policy) if profile is not None and not fallback else None
+    policy_size = None
+    if profile is not None and not fallback:
+        start = first_phase(profile, config) if in_place and mode == "adaptive" else None
+        policy_size = size_container(start or profile, requested, limited, policy)
+        if start is not None:
+            policy_size = replace(policy_size, reasons=(*policy_size.reasons, *start.notes[len(profile.notes):]))
     if mode == "shadow":
         size = user_size(requested, limited, "shadow mode: the user's request is used; the prediction is only logged")
     elif policy_size is None:
         size = user_size(requested, limited, "the user's request is used as is")
     else:
         size = policy_size
-    plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback)
+    plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback, in_place=in_place)
     if mode == "shadow":
         would = carry_deferred(escalate(plan, earlier_ooms, policy, config), deferred or {}, policy)
         if would.escalation:
@@ -158,6 +166,24 @@ def carry_deferred(plan: StagePlan, deferred: Mapping[str, float], policy: Sizin
         return plan
     escalation = "; ".join(filter(None, [plan.escalation, *notes]))
     return replace(plan, size=size, escalation=escalation)
+
+
+def first_phase(profile: PredictedProfile, config: DeviationConfig) -> PredictedProfile | None:
+    """``profile`` with cpu and memory at their first predicted phase (and any phase starting
+    within the monitor's lead time); None when neither has phases."""
+    from airflow_adaptive.logic.usage_profile import start_estimate
+
+    resources, notes = dict(profile.resources), []
+    for r in ("cpu", "memory"):
+        start = start_estimate(profile.phases.get(r, ()), config.lead_s)
+        if start is None or r not in resources:
+            continue
+        resources[r] = start
+        notes.append(f"{r} sized for its first predicted phase (upper {_fmt(r, start.upper)}; the stage's upper "
+                     f"{_fmt(r, profile.resources[r].upper)} comes later, and the monitor raises ahead of it)")
+    if not notes:
+        return None
+    return replace(profile, resources=resources, notes=(*profile.notes, *notes))
 
 
 def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, config: DeviationConfig) -> StagePlan:

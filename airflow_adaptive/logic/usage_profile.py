@@ -184,6 +184,16 @@ def phases_for(shapes: Mapping[str, UsageShape] | None, resources: Mapping[str, 
     return out, "; ".join(why) or None
 
 
+def start_estimate(phases: Sequence[PhaseNeed], lead_s: float) -> "ResourceEstimate | None":
+    """What a run needs at its start: the first phase's median, and the highest upper of the
+    phases that start within ``lead_s`` (a step right after the start is ready in time)."""
+    from airflow_adaptive.domain.profile import ResourceEstimate
+
+    if not phases:
+        return None
+    return ResourceEstimate(phases[0].median, max(p.upper for p in phases if p.start_s <= lead_s))
+
+
 def with_phases(profile, shapes_by_stage: Mapping[str, Mapping[str, UsageShape]] | None, features: Mapping[str, Any]):
     """``profile`` (a PredictedProfile) with the phases of its stage, and a note when it has none.
     ``shapes_by_stage`` None: the profiler predates time-varying profiles."""

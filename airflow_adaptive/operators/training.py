@@ -235,8 +235,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         deferred = self._earlier_deferred(hook.tracking_uri, identity)
-        plan = plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred)
-        return plan if self.in_place_resize else replace(plan, in_place=False)
+        return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred,
+                          in_place=bool(self.in_place_resize))
 
     def _hook(self) -> ProfilerHook:
         """One per try: it looks the MLflow connection up (a call to Airflow's API) when made."""

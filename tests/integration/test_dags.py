@@ -22,7 +22,8 @@ def test_every_dag_in_dags_imports(tmp_path, monkeypatch):
 
     bag = DagBag(str(DAGS))
     assert bag.import_errors == {}
-    assert {"ml_training_pipeline", "retrain_profiler"} <= set(bag.dag_ids)
+    assert {"ml_training_pipeline", "ml_training_single_task", "retrain_profiler"} <= set(bag.dag_ids)
+    assert bag.dags["ml_training_single_task"].tasks[0].cmds[-1] == "all"
     pipeline = bag.dags["ml_training_pipeline"]  # from the files: get_dag would ask the metadata database
     assert [t.task_id for t in pipeline.topological_sort()] == ["load_data", "train_model", "evaluate_model"]
     assert all(type(t).__name__ == "AdaptiveTrainingOperator" for t in pipeline.tasks)

@@ -193,3 +193,25 @@ def test_sigterm_to_the_runner_goes_to_the_workload_and_the_report_is_still_writ
     assert "passing it to the workload" in stderr and "Traceback" not in stderr
     leftovers = [p for p in Path("/sys/fs/cgroup").glob(f"*/**/airflow-adaptive-{runner.pid}-*")]
     assert leftovers == []
+
+
+def test_a_predicted_phase_is_raised_before_it_comes_and_released_after(tmp_path, cgroups_available, workload_cmd):
+    """A stage that holds 40 MiB for 4 s, then 240 MiB (reached at once) for 4 s, then 100 MiB:
+    with the phases in its profile the runner starts at the first phase, raises the limit
+    before the second starts (no usage had asked for it), and releases after it."""
+    phases = [{"start_s": 0, "end_s": 4, "median": 45 * MIB, "upper": 60 * MIB},
+              {"start_s": 4, "end_s": 8, "median": 250 * MIB, "upper": 280 * MIB},
+              {"start_s": 8, "end_s": 11, "median": 110 * MIB, "upper": 130 * MIB}]
+    profile = {"coverage": 0.99, "resources": {"memory": {"median": 250 * MIB, "upper": 280 * MIB}},
+               "phases": {"memory": phases}}
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    proc, report = run_cli(tmp_path, "--cpu", "1", "--memory", "72Mi", "--profile", "profile.json", "--interval", "0.5", "--",
+                           *workload_cmd("phases", "--plan", "40:4,240:4,100:3"))
+    assert proc.returncode == 0 and not report["oom_killed"], proc.stderr
+    memory = [r for r in report["resizes"] if r["resource"] == "memory"]
+    ahead = [r for r in memory if "ahead of the predicted phase from 4 s" in r["reason"]]
+    assert ahead and ahead[0]["new"] >= 280 * MIB, memory
+    samples = [s for s in report["samples"] if "memory" in s["values"]]
+    over = next(s["time"] for s in samples if s["values"]["memory"] > 72 * MIB)  # the second phase arrives
+    assert ahead[0]["time"] < over  # raised before any usage asked for it
+    assert any(r["new"] < r["old"] and "needs less" in r["reason"] for r in memory if r["time"] > over)  # released after

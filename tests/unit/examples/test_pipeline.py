@@ -153,3 +153,13 @@ def test_train_memory_grows_with_rows_and_over_the_run(tiny, tmp_path):
     big, small = summary(larger)["peak_rss_mib"], summary(runs["train"])["peak_rss_mib"]
     assert big > small + 30, (big, small)
     assert steps[-1] > steps[0] + 25 and all(b >= a - 2 for a, b in zip(steps, steps[1:])), steps  # climbs step by step
+
+
+def test_all_stages_in_one_process_give_the_same_results(tiny, tmp_path):
+    """``all``: load, train and evaluate in one process (a stage with phases), with the same
+    outputs as the three processes."""
+    workdir, runs = tiny
+    result = summary(run(stage_command("all", TINY, tmp_path / "one")))
+    assert result["stage"] == "all" and set(result["phase_seconds"]) == {"load", "train", "evaluate"}
+    assert result["evaluate"]["metrics"] == json.loads((workdir / "metrics.json").read_text())  # same seed, same model
+    assert (tmp_path / "one" / "metrics.json").is_file()

@@ -184,3 +184,20 @@ def test_the_task_log_table_lists_the_predicted_phases_and_xcom_holds_them():
     assert plan.to_dict()["predicted"]["phases"]["memory"][1] == {"start_s": 120, "end_s": 600, "median": 500 * MiB,
                                                                  "upper": 800 * MiB}
     assert sizing_params({}, plan.profile, {}, {})["predicted.memory.phases"] == "0:2.09715e+08:3.14573e+08 120:5.24288e+08:8.38861e+08"
+
+
+def test_a_profile_with_phases_starts_the_stage_at_its_first_phase_when_it_can_be_resized():
+    from dataclasses import replace
+
+    from airflow_adaptive.domain.profile import PhaseNeed
+
+    phases = (PhaseNeed(0, 120, 200 * MiB, 300 * MiB), PhaseNeed(120, 600, 500 * MiB, 800 * MiB))
+    profile = replace(PROFILE, phases={"memory": phases})
+    plan = plan_stage(REQ, LIM, profile, SizingPolicy())
+    assert plan.size.limits.memory == pytest.approx(330 * MiB)  # 300 MiB + 10%, not the 800 MiB upper
+    assert any("first predicted phase" in r for r in plan.reasons())
+    assert plan.profile.phases == profile.phases  # the monitor gets every phase, to raise ahead of the next
+    fixed = plan_stage(REQ, LIM, profile, SizingPolicy(), in_place=False)  # no resizing: sized for the peak
+    assert fixed.size.limits.memory == pytest.approx(880 * MiB) and not fixed.resizable
+    shadow = plan_stage(REQ, LIM, profile, SizingPolicy(), "shadow")
+    assert shadow.policy_size.limits.memory == pytest.approx(880 * MiB)

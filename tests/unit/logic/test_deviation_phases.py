@@ -1,0 +1,61 @@
+"""The deviation policy with a time-varying profile: raised ahead of a predicted rise, released
+after a predicted fall when the last sample fits, the reactive rules alone while usage is above
+the phase's band."""
+
+import pytest
+
+from airflow_adaptive.domain.observation import UsageSample
+from airflow_adaptive.domain.profile import PhaseNeed, PredictedProfile, ResourceEstimate
+from airflow_adaptive.logic.deviation import Bounds, DeviationConfig, decide, initial_state
+
+MiB = 2**20
+CFG = DeviationConfig()  # lead_s 2, margin 20%, min_change 10%
+RISE = (PhaseNeed(0, 10, 80 * MiB, 100 * MiB), PhaseNeed(10, 20, 250 * MiB, 300 * MiB))
+FALL = (PhaseNeed(0, 10, 250 * MiB, 300 * MiB), PhaseNeed(10, 20, 80 * MiB, 100 * MiB))
+
+
+def run(phases, allocation, samples):
+    """Feed ``(elapsed_s, used_mib)`` samples; the decisions of the last one."""
+    profile = PredictedProfile({"memory": ResourceEstimate(250 * MiB, 300 * MiB)}, coverage=0.99, phases={"memory": phases})
+    state, decisions = initial_state({"memory": allocation * MiB}, profile), []
+    for t, used in samples:
+        state, decisions = decide(state, UsageSample(1000.0 + t, {"memory": used * MiB}), CFG, Bounds())
+    return state, decisions
+
+
+@pytest.mark.parametrize("name, phases, allocation, samples, action, new_mib, why", [
+    ("a rise within the lead time is raised before it comes", RISE, 120, [(0, 80), (5, 80), (8.5, 82)],
+     "increase", 360, "ahead of the predicted phase from 10 s"),
+    ("nothing yet while the rise is further than the lead time", RISE, 120, [(0, 80), (5, 80), (7, 82)], None, None, None),
+    ("a predicted fall releases once the last sample fits", FALL, 360, [(0, 250), (5, 260), (12, 70)],
+     "decrease", 120, "needs less"),
+    ("a predicted fall releases only down to what is still used", FALL, 360, [(0, 250), (5, 260), (12, 110)],
+     "decrease", 132, "needs less"),
+    ("usage above the new phase's band is not released towards it", FALL, 360, [(0, 250), (5, 260), (12, 200)],
+     None, None, None),
+])
+def test_following_the_phases(name, phases, allocation, samples, action, new_mib, why):
+    _, decisions = run(phases, allocation, samples)
+    if action is None:
+        assert decisions == [], name
+        return
+    (d,) = decisions
+    assert d.action == action and d.new == pytest.approx(new_mib * MiB) and why in d.reason and d.predicted, name
+
+
+def test_usage_above_the_band_is_left_to_the_reactive_rules():
+    # 400 MiB in a phase predicted at most 100 MiB (+20%): no release towards the phase; the
+    # reactive rules raise it (short against 420 MiB for two samples).
+    state, decisions = run(RISE, 420, [(0, 400), (2, 400)])
+    assert state.tracks["memory"].off_profile
+    (d,) = decisions
+    assert d.action == "increase" and not d.predicted and "ahead" not in d.reason
+
+
+def test_a_retry_floor_holds_against_a_predicted_fall():
+    profile = PredictedProfile({"memory": ResourceEstimate(250 * MiB, 300 * MiB)}, coverage=0.99, phases={"memory": FALL})
+    state = initial_state({"memory": 360 * MiB}, profile)
+    for t, used in [(0, 250), (5, 260), (12, 70)]:
+        state, decisions = decide(state, UsageSample(t, {"memory": used * MiB}), CFG, Bounds(minimum={"memory": 300 * MiB}))
+    (d,) = decisions
+    assert d.new == pytest.approx(300 * MiB)  # held at the floor the OOM kill set
