@@ -174,12 +174,14 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         started = time.perf_counter()
         pipeline = _dag(PIPELINE)
         user = _user_requests(pipeline)
-        print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
-        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
+        # The single task's seeds first: the profiler's hold-out window is the newest seed runs,
+        # and it should stay the three-stage pipeline's, as it was before the single task existed.
         single = _dag(SINGLE)
         single_user = _user_requests(single)
         print(f"[demo] seed runs of the single-task pipeline (phases in one process) at {list(seed_sizes)} rows", flush=True)
         single_seeds = _policy_runs(single, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
+        print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
+        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
         bootstrap = _retrain()
         print(f"[demo] profiler: version {bootstrap['version']} ({bootstrap['profiler']}); champion -> "
               f"{bootstrap['champion_after']}: {bootstrap['reason']}", flush=True)

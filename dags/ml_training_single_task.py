@@ -55,4 +55,7 @@ with DAG(
                                     for r, v in REQUEST[kind].items()} for kind in ("requests", "limits")},
         sizing_mode="{{ params.sizing_mode }}",
         env_vars={"OMP_NUM_THREADS": "2"},
+        # Four samples a second: at the example's sizes the whole task lasts 3-6 s, and its
+        # phases (loading, training, evaluating) last one or two; a 1 s monitor sees too little.
+        monitor_interval=0.25,
     )

@@ -218,7 +218,7 @@ def sizing_params(
         params[f"predicted.{r}.upper"] = repr(float(est.upper))
     for r, phases in (profile.phases.items() if profile is not None else ()):
         # start_s:median:upper per phase: short enough for an MLflow param (6000 characters)
-        params[f"predicted.{r}.phases"] = " ".join(f"{p.start_s:.0f}:{p.median:.6g}:{p.upper:.6g}" for p in phases)
+        params[f"predicted.{r}.phases"] = " ".join(f"{p.start_s:.4g}:{p.median:.6g}:{p.upper:.6g}" for p in phases)
     params.update({f"allocated.{r}": repr(float(v)) for r, v in allocated.items()})
     params.update({f"requested.{r}": repr(float(v)) for r, v in requested.items()})
     return params

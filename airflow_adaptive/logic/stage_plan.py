@@ -261,7 +261,7 @@ def phase_lines(profile: PredictedProfile | None) -> list[str]:
     """The predicted phases, one line per resource: where each starts, its median and upper."""
     out = []
     for r, phases in (profile.phases.items() if profile is not None else ()):
-        steps = [f"{p.start_s:.0f} s: {_fmt(r, p.median)} / {_fmt(r, p.upper)}" for p in phases]
+        steps = [f"{p.start_s:.4g} s: {_fmt(r, p.median)} / {_fmt(r, p.upper)}" for p in phases]
         out.append(f"predicted {r} phases (from; median / upper): " + ", ".join(steps))
     return out
 

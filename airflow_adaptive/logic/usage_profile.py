@@ -28,6 +28,9 @@ BINS = 20
 MAX_PHASES = 5
 MIN_STEP = 0.10  # of the run's peak: a smaller step is noise, not a phase
 MIN_RUNS = 3
+#: A run with fewer samples is too short to show its phases (a 4 s stage sampled every second is
+#: its start-up and three points): it still counts for the peak, not for the shape.
+MIN_SAMPLES = 8
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,11 @@ def _durations(durations: Sequence[float]) -> tuple[float, float]:
     return float(np.median(d)), float(d.max())
 
 
-def run_shape(times: np.ndarray, values: np.ndarray, bins: int = BINS) -> np.ndarray | None:
+def run_shape(times: np.ndarray, values: np.ndarray, bins: int = BINS, min_samples: int = MIN_SAMPLES) -> np.ndarray | None:
     """One run's usage as the highest sample per progress bin over its peak; a bin with no
     sample takes the bin before it (usage holds until the next sample). None: nothing to learn
-    (no duration or no usage)."""
-    if len(times) < 2 or times[-1] <= times[0] or not values.max() > 0:
+    (too few samples, no duration or no usage)."""
+    if len(times) < max(2, min_samples) or times[-1] <= times[0] or not values.max() > 0:
         return None
     progress = (times - times[0]) / (times[-1] - times[0])
     index = np.minimum((progress * bins).astype(int), bins - 1)
@@ -132,8 +135,8 @@ def learn_shape(resource: str, runs: Sequence[tuple[np.ndarray, np.ndarray]], co
     durations = [float(t[-1] - t[0]) for t, _ in runs if len(t) > 1]
     if len(shapes) < min_runs:
         return constant_shape(resource, len(shapes), durations,
-                              f"{len(shapes)} earlier run(s) with usage over time; {min_runs} needed for phases: "
-                              "one phase at the predicted peak")
+                              f"{len(shapes)} earlier run(s) with usage over time ({MIN_SAMPLES}+ samples); {min_runs} "
+                              "needed for phases: one phase at the predicted peak")
     stack = np.vstack(shapes)
     median = np.median(stack, axis=0)
     upper = np.quantile(stack, coverage, axis=0, method="higher") if len(shapes) >= 10 else stack.max(axis=0)

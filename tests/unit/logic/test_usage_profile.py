@@ -20,9 +20,10 @@ def phased_run(duration, load=0.3, train=1.0, evaluate=0.6, peak=4 * GiB, step=1
 
 def test_a_run_shape_is_the_highest_sample_per_progress_bin_over_the_peak():
     times, values = np.array([0.0, 10, 20, 30, 40]), np.array([1.0, 3.0, 2.0, 4.0, 4.0])
-    shape = run_shape(times, values, bins=4)
+    shape = run_shape(times, values, bins=4, min_samples=2)
     assert list(shape) == pytest.approx([0.25, 0.75, 0.5, 1.0])
     assert run_shape(np.array([0.0]), np.array([1.0])) is None  # no duration: nothing to learn
+    assert run_shape(times, values) is None  # 5 samples: too short to show phases
 
 
 def test_segmentation_finds_the_steps_and_ignores_small_wiggles():
