@@ -273,6 +273,19 @@ def _user_doubles(limit: float, peak: float) -> Start:
     return Start(new, new)
 
 
+def _operator_retry(deviation: DeviationConfig, start: Start) -> Callable[[float, float], Start]:
+    """The operator's retry after a kill: max(limit x oom_factor, peak + margin); the request
+    stays where it started (within the new limit)."""
+
+    def escalate(limit: float, peak: float) -> Start:
+        if limit <= 0:
+            return _user_doubles(limit, peak)
+        new = escalate_after_oom(limit, peak, deviation).new_limit
+        return Start(new, min(start.request, new))
+
+    return escalate
+
+
 def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, history: History,
                config: SimulationConfig, shape: UsageShape | None = None) -> Tally:
     """One scored run under ``policy`` with knob ``margin`` (``profile``: with the stage's
@@ -291,13 +304,7 @@ def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, hist
         deviation = replace(config.deviation, margin=margin)
         limit = estimate.upper * (1 + margin * config.sizing_margin / DEFAULT_MARGIN["reactive"])
         start = Start(limit, min(estimate.median, limit))
-
-        def escalate(limit: float, peak: float) -> Start:
-            if limit <= 0:
-                return _user_doubles(limit, peak)
-            new = escalate_after_oom(limit, peak, deviation).new_limit
-            return Start(new, min(start.request, new))
-
+        escalate = _operator_retry(deviation, start)
         if resource not in deviation.resizable:  # gpu, gpu_memory: chosen once per run
             return simulate_run(times, values, start, resource, escalate)
         return simulate_run(times, values, start, resource, escalate,
@@ -316,14 +323,7 @@ def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, hist
         first = start_estimate(phases, lead) or estimate
         limit = first.upper * (1 + margin * config.sizing_margin / DEFAULT_MARGIN["profile"])
         start = Start(limit, min(first.median, limit))
-
-        def escalate_profile(limit: float, peak: float) -> Start:
-            if limit <= 0:
-                return _user_doubles(limit, peak)
-            new = escalate_after_oom(limit, peak, deviation).new_limit
-            return Start(new, min(start.request, new))
-
-        return simulate_run(times, values, start, resource, escalate_profile,
+        return simulate_run(times, values, start, resource, _operator_retry(deviation, start),
                             lambda s, floor: ReactiveRuntime(resource, s, estimate, deviation, floor, phases))
     raise ValueError(f"unknown policy {policy!r}")
 
