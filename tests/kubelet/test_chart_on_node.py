@@ -41,7 +41,7 @@ def test_the_charts_training_account_runs_a_monitored_stage_without_a_token(real
     core = client.CoreV1Api(node_api)
     account = core.read_namespaced_service_account(f"{RELEASE}-training", chart)
     assert account.automount_service_account_token is False
-    pod = adaptive_pod("charted", real_node.images, ["-c", "import time; time.sleep(3)"], memory_mib=128, user=1000)
+    pod = adaptive_pod("charted", real_node.images, ["-c", "import time; time.sleep(12)"], memory_mib=128, user=1000)
     pod["spec"]["serviceAccountName"] = f"{RELEASE}-training"
     pod["spec"].pop("automountServiceAccountToken", None)  # the account's own setting decides
     core.create_namespaced_pod(chart, pod)

@@ -176,7 +176,9 @@ def test_the_monitor_grows_memory_in_place_and_the_kubelet_changes_the_cgroup(re
 
 def test_a_throttled_stage_gets_more_cpu_in_place(real_node, node_api, node_namespace):
     core = client.CoreV1Api(node_api)
-    pod = adaptive_pod("spin", real_node.images, ["-m", "airflow_adaptive.examples.workloads", "spin", "--seconds", "8",
+    # Long enough for the monitor to start on a busy 2-core machine (its Python start-up in the
+    # image took 3 to 6 s there, and a cold CI run timed out with 8 s).
+    pod = adaptive_pod("spin", real_node.images, ["-m", "airflow_adaptive.examples.workloads", "spin", "--seconds", "20",
                                                    "--processes", "2"],
                        memory_mib=128, cpu=0.2, user=1000, maximum=ResourceVector(cpu=2, memory=512 * MIB))
     core.create_namespaced_pod(node_namespace, pod)
@@ -208,7 +210,8 @@ def test_root_and_non_root_workloads_are_both_monitored(real_node, node_api, nod
     capabilities when the pod states none, as a root image runs) and reads the real cgroup."""
     core = client.CoreV1Api(node_api)
     name = f"who-{user or 'root'}"
-    pod = adaptive_pod(name, real_node.images, ["-c", "import os, time; print('uid', os.getuid(), flush=True); time.sleep(4)"],
+    # The workload outlives the monitor's start-up (3 to 6 s on a busy 2-core machine).
+    pod = adaptive_pod(name, real_node.images, ["-c", "import os, time; print('uid', os.getuid(), flush=True); time.sleep(12)"],
                        memory_mib=128, user=user)
     core.create_namespaced_pod(node_namespace, pod)
     wait_finished(core, node_namespace, name)
@@ -224,7 +227,7 @@ def test_a_workload_the_monitor_cannot_read_runs_unresized_without_a_restart_loo
     as the image's user is unknown, without CAP_SYS_PTRACE) may not read it. It says why once and
     stays up; the follower hands the reason over; the stage runs to completion at its planned size."""
     core = client.CoreV1Api(node_api)
-    sleeper = "import os, time; print('running as', os.getuid(), flush=True); time.sleep(14)"
+    sleeper = "import os, time; print('running as', os.getuid(), flush=True); time.sleep(25)"
     core.create_namespaced_pod(node_namespace, adaptive_pod("other-uid", real_node.images, ["-c", sleeper], memory_mib=128,
                                                             image="nonroot"))
     wait_for(lambda: phase(core, node_namespace, "other-uid"), lambda p: p == "Running", timeout_s=60, what="the stage to run")
