@@ -18,13 +18,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from airflow_adaptive.adapters.mlflow.store import home
+from airflow_adaptive.examples.dag_helpers import WORKDIR_ARG, pipeline_features, pipeline_params, templated_resources
 from airflow_adaptive.examples.pipeline import DEFAULT_ROWS
 from airflow_adaptive.operators import AdaptiveTrainingOperator
 
-N_FEATURES = 32  # columns of the generated data; see examples/pipeline.py
 IMAGE = "ghcr.io/airflow-adaptive/pipeline:0.1.0"
 STAGES = {
     # task id: (pipeline stage, algorithm, the author's own request: requests = prior, limits = bound)
@@ -32,17 +32,6 @@ STAGES = {
     "train_model": ("train", "random_forest", {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}),
     "evaluate_model": ("evaluate", "random_forest", {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}),
 }
-
-
-def _resources(task_id: str) -> dict:
-    """Templated: the run conf's ``resources.<task>`` when given, else the author's request."""
-    out: dict = {}
-    for kind in ("requests", "limits"):
-        out[kind] = {
-            r: f"{{{{ params.resources.get('{task_id}', {{}}).get('{kind}', {{}}).get('{r}', '{v}') }}}}"
-            for r, v in STAGES[task_id][2][kind].items()
-        }
-    return out
 
 
 with DAG(
@@ -53,13 +42,7 @@ with DAG(
     catchup=False,
     tags=["airflow-adaptive", "example"],
     default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
-    params={
-        "data_rows": Param(DEFAULT_ROWS, type="integer", minimum=1000, description="rows of generated training data"),
-        "sizing_mode": Param("adaptive", enum=["adaptive", "shadow", "off"]),
-        "resources": Param({}, type="object", description="per-task override of container_resources"),
-        "workdir": Param(str(home() / "pipeline-data"), type="string"),
-        "seed": Param(0, type="integer"),
-    },
+    params=pipeline_params(DEFAULT_ROWS, str(home() / "pipeline-data")),
 ) as dag:
     previous = None
     for task_id, (stage, algorithm, _) in STAGES.items():
@@ -67,17 +50,9 @@ with DAG(
             task_id=task_id,
             image=IMAGE,
             cmds=["python", "-m", "airflow_adaptive.examples.pipeline", stage],
-            arguments=["--rows", "{{ params.data_rows }}", "--workdir", "{{ params.workdir }}/{{ run_id | replace(':', '_') | replace('+', '_') }}",
-                       "--seed", "{{ params.seed }}"],
-            features={
-                "algorithm": algorithm,
-                "framework": "sklearn",
-                "data_rows": "{{ params.data_rows }}",
-                "data_bytes": f"{{{{ params.data_rows * {N_FEATURES} * 8 }}}}",
-                "n_features": N_FEATURES,
-                "epochs": 1,
-            },
-            container_resources=_resources(task_id),
+            arguments=["--rows", "{{ params.data_rows }}", "--workdir", WORKDIR_ARG, "--seed", "{{ params.seed }}"],
+            features=pipeline_features(algorithm),
+            container_resources=templated_resources(task_id, STAGES[task_id][2]),
             sizing_mode="{{ params.sizing_mode }}",
             env_vars={"OMP_NUM_THREADS": "2"},
         )
