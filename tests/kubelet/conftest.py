@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_adaptive.adapters.kubernetes.local_node import (
-    NODE_NAME, TOLERATION, NodeError, NodeSandbox, RealNode, host_snapshot,
+    NODE_NAME, TOLERATION, HostEgressGuard, NodeError, NodeSandbox, RealNode, host_snapshot, namespace_routes,
 )
 
 from ..kubernetes.conftest import temporary_namespace
@@ -41,20 +41,28 @@ def real_node(tmp_path_factory):
     node = RealNode(tmp_path_factory.mktemp("real-node"), images=node_images())
     NodeSandbox().clean()  # a killed earlier run's leftovers are not this run's changes
     before = host_snapshot()
-    try:
-        node.start()
-    except NodeError as exc:
-        pytest.fail(f"the real node did not start: {exc}")
-    try:
-        # While it runs: no address, link or route of the node's on the host (the tests reach it
-        # through 127.0.0.1); only its own namespace, mounts and cgroups.
-        running = host_snapshot()
-        network = ("addresses", "links", "routes")
-        assert {k: running[k] for k in network} == {k: before[k] for k in network}
-        yield node
-    finally:
-        node.stop()
-    # The host as it was: every process, mount, namespace, link, cgroup, sysctl and file put back.
+    with HostEgressGuard() as guard:  # the host's packets to the node's addresses: rejected, counted
+        try:
+            node.start()
+        except NodeError as exc:
+            pytest.fail(f"the real node did not start: {exc}")
+        try:
+            # While it runs: no address, link or route of the node's on the host (the tests reach it
+            # through 127.0.0.1), and no way out of its namespace: its routes are its own address
+            # and the pods' bridge, nothing else (no default route).
+            running = host_snapshot()
+            network = ("addresses", "links", "routes")
+            assert {k: running[k] for k in network} == {k: before[k] for k in network}
+            routes = namespace_routes()
+            assert not [r for r in routes if r.startswith("default")], routes
+            yield node
+        finally:
+            sent = guard.packets()
+            node.stop()
+    # Nothing on the host sent to the node's or the service addresses (GUARDED).
+    assert sent and not any(sent.values()), sent
+    # The host as it was: every process, mount, namespace, link, cgroup, sysctl, iptables rule and
+    # file put back.
     after = host_snapshot()
     assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
 

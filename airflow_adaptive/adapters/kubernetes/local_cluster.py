@@ -173,8 +173,14 @@ class LocalCluster:
         return self._url("https", self.port)
 
     def _url(self, scheme: str, port: int) -> str:
+        """How the host reaches ``port``: loopback, or the loopback port forwarded to it. Never
+        the cluster's own address when that is not loopback: the host has no route there but
+        its default one, and test traffic must not leave the machine."""
         if port in self.host_ports:
             return f"{scheme}://127.0.0.1:{self.host_ports[port]}"
+        if self.address != "127.0.0.1":
+            raise RuntimeError(f"port {port} of {self.address} is not forwarded to the host's loopback "
+                               "(host_ports); the host may only reach the cluster through 127.0.0.1")
         return f"{scheme}://{self.address}:{port}"
 
     # ---- life cycle ---------------------------------------------------------------------------

@@ -271,6 +271,48 @@ class NodeSandbox:
                 log.warning("could not remove cgroup %s: %s", root, exc)
 
 
+#: The node's addresses and the service range: nothing on the host may send to them (they exist
+#: only inside the node's namespace, and the host has no route there but its default one).
+GUARDED = (f"{NODE_ADDR}/32", POD_CIDR, "10.96.0.0/24")
+GUARD_CHAIN = "AIRFLOW-ADAPTIVE-GUARD"
+
+
+class HostEgressGuard:
+    """While the node runs: the host's OUTPUT rejects (and counts) packets to ``GUARDED``, so a
+    test that tried to reach the node other than through 127.0.0.1 fails instead of sending
+    traffic out of the machine. Removed on exit, also on failure; entering removes a stale one
+    (a killed earlier run's) first."""
+
+    def __enter__(self) -> "HostEgressGuard":
+        self.remove()
+        _run("iptables", "-w", "-N", GUARD_CHAIN)
+        for cidr in GUARDED:
+            _run("iptables", "-w", "-A", GUARD_CHAIN, "-d", cidr, "-j", "REJECT")
+        _run("iptables", "-w", "-I", "OUTPUT", "1", "-j", GUARD_CHAIN)
+        return self
+
+    def packets(self) -> dict[str, int]:
+        """Packets rejected so far, by destination range."""
+        out = _run("iptables", "-w", "-L", GUARD_CHAIN, "-n", "-v", "-x", check=False, quiet=True).stdout
+        rows = [line.split() for line in out.splitlines()[2:] if line.split()]
+        return {row[8]: int(row[0]) for row in rows if len(row) > 8}
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    @staticmethod
+    def remove() -> None:
+        while _run("iptables", "-w", "-D", "OUTPUT", "-j", GUARD_CHAIN, check=False, quiet=True).returncode == 0:
+            pass
+        _run("iptables", "-w", "-F", GUARD_CHAIN, check=False, quiet=True)
+        _run("iptables", "-w", "-X", GUARD_CHAIN, check=False, quiet=True)
+
+
+def namespace_routes() -> list[str]:
+    """The node namespace's routes: its own address and the pods' range, and no way out."""
+    return sorted(_run(*netns_exec(), "ip", "route", "show", "table", "all", check=False, quiet=True).stdout.splitlines())
+
+
 def host_snapshot() -> dict[str, Any]:
     """What the node may change on the host, as it is now: to compare before start and after stop."""
     netns = Path("/run/netns")
@@ -286,6 +328,7 @@ def host_snapshot() -> dict[str, Any]:
         "cgroups": sorted(str(m / CGROUP_ROOT) for m in cgroup_mounts() if (m / CGROUP_ROOT).exists()),
         "mounts": mounts_under([STATE, RUN, Path("/run/containerd"), Path("/run/netns"), Path("/var/lib/kubelet")]),
         "paths": sorted(str(p) for p in (*SHARED_PATHS, STATE, RUN, LEDGER) if p.exists()),
+        "iptables": sorted(_run("iptables", "-w", "-S", check=False, quiet=True).stdout.splitlines()),
     }
 
 
