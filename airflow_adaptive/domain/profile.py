@@ -31,15 +31,21 @@ class ResourceEstimate:
 @dataclass(frozen=True)
 class PhaseNeed:
     """One predicted phase of a stage's run: from ``start_s`` to ``end_s`` after the start (the
-    last phase lasts to the run's end, however long), needing ``median`` / ``upper``."""
+    last phase lasts to the run's end, however long), needing ``median`` / ``upper``. ``step``:
+    how far usage has jumped above the phase's running peak from one sample to the next (None:
+    not learned, a profile from before steps were learned)."""
 
     start_s: float
     end_s: float
     median: float
     upper: float
+    step: float | None = None
 
     def to_dict(self) -> dict[str, float]:
-        return {"start_s": self.start_s, "end_s": self.end_s, "median": self.median, "upper": self.upper}
+        out = {"start_s": self.start_s, "end_s": self.end_s, "median": self.median, "upper": self.upper}
+        if self.step is not None:
+            out["step"] = self.step
+        return out
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class PredictedProfile:
             model_uri=str(data.get("model_uri", "")),
             model_version=str(data.get("model_version", "")),
             notes=tuple(data.get("notes", ())),
-            phases={r: tuple(PhaseNeed(float(p["start_s"]), float(p["end_s"]), float(p["median"]), float(p["upper"]))
+            phases={r: tuple(PhaseNeed(float(p["start_s"]), float(p["end_s"]), float(p["median"]), float(p["upper"]),
+                                       None if p.get("step") is None else float(p["step"]))
                              for p in ps) for r, ps in (data.get("phases") or {}).items()},
         )

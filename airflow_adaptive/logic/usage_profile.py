@@ -8,8 +8,11 @@ for few runs) of the shapes. Binary segmentation then cuts the upper curve into 
 the highest of its bins (an envelope: a phase never promises less than one of its bins).
 
 The shape is relative, so it composes with the profiler's prediction of the peak from the
-stage's features: a phase's need = its fraction x the predicted peak (median or upper). The
-runs' durations (median, upper) map progress to seconds. With fewer than ``MIN_RUNS`` runs the
+stage's features: a phase's need = its fraction x the predicted peak (median or upper). Each
+phase also learns its *step*: how far usage jumped above the phase's running peak between two
+samples (model loads, a batch, an adapter), so the runtime can hold room for the next jump above
+what a run has reached rather than for the worst run's peak. The runs' durations (median,
+upper) map progress to seconds. With fewer than ``MIN_RUNS`` runs the
 profile is one phase at the peak (today's constant profile), and ``fallback`` says why.
 
 Pure: numpy only, no I/O.
@@ -41,9 +44,16 @@ class Phase:
     end: float
     median: float
     upper: float
+    #: How far the stage's usage jumps above a phase's running peak between two samples (a fraction
+    #: of the run's peak, the same quantile across runs as ``upper``; the stage's, so every phase
+    #: has the same); None: not learned (shapes registered before steps were).
+    step: float | None = None
 
     def to_dict(self) -> dict[str, float]:
-        return {"start": self.start, "end": self.end, "median": self.median, "upper": self.upper}
+        out = {"start": self.start, "end": self.end, "median": self.median, "upper": self.upper}
+        if self.step is not None:
+            out["step"] = self.step
+        return out
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,8 @@ def segment(curve: np.ndarray, max_phases: int = MAX_PHASES, min_step: float = M
 def learn_shape(resource: str, runs: Sequence[tuple[np.ndarray, np.ndarray]], coverage: float = 0.9,
                 bins: int = BINS, min_runs: int = MIN_RUNS) -> UsageShape:
     """The stage's shape of ``resource`` from its earlier runs' ``(times, values)``."""
-    shapes = [s for s in (run_shape(t, v, bins) for t, v in runs) if s is not None]
+    usable = [(t, v, shape) for t, v in runs if (shape := run_shape(t, v, bins)) is not None]
+    shapes = [shape for _, _, shape in usable]
     durations = [float(t[-1] - t[0]) for t, _ in runs if len(t) > 1]
     if len(shapes) < min_runs:
         return constant_shape(resource, len(shapes), durations,
@@ -139,11 +150,37 @@ def learn_shape(resource: str, runs: Sequence[tuple[np.ndarray, np.ndarray]], co
                               "needed for phases: one phase at the predicted peak")
     stack = np.vstack(shapes)
     median = np.median(stack, axis=0)
-    upper = np.quantile(stack, coverage, axis=0, method="higher") if len(shapes) >= 10 else stack.max(axis=0)
-    phases = tuple(Phase(i / bins, j / bins if j < bins else 1.0, float(median[i:j].max()), float(upper[i:j].max()))
-                   for i, j in segment(upper))
+    upper = _upper(stack, coverage)
+    pieces = segment(upper)
+    bounds = [(i / bins, j / bins if j < bins else 1.0) for i, j in pieces]
+    # One step for the stage, not one per phase: where a stage jumps is as random as how far is
+    # regular (a serving pod loads a model at any moment), and a phase that three runs crossed
+    # without a jump has not shown that it never jumps.
+    step = float(_upper(np.array([run_steps(t, v, bounds).max() for t, v, _ in usable]), coverage))
+    phases = tuple(Phase(start, end, float(median[i:j].max()), float(upper[i:j].max()), step)
+                   for (i, j), (start, end) in zip(pieces, bounds))
     med, up = _durations(durations)
     return UsageShape(resource, phases, med, up, len(shapes))
+
+
+def _upper(stack: np.ndarray, coverage: float) -> np.ndarray:
+    """Per column, the ``coverage`` quantile across runs; the highest with fewer than 10 runs."""
+    return np.quantile(stack, coverage, axis=0, method="higher") if len(stack) >= 10 else stack.max(axis=0)
+
+
+def run_steps(times: np.ndarray, values: np.ndarray, bounds: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Per phase (progress ``bounds``), the largest jump of one sample above the phase's running
+    peak, over the run's peak: how far usage steps between two samples *within* a phase (the rise
+    at a phase's start is the phases' to predict, so a phase's first sample sets its peak and
+    counts no jump). Measured at the series' own sampling interval, as the monitor will sample."""
+    progress = (times - times[0]) / (times[-1] - times[0])
+    peak = float(values.max())
+    out = np.zeros(len(bounds))
+    for k, (start, end) in enumerate(bounds):
+        inside = values[(progress >= start) & ((progress < end) if k < len(bounds) - 1 else (progress <= end))]
+        if len(inside) > 1:
+            out[k] = max(0.0, float((inside[1:] - np.maximum.accumulate(inside)[:-1]).max())) / peak
+    return out
 
 
 # ----------------------------------------------------------------------------- per stage
@@ -182,7 +219,8 @@ def phases_for(shapes: Mapping[str, UsageShape] | None, resources: Mapping[str, 
         if not duration > 0:
             why.append(f"{r}: no duration to map progress to time")
             continue
-        out[r] = tuple(PhaseNeed(p.start * duration, p.end * duration, p.median * est.median, p.upper * est.upper)
+        out[r] = tuple(PhaseNeed(p.start * duration, p.end * duration, p.median * est.median, p.upper * est.upper,
+                                 None if p.step is None else p.step * est.upper)
                        for p in shape.phases)
     return out, "; ".join(why) or None
 

@@ -59,3 +59,32 @@ def test_a_retry_floor_holds_against_a_predicted_fall():
         state, decisions = decide(state, UsageSample(t, {"memory": used * MiB}), CFG, Bounds(minimum={"memory": 300 * MiB}))
     (d,) = decisions
     assert d.new == pytest.approx(300 * MiB)  # held at the floor the OOM kill set
+
+
+# One phase predicted at most 300 MiB whose stage jumps by up to 50 MiB between two samples.
+STEPPED = (PhaseNeed(0, 100, 200 * MiB, 300 * MiB, 50 * MiB),)
+
+
+@pytest.mark.parametrize("name, allocation, samples, action, new_mib", [
+    # peak so far 100 MiB: room for the larger of 20% and the 50 MiB step = 150 MiB
+    ("released to the peak so far + the learned step", 360, [(0, 100), (6, 100)], "decrease", 150),
+    ("released to the peak + margin when that is more than the step", 600, [(0, 400), (6, 400)], None, None),
+    ("raised at once when the next jump would no longer fit, however small the change", 150,
+     [(0, 100), (6, 105)], "increase", 155),
+    ("nothing while the jump fits", 150, [(0, 100), (6, 100)], None, None),
+])
+def test_a_learned_step_sizes_the_room_above_the_phase_peak(name, allocation, samples, action, new_mib):
+    _, decisions = run(STEPPED, allocation, samples)
+    if action is None:
+        assert [d for d in decisions if d.action != "hold"] == [], name
+        return
+    (d,) = decisions
+    assert d.action == action and d.new == pytest.approx(new_mib * MiB) and "learned step" in d.reason and d.predicted, name
+
+
+def test_the_phase_peak_starts_again_in_each_phase():
+    phases = (PhaseNeed(0, 10, 250 * MiB, 300 * MiB, 20 * MiB), PhaseNeed(10, 100, 80 * MiB, 100 * MiB, 20 * MiB))
+    state, decisions = run(phases, 360, [(0, 250), (5, 250), (12, 60)])
+    assert state.tracks["memory"].phase_peak == 60 * MiB and state.tracks["memory"].phase_start == 10
+    (d,) = decisions
+    assert d.action == "decrease" and d.new == pytest.approx(80 * MiB)  # 60 + the 20 MiB step

@@ -69,3 +69,43 @@ def test_phases_scale_the_shape_by_the_predicted_peak_and_duration():
     assert other.phases == {} and "no usage over time recorded" in other.notes[-1]
     old = with_phases(profile, None, {"dag_id": "pipeline", "task_id": "train"})
     assert old.phases == {} and "registered before time-varying profiles" in old.notes[-1]
+
+
+def test_the_step_is_the_largest_jump_within_a_phase_not_the_rise_into_one():
+    from airflow_adaptive.logic.usage_profile import run_steps
+
+    # 10 samples: a phase at 1 GiB that jumps to 1.5 GiB inside it, then a rise to 4 GiB (the next phase).
+    times = np.arange(10.0)
+    values = np.array([1.0, 1.0, 1.5, 1.5, 1.4, 4.0, 4.0, 4.0, 4.0, 4.0]) * GiB
+    steps = run_steps(times, values, [(0.0, 0.5), (0.5, 1.0)])
+    assert list(steps) == pytest.approx([0.5 / 4, 0.0])  # the jump of 0.5 GiB over the 4 GiB peak; none after the rise
+    assert list(run_steps(times, values, [(0.0, 1.0)])) == pytest.approx([2.5 / 4])  # one phase: the rise is a jump
+
+
+def test_the_stage_learns_one_step_over_its_runs():
+    # Three runs of a phased stage; the second trains at 0.8 of its peak, then jumps to it midway.
+    runs = [phased_run(d) for d in (600, 800, 1000)]
+    t, v = runs[1]
+    v = v.copy()
+    inside = (t / 800 >= 0.25) & (t / 800 < 0.7)
+    v[inside] *= np.where(t[inside] / 800 > 0.5, 1.0, 0.8)  # 0.8 of the peak, then the peak: a jump of 0.2
+    runs[1] = (t, v)
+    shape = learn_shape("memory", runs)
+    assert len(shape.phases) == 3
+    assert [p.step for p in shape.phases] == pytest.approx([0.2] * 3)  # the stage's step, in every phase
+
+
+def test_a_step_scales_with_the_predicted_upper_and_survives_the_json():
+    from airflow_adaptive.domain.profile import PhaseNeed, PredictedProfile, ResourceEstimate
+    from airflow_adaptive.logic.usage_profile import phases_for
+
+    shape = learn_shape("memory", [phased_run(d) for d in (600, 800, 1000)])
+    phases, _ = phases_for({"memory": shape}, {"memory": ResourceEstimate(2 * GiB, 3 * GiB)}, 400)
+    assert all(p.step == pytest.approx(0.0) for p in phases["memory"])  # these runs never jump inside a phase
+    stepped = PredictedProfile({"memory": ResourceEstimate(2 * GiB, 3 * GiB)}, coverage=0.99,
+                               phases={"memory": (PhaseNeed(0, 10, GiB, 2 * GiB, 0.5 * GiB),)})
+    assert PredictedProfile.from_dict(stepped.to_dict()) == stepped
+    unstepped = PredictedProfile({"memory": ResourceEstimate(2 * GiB, 3 * GiB)}, coverage=0.99,
+                                 phases={"memory": (PhaseNeed(0, 10, GiB, 2 * GiB),)})
+    assert "step" not in unstepped.to_dict()["phases"]["memory"][0]  # what older monitors read, unchanged
+    assert PredictedProfile.from_dict(unstepped.to_dict()) == unstepped
