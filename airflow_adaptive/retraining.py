@@ -5,6 +5,12 @@ fitted without the most recent ``holdout_fraction`` of records (and without any 
 had not ended when that window opened); it and the current champion are scored on that same
 window (:mod:`airflow_adaptive.logic.promotion`); the new version is registered either way and
 the alias moves only on a win. The returned :class:`RetrainResult` says why.
+
+With usage series, both models are also scored over time on the hold-out window's runs
+(:mod:`airflow_adaptive.logic.phase_score`): the figures are logged on the challenger's run
+(``holdout_phased_*``, ``holdout_constant_reserved_over_used``; the primary resource unsuffixed,
+others with ``_<resource>``), and a challenger whose phases are exceeded clearly more often than
+the champion's is not promoted (:func:`~airflow_adaptive.logic.promotion.decide`).
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Mapping
 
+from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,9 @@ class RetrainResult:
     records: int
     holdout_window: str
     profiler: str
+    #: The hold-out score over time (``PhaseScore.to_dict()`` of the primary resource) per model,
+    #: ``{"challenger": ..., "champion": ...}``; None without usage series.
+    phase_scores: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,7 +50,7 @@ class RetrainResult:
 def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, holdout_fraction: float = HOLDOUT_FRACTION,
                         target_under: float = TARGET_UNDER, plot: bool = True, series=None) -> RetrainResult:
     """``series`` (a SeriesSet of the stage runs' usage over time, ``adapters/series``): the
-    challenger also learns each stage's phases from the runs it was fitted on."""
+    challenger also learns each stage's challenger_phases from the runs it was fitted on."""
     from airflow_adaptive.adapters.mlflow.registry import load_profiler, log_profiler, set_alias
     from airflow_adaptive.domain.errors import FeatureSchemaMismatch, ModelNotFound
     from airflow_adaptive.logic.promotion import decide, score_on_window, split_holdout
@@ -51,20 +61,35 @@ def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, h
     if series is not None:
         challenger.shapes_ = training_shapes(series, train)
     score = score_on_window(challenger, holdout, target_under)
-    champion_score, champion_version = None, None
+    challenger_phases = holdout_phase_scores(challenger, holdout, series) if series is not None else None
+    champion_score, champion_version, champion_phases = None, None, None
     try:
         champion, champion_version = load_profiler(f"models:/{name}@champion")
         champion_score = score_on_window(champion, holdout, target_under)
+        if challenger_phases is not None:
+            champion_phases = holdout_phase_scores(champion, holdout, series)
     except ModelNotFound:
         champion_version = None
     except FeatureSchemaMismatch as exc:
         log.warning("champion cannot be scored on this window (%s); treating it as absent", exc)
-    decision = decide(score, champion_score, target_under)
+        champion_score = champion_phases = None
+    primary = primary_resource(challenger_phases) if challenger_phases else None
+    decision = decide(score, champion_score, target_under,
+                      challenger_phases=challenger_phases.get(primary) if primary else None,
+                      champion_phases=(champion_phases or {}).get(primary) if primary else None)
     metrics = {
         "holdout_allocated_over_used": score.allocated_over_used,
         "holdout_under_provisioned_fraction": score.under_provisioned_fraction,
         "training_records": float(len(train)),
+        **phase_metrics(challenger_phases or {}, primary),
     }
+    reason = decision.reason
+    if primary:
+        from airflow_adaptive.logic.phase_score import describe
+
+        reason += f" | hold-out over time: challenger {describe(challenger_phases[primary])}"
+        if champion_phases and primary in champion_phases:
+            reason += f"; champion {describe(champion_phases[primary])}"
     with tempfile.TemporaryDirectory() as tmp:
         plot_path = None
         if plot:
@@ -76,8 +101,78 @@ def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, h
     if decision.promote:
         set_alias(name, "champion", version)
     after = version if decision.promote else champion_version
-    return RetrainResult(name, version, decision.promote, decision.reason, champion_version, after,
-                         len(table), score.window, type(challenger).__name__)
+    scored = {"challenger": challenger_phases[primary].to_dict()} if primary else None
+    if scored and champion_phases and primary in champion_phases:
+        scored["champion"] = champion_phases[primary].to_dict()
+    return RetrainResult(name, version, decision.promote, reason, champion_version, after,
+                         len(table), score.window, type(challenger).__name__, scored)
+
+
+def holdout_predictions(profiler, holdout: JobTable) -> dict[str, PredictedProfile]:
+    """Each hold-out row's profile as the operator would get it (peaks, duration, then the
+    stage's phases: ``with_phases``), keyed by its job id (a stage run's MLflow run id, which is
+    also its usage series' id)."""
+    import numpy as np
+
+    from airflow_adaptive.logic.targets import DURATION
+    from airflow_adaptive.logic.usage_profile import with_phases
+
+    preds = profiler.predict(holdout)
+    shapes = getattr(profiler, "shapes_", None)
+    out = {}
+    for i, job in enumerate(holdout.job_id):
+        estimates = {}
+        for target, p in preds.items():
+            median, upper = float(p["median"][i]), float(p["upper"][i])
+            if np.isfinite(median) and np.isfinite(upper) and median >= 0:
+                estimates[target] = ResourceEstimate(median, max(upper, median))  # as predict_profile does
+        duration = estimates.pop(DURATION, None)
+        profile = PredictedProfile(estimates, coverage=profiler.coverage, duration=duration, schema_id=holdout.schema.id)
+        features = {name: column[i] for name, column in holdout.features.items()}
+        out[str(job)] = with_phases(profile, shapes, features)
+    return out
+
+
+def holdout_phase_scores(profiler, holdout: JobTable, series) -> dict[str, Any]:
+    """``{resource: PhaseScore}`` of ``profiler`` on the usage series of the hold-out rows (runs
+    outside the window are left out; empty when none of its runs has a series)."""
+    import numpy as np
+
+    from airflow_adaptive.logic.phase_score import score_all
+
+    ids = {run.series for run in series}
+    rows = np.flatnonzero([str(j) in ids for j in holdout.job_id])
+    if not len(rows):
+        return {}
+    window = holdout.take(rows)
+    keep = {str(j) for j in window.job_id}
+    return score_all(holdout_predictions(profiler, window), [run for run in series if run.series in keep])
+
+
+def primary_resource(scores: Mapping[str, Any]) -> str | None:
+    """The resource the promotion rule and the unsuffixed metrics use: memory (what kills a
+    run) when scored, else the first scored with runs."""
+    scored = [r for r, s in scores.items() if s.runs]
+    return "memory" if "memory" in scored else (scored[0] if scored else None)
+
+
+def phase_metrics(scores: Mapping[str, Any], primary: str | None) -> dict[str, float]:
+    """MLflow metrics of the hold-out score over time (NaN figures left out: a missing metric
+    fails a quality bar, as it should for a model nobody measured)."""
+    import math
+
+    out: dict[str, float] = {}
+    for resource, s in scores.items():
+        if not s.runs:
+            continue
+        suffix = "" if resource == primary else f"_{resource}"
+        figures = {"holdout_phased_reserved_over_used": s.phased_reserved_over_used,
+                   "holdout_phased_over_upper_fraction": s.over_upper_fraction,
+                   "holdout_constant_reserved_over_used": s.constant_reserved_over_used,
+                   "holdout_phased_runs": float(s.runs),
+                   "holdout_phased_runs_with_phases": float(s.phased_runs)}
+        out.update({name + suffix: float(v) for name, v in figures.items() if not math.isnan(v)})
+    return out
 
 
 def training_shapes(series, train: JobTable) -> dict[str, Any]:

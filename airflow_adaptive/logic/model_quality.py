@@ -8,6 +8,7 @@ hold-out metrics the retraining flow logs on the model's run (``retraining.py``)
 | ``holdout_allocated_over_used`` | ``max_allocated_over_used`` | lower: less memory reserved per byte used |
 | ``holdout_under_provisioned_fraction`` | ``max_under_provisioned_fraction`` | lower: fewer stages that would have been OOM-killed |
 | ``training_records`` | ``min_training_records`` | higher: a model fitted on more history |
+| ``holdout_phased_over_upper_fraction`` | ``max_phased_over_upper_fraction`` | lower: fewer usage samples above the predicted phase's upper (only with usage series) |
 
 A bar left as None is not checked. A metric the run lacks (or a NaN) fails its bar: a model
 nobody measured is not known to be good.
@@ -22,6 +23,10 @@ from typing import Any, Mapping
 ALLOCATED_OVER_USED = "holdout_allocated_over_used"
 UNDER_PROVISIONED = "holdout_under_provisioned_fraction"
 TRAINING_RECORDS = "training_records"
+PHASED_OVER_UPPER = "holdout_phased_over_upper_fraction"
+#: The bars, in the order ``QualityBar`` takes them positionally.
+BAR_FIELDS = ("max_allocated_over_used", "max_under_provisioned_fraction", "min_training_records",
+              "max_phased_over_upper_fraction")
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,10 @@ class QualityBar:
     max_allocated_over_used: float | None = None
     max_under_provisioned_fraction: float | None = None
     min_training_records: int | None = None
+    max_phased_over_upper_fraction: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_allocated_over_used", "max_under_provisioned_fraction", "min_training_records"):
+        for name in BAR_FIELDS:
             value = getattr(self, name)
             if value is None:
                 continue
@@ -47,12 +53,12 @@ class QualityBar:
             out.append((UNDER_PROVISIONED, "max", float(self.max_under_provisioned_fraction)))
         if self.min_training_records is not None:
             out.append((TRAINING_RECORDS, "min", float(self.min_training_records)))
+        if self.max_phased_over_upper_fraction is not None:
+            out.append((PHASED_OVER_UPPER, "max", float(self.max_phased_over_upper_fraction)))
         return tuple(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_allocated_over_used": self.max_allocated_over_used,
-                "max_under_provisioned_fraction": self.max_under_provisioned_fraction,
-                "min_training_records": self.min_training_records}
+        return {name: getattr(self, name) for name in BAR_FIELDS}
 
 
 def meets(bar: QualityBar, metrics: Mapping[str, Any]) -> tuple[bool, str]:
@@ -81,4 +87,5 @@ def meets(bar: QualityBar, metrics: Mapping[str, Any]) -> tuple[bool, str]:
     return True, "quality bar met: " + "; ".join(passed)
 
 
-__all__ = ["ALLOCATED_OVER_USED", "QualityBar", "TRAINING_RECORDS", "UNDER_PROVISIONED", "meets"]
+__all__ = ["ALLOCATED_OVER_USED", "BAR_FIELDS", "PHASED_OVER_UPPER", "QualityBar", "TRAINING_RECORDS", "UNDER_PROVISIONED",
+           "meets"]

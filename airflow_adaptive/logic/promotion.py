@@ -12,14 +12,30 @@ Rules of :func:`decide`:
   from different windows are not comparable, so nothing is promoted);
 * with no champion, there is nothing to beat, so the challenger only has to be honest: the
   share of under-provisioned jobs at its own default coverage must be within
-  ``coverage_tolerance`` of the target.
+  ``coverage_tolerance`` of the target;
+* over time (:mod:`airflow_adaptive.logic.phase_score`), when both models have a phased score on
+  the **same** hold-out runs: a challenger that would otherwise win is **not** promoted if the
+  share of usage samples above its phased upper exceeds the champion's by more than
+  ``phase_tolerance`` (0.05 absolute): cheaper phases that promise less than the runs use are
+  not better, they move the risk from the start of the run into its middle. Scores on different
+  runs or resources are not compared (the reason says so); without phase scores the rule is off.
+
+| peak rule | phase scores | over-upper gap (challenger - champion) | promoted |
+|---|---|---|---|
+| wins | both, same runs | <= ``phase_tolerance`` | yes |
+| wins | both, same runs | > ``phase_tolerance`` | no: its phases promise less than the usage needs |
+| wins | either missing (no series, no champion) | - | yes (the peak rule's reason) |
+| wins | on different runs / resources, or no sample scored | - | yes (not compared, said in the reason) |
+| loses | any | - | no (the peak rule's reason) |
 
 Pure logic: no MLflow here (the registry adapter applies the decision).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,7 +44,13 @@ from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
 from airflow_adaptive.logic.replay import at_target, simulate, summarise
 
+if TYPE_CHECKING:
+    from airflow_adaptive.logic.phase_score import PhaseScore
+
 NON_COMPRESSIBLE = ("memory", "gpu_memory", "gpu")
+#: How much more often (absolute share of samples) a challenger's phased upper may be exceeded
+#: than the champion's: below this the difference is noise of a small hold-out.
+PHASE_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,9 +70,36 @@ class Decision:
 
 
 def decide(
-    challenger: Score, champion: Score | None, target_under: float, coverage_tolerance: float = 0.01
+    challenger: Score, champion: Score | None, target_under: float, coverage_tolerance: float = 0.01, *,
+    challenger_phases: "PhaseScore | None" = None, champion_phases: "PhaseScore | None" = None,
+    phase_tolerance: float = PHASE_TOLERANCE,
 ) -> Decision:
     """Whether ``challenger`` should become champion, and why (see the module docstring)."""
+    if not phase_tolerance >= 0:
+        raise ValueError(f"phase_tolerance must be a share >= 0, got {phase_tolerance!r}")
+    peak = _decide_peaks(challenger, champion, target_under, coverage_tolerance)
+    return _check_phases(peak, challenger_phases, champion_phases, phase_tolerance)
+
+
+def _check_phases(peak: Decision, challenger: "PhaseScore | None", champion: "PhaseScore | None",
+                  tolerance: float) -> Decision:
+    """The rule over time: a winning challenger whose phases are exceeded more often loses."""
+    if not peak.promote or challenger is None or champion is None:
+        return peak
+    if challenger.resource != champion.resource or challenger.series != champion.series:
+        return Decision(True, f"{peak.reason}; phases not compared (scored on different hold-out runs or resources)")
+    c, d = challenger.over_upper_fraction, champion.over_upper_fraction
+    if not challenger.runs or math.isnan(c) or math.isnan(d):  # NaN: no sample scored
+        return Decision(True, f"{peak.reason}; phases not compared (no hold-out run with usage over time)")
+    what = f"{challenger.resource} samples of {challenger.runs} hold-out run(s) above the phased upper"
+    # The epsilon keeps a gap of exactly the tolerance (0.30 - 0.25) on the allowed side.
+    if c - d > tolerance + 1e-12:
+        return Decision(False, f"{peak.reason}, but its phases leave {c:.4f} of the {what} against the champion's "
+                               f"{d:.4f} (more than {tolerance:g} more): they promise less than the usage needs")
+    return Decision(True, f"{peak.reason}; {c:.4f} of the {what} (champion {d:.4f})")
+
+
+def _decide_peaks(challenger: Score, champion: Score | None, target_under: float, coverage_tolerance: float) -> Decision:
     if champion is None:
         gap = abs(challenger.under_provisioned_fraction - target_under)
         verdict = "within" if gap <= coverage_tolerance else "outside"

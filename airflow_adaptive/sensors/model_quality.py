@@ -19,10 +19,8 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
-from airflow_adaptive.logic.model_quality import QualityBar
+from airflow_adaptive.logic.model_quality import BAR_FIELDS, QualityBar
 from airflow_adaptive.triggers.model_quality import ModelQualityTrigger, alias_of, check_quality
-
-BAR_FIELDS = ("max_allocated_over_used", "max_under_provisioned_fraction", "min_training_records")
 
 
 def _number(value: Any, name: str, whole: bool = False) -> float | int | None:
@@ -44,8 +42,9 @@ class ProfilerQualitySensor(BaseSensorOperator):
     """Wait until the model version behind ``model_uri``'s alias meets the quality bar.
 
     :param model_uri: ``models:/<name>@<alias>`` (templated); a fixed version is refused.
-    :param max_allocated_over_used: / ``max_under_provisioned_fraction`` / ``min_training_records``:
-        the bar (templated); None leaves a metric unchecked.
+    :param max_allocated_over_used: / ``max_under_provisioned_fraction`` / ``min_training_records`` /
+        ``max_phased_over_upper_fraction``: the bar (templated); None leaves a metric unchecked.
+        The last one needs a champion retrained with usage series (``holdout_phased_over_upper_fraction``).
     :param mlflow_conn_id: Airflow connection of the MLflow server (else ``MLFLOW_TRACKING_URI``,
         else the embedded store), as for the operator.
     :param deferrable: wait in the triggerer (:class:`~airflow_adaptive.triggers.model_quality.ModelQualityTrigger`).
@@ -60,6 +59,7 @@ class ProfilerQualitySensor(BaseSensorOperator):
         max_allocated_over_used: float | str | None = None,
         max_under_provisioned_fraction: float | str | None = None,
         min_training_records: int | str | None = None,
+        max_phased_over_upper_fraction: float | str | None = None,
         mlflow_conn_id: str | None = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -74,6 +74,7 @@ class ProfilerQualitySensor(BaseSensorOperator):
         self.max_allocated_over_used = max_allocated_over_used
         self.max_under_provisioned_fraction = max_under_provisioned_fraction
         self.min_training_records = min_training_records
+        self.max_phased_over_upper_fraction = max_phased_over_upper_fraction
         self.mlflow_conn_id = mlflow_conn_id
         self.deferrable = deferrable
 
@@ -84,6 +85,7 @@ class ProfilerQualitySensor(BaseSensorOperator):
                 _number(self.max_allocated_over_used, "max_allocated_over_used"),
                 _number(self.max_under_provisioned_fraction, "max_under_provisioned_fraction"),
                 _number(self.min_training_records, "min_training_records", whole=True),  # type: ignore[arg-type]
+                _number(self.max_phased_over_upper_fraction, "max_phased_over_upper_fraction"),
             )
         except ValueError as exc:
             raise AirflowFailException(f"task '{self.task_id}': {exc}") from None

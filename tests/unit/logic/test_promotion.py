@@ -95,3 +95,46 @@ def test_split_holdout_drops_jobs_still_running_at_the_cut():
 def test_split_holdout_rejects_bad_fractions(fraction):
     with pytest.raises(UserError):
         split_holdout(table([0, 1, 2], [1, 1, 1]), fraction)
+
+
+# ----------------------------------------------------------------------------- the rule over time
+from airflow_adaptive.logic.phase_score import PhaseScore  # noqa: E402
+
+RUNS = ("r1", "r2", "r3")
+
+
+def phased(over, runs=RUNS, resource="memory"):
+    return PhaseScore(resource, 1.1, 1.5, over, len(runs), len(runs), 30 * len(runs), runs)
+
+
+@pytest.mark.parametrize(
+    "challenger, champion, ch_phases, cp_phases, promote, reason_has",
+    [
+        (score(1.8), score(2.0), phased(0.10), phased(0.08), True, "0.1000 of the memory samples of 3 hold-out run(s)"),
+        (score(1.8), score(2.0), phased(0.30), phased(0.25), True, "(champion 0.2500)"),  # exactly the tolerance
+        (score(1.8), score(2.0), phased(0.31), phased(0.25), False, "promise less than the usage needs"),
+        (score(1.8), score(2.0), phased(0.40), phased(0.0), False, "more than 0.05 more"),
+        (score(1.8), score(2.0), phased(0.0), phased(0.40), True, "beats"),  # fewer misses than the champion
+        (score(1.8), score(2.0), phased(0.40), phased(0.0, runs=("r1",)), True, "phases not compared"),
+        (score(1.8), score(2.0), phased(0.40), phased(0.0, resource="cpu"), True, "phases not compared"),
+        (score(1.8), score(2.0), phased(float("nan"), runs=()), phased(float("nan"), runs=()), True,
+         "no hold-out run with usage over time"),
+        (score(1.8), score(2.0), phased(0.40), None, True, "beats"),  # no phase score for the champion: rule off
+        (score(2.2), score(2.0), phased(0.0), phased(0.40), False, "worse"),  # phases never rescue a peak loss
+        (score(2.2), score(2.0), phased(0.40), phased(0.0), False, "worse"),
+        (score(9.0, under=0.01), None, phased(0.90), None, True, "within"),  # no champion: nothing to compare
+    ],
+    ids=["close", "at-tolerance", "just-over", "far-over", "fewer-misses", "other-runs", "other-resource", "no-samples",
+         "champion-unscored", "peak-loss-good-phases", "peak-loss-bad-phases", "first-model"],
+)
+def test_decide_over_time(challenger, champion, ch_phases, cp_phases, promote, reason_has):
+    decision = decide(challenger, champion, TARGET, challenger_phases=ch_phases, champion_phases=cp_phases)
+    assert decision.promote is promote, decision.reason
+    assert reason_has in decision.reason
+
+
+def test_phase_tolerance_is_a_parameter_and_must_be_a_share():
+    assert decide(score(1.8), score(2.0), TARGET, challenger_phases=phased(0.4), champion_phases=phased(0.0),
+                  phase_tolerance=0.5).promote
+    with pytest.raises(ValueError, match="phase_tolerance"):
+        decide(score(1.8), score(2.0), TARGET, phase_tolerance=-0.1)
