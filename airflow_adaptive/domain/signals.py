@@ -24,7 +24,9 @@ LINE_VERSION = 1
 
 @dataclass(frozen=True)
 class ResizeSignal:
-    """Resize ``resource`` from ``old`` to ``new`` (resource units: cores, bytes, GPUs)."""
+    """Resize ``resource`` from ``old`` to ``new`` (resource units: cores, bytes, GPUs). ``request``:
+    where the scheduler's reservation should follow (a profile's phases: what the run uses now),
+    at most ``new``; None: the request stays (and only a line with one carries the key)."""
 
     resource: str
     old: float
@@ -33,6 +35,7 @@ class ResizeSignal:
     time: float  # Unix seconds when the monitor decided
     sequence: int  # per-monitor counter: a reader applies each sequence number once, in order
     container: str = ""
+    request: float | None = None
 
     def __post_init__(self) -> None:
         if self.resource not in RESOURCES:
@@ -45,13 +48,18 @@ class ResizeSignal:
             raise ValueError("a resize signal must change the size")
         if self.sequence < 0:
             raise ValueError(f"sequence must be >= 0, got {self.sequence}")
+        if self.request is not None and not (isinstance(self.request, (int, float)) and 0 <= self.request <= self.new):
+            raise ValueError(f"resize signal request must be a number in [0, new={self.new:g}], got {self.request!r}")
 
     @property
     def direction(self) -> Direction:
         return "increase" if self.new > self.old else "decrease"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": SIGNAL_MARKER, "v": LINE_VERSION, **asdict(self)}
+        out = {"kind": SIGNAL_MARKER, "v": LINE_VERSION, **asdict(self)}
+        if self.request is None:
+            del out["request"]
+        return out
 
     def to_line(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -67,6 +75,7 @@ class ResizeSignal:
                 time=float(data["time"]),
                 sequence=int(data["sequence"]),
                 container=str(data.get("container", "")),
+                request=None if data.get("request") is None else float(data["request"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"malformed resize signal {dict(data)!r}: {exc}") from exc

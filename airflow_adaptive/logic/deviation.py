@@ -142,6 +142,10 @@ class ResourceDecision:
     new: float
     reason: str
     predicted: bool = False  # made by following the predicted phases, not by observed usage
+    #: With phases: the request (the scheduler's reservation) for what the run uses in the phase
+    #: (the rising phase's median, else the phase's peak so far or the predicted median, at most
+    #: ``new``); None: the request is left as it is.
+    request: float | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +244,11 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
     if resizable and ahead is not None and not left_band:
         decision, t2 = _follow_phases(r, t, used, phase, ahead, window, since, now, cfg, bounds)
         if decision is not None:
-            return replace(decision, predicted=decision.action != "hold"), t2
+            if decision.action == "hold":
+                return decision, t2
+            level = ahead.median if ahead.upper > phase.upper else max(phase.median if ahead.step is None else 0.0,
+                                                                       t2.phase_peak)
+            return replace(decision, predicted=True, request=min(decision.new, level)), t2
     # Memory that will reach its limit within the lookahead cannot wait out the cooldown: the
     # kernel would OOM-kill first. A sidecar has no kernel warning to make it urgent (the local
     # runner does), so on a real kubelet steady growth of tens of MiB/s was killed inside the 5 s.

@@ -19,6 +19,7 @@ Rules, in order (Kubernetes in-place resize as of 1.35, where it is GA):
 | memory decrease below known usage | defer | the kubelet refuses it (its best-effort check) or the kernel OOM-kills |
 | Guaranteed | requests = limits = new | the QoS class is immutable: both move together |
 | Burstable | limit = new, request kept (lowered with the limit only when it would exceed it) | the request is what the scheduler reserved; keep the node packing |
+| Burstable, the signal carries a request (a profile's phases) | limit = new, request = the signal's | the scheduler's reservation follows what the run uses in its phase; the limit protects |
 | Burstable whose cpu and memory would end with request == limit | request one step below | otherwise the pod would turn Guaranteed, which the API refuses |
 | a request that grows past the node's room | cap at the room, else defer | the kubelet would mark it ``Deferred`` or ``Infeasible`` |
 
@@ -126,7 +127,7 @@ def plan_resize(signal: ResizeSignal, state: ResizeState) -> ResizePlan:
     blocked = _blocked_reason(signal, state, increase)
     if blocked:
         return plan("defer", blocked)
-    requests, limits, notes = _resized(state, r, signal.new)
+    requests, limits, notes = _resized(state, r, signal.new, signal.request)
     return _fit(plan, state, r, requests, limits, notes, increase, current, signal.new)
 
 
@@ -156,16 +157,22 @@ def _allocation(state: ResizeState, r: str) -> float:
     return limit if limit > 0 else getattr(state.requests, r)
 
 
-def _resized(state: ResizeState, r: str, new: float) -> tuple[ResourceVector, ResourceVector, list[str]]:
-    """New requests and limits for ``r`` that keep the pod's QoS class."""
+def _resized(state: ResizeState, r: str, new: float, request: float | None = None
+             ) -> tuple[ResourceVector, ResourceVector, list[str]]:
+    """New requests and limits for ``r`` that keep the pod's QoS class (``request``: where a
+    Burstable request should go; None: it stays)."""
     req, lim = getattr(state.requests, r), getattr(state.limits, r)
     if state.qos_class == "Guaranteed":
         return _with(state.requests, r, new), _with(state.limits, r, new), [f"Guaranteed: {r} request and limit move together"]
     if lim <= 0:  # no limit: the request is the allocation
         return _with(state.requests, r, new), state.limits, [f"Burstable without a {r} limit: the request moves"]
     notes = [f"Burstable: {r} limit moves"]
-    new_req = min(req, new)
-    notes.append(f"request lowered with it from {_show(r, req)}" if new_req < req else f"request stays {_show(r, req)}")
+    if request is not None:
+        new_req = min(request, new)
+        notes.append(f"request follows the phase from {_show(r, req)} to {_show(r, new_req)}")
+    else:
+        new_req = min(req, new)
+        notes.append(f"request lowered with it from {_show(r, req)}" if new_req < req else f"request stays {_show(r, req)}")
     requests, limits = _with(state.requests, r, new_req), _with(state.limits, r, new)
     if _looks_guaranteed(requests, limits):
         requests = _with(requests, r, max(0.0, new - QOS_STEP[r]))

@@ -194,8 +194,9 @@ class Runtime:
 class ReactiveRuntime(Runtime):
     """The monitor: the deviation policy on one resource, starting at the constant profile (with
     ``phases``: following them, as the monitor does with a time-varying profile).
-    Requests follow a decrease below them (a limit under the request is refused) and otherwise
-    stay at the start: the operator's Burstable pods move only the limit up."""
+    Requests follow a decision that carries one (the phases: what the run uses in its phase),
+    else a decrease below them (a limit under the request is refused), and otherwise stay: the
+    operator's Burstable pods move the limit, and the request only as the phases say."""
 
     def __init__(self, resource: str, start: Start, estimate: ResourceEstimate, config: DeviationConfig,
                  floor: float = 0.0, phases: tuple = ()) -> None:
@@ -211,6 +212,9 @@ class ReactiveRuntime(Runtime):
         self.resizes += sum(d.action in ("increase", "decrease") for d in decisions)
         self.raised_ahead += sum(d.action == "increase" and d.predicted for d in decisions)
         limit = self.state.tracks[self.resource].allocation
+        for d in decisions:
+            if d.request is not None:
+                self.request = d.request
         self.request = min(self.request, limit)
         return limit, self.request
 

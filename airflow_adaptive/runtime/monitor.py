@@ -118,7 +118,8 @@ class Monitor:
                     self._explained[d.resource] = d.reason
                     log.info("hold %s at %s: %s", d.resource, d.old, d.reason)
                 continue
-            signal = ResizeSignal(d.resource, float(d.old), float(d.new), d.reason, now, self._sequence, self.container)
+            signal = ResizeSignal(d.resource, float(d.old), float(d.new), d.reason, now, self._sequence, self.container,
+                                  None if d.request is None else float(d.request))
             self._sequence += 1
             try:
                 in_force = self.channel.send(signal)

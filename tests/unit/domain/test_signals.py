@@ -36,3 +36,14 @@ def test_malformed_signal_is_a_clear_error():
 def test_invalid_signals(kw, match):
     with pytest.raises(ValueError, match=match):
         signal(**kw)
+
+
+def test_a_request_travels_only_when_set_and_never_above_the_new_size():
+    with_request = ResizeSignal("memory", 1.0, 4.0, "phase", 1.0, 3, "base", 2.0)
+    assert parse_signal_line(with_request.to_line()) == with_request
+    plain = ResizeSignal("memory", 1.0, 4.0, "reactive", 1.0, 3, "base")
+    assert "request" not in plain.to_line()  # the line of a monitor without phases is unchanged
+    with pytest.raises(ValueError, match="request must be a number in"):
+        ResizeSignal("memory", 1.0, 4.0, "x", 1.0, 3, "base", 5.0)
+    with pytest.raises(UserError, match="malformed resize signal"):  # untrusted: a line asking a request above its limit
+        parse_signal_line(with_request.to_line().replace('"request":2.0', '"request":9.0'))

@@ -88,3 +88,20 @@ def test_the_phase_peak_starts_again_in_each_phase():
     assert state.tracks["memory"].phase_peak == 60 * MiB and state.tracks["memory"].phase_start == 10
     (d,) = decisions
     assert d.action == "decrease" and d.new == pytest.approx(80 * MiB)  # 60 + the 20 MiB step
+
+
+@pytest.mark.parametrize("name, phases, allocation, samples, request_mib", [
+    ("ahead of a rise: the rising phase's median is reserved with it", RISE, 120, [(0, 80), (5, 80), (8.5, 82)], 250),
+    ("after a fall: what the phase uses (its median, or more if used)", FALL, 360, [(0, 250), (5, 260), (12, 110)], 110),
+    ("within a stepped phase: its peak so far", STEPPED, 360, [(0, 100), (6, 100)], 100),
+])
+def test_a_phase_decision_carries_the_request_the_scheduler_should_hold(name, phases, allocation, samples, request_mib):
+    _, decisions = run(phases, allocation, samples)
+    (d,) = decisions
+    assert d.request == pytest.approx(request_mib * MiB) and d.request <= d.new, name
+
+
+def test_reactive_decisions_leave_the_request_alone():
+    state, decisions = run(RISE, 420, [(0, 400), (2, 400)])  # above the band: the reactive rules
+    (d,) = decisions
+    assert d.action == "increase" and d.request is None

@@ -12,8 +12,9 @@ MI = 2**20
 GI = 2**30
 
 
-def sig(resource="memory", old=2 * GI, new=4 * GI, sequence=1, container=""):
-    return ResizeSignal(resource, float(old), float(new), "test", 1.0, sequence, container)
+def sig(resource="memory", old=2 * GI, new=4 * GI, sequence=1, container="", request=None):
+    return ResizeSignal(resource, float(old), float(new), "test", 1.0, sequence, container,
+                        None if request is None else float(request))
 
 
 GUARANTEED = ResizeState("base", ResourceVector(1, 2 * GI), ResourceVector(1, 2 * GI), "Guaranteed")
@@ -35,6 +36,18 @@ PENDING_DEFERRED = (ResizeCondition("PodResizePending", "Deferred", "Node didn't
          ResourceVector(0.5, 1 * GI), ResourceVector(1, 1.5 * GI), "limit moves"),
         ("burstable memory down below request: request follows", sig(new=768 * MI), BURSTABLE, "apply",
          ResourceVector(0.5, 768 * MI), ResourceVector(1, 768 * MI), "request lowered"),
+        ("burstable with a phase's request: the request follows it up", sig(request=3 * GI), BURSTABLE, "apply",
+         ResourceVector(0.5, 3 * GI), ResourceVector(1, 4 * GI), "request follows the phase from 1024Mi to 3072Mi"),
+        ("burstable with a phase's request: the request follows it down", sig(new=1.5 * GI, request=512 * MI), BURSTABLE,
+         "apply", ResourceVector(0.5, 512 * MI), ResourceVector(1, 1.5 * GI), "request follows the phase"),
+        ("guaranteed ignores a phase's request: both move with the limit", sig(request=3 * GI), GUARANTEED, "apply",
+         ResourceVector(1, 4 * GI), ResourceVector(1, 4 * GI), "Guaranteed"),
+        ("a phase's request past the node's room is capped there", sig(request=3 * GI),
+         replace(BURSTABLE, room=ResourceVector(4, 2 * GI)), "cap",
+         ResourceVector(0.5, 2 * GI), ResourceVector(1, 4 * GI), "capped to the node's room"),
+        ("a phase's request equal to the limit keeps the pod Burstable", sig("cpu", 1, 2, request=2),
+         replace(BURSTABLE, requests=ResourceVector(0.5, 2 * GI), limits=ResourceVector(1, 2 * GI)), "apply",
+         ResourceVector(1.999, 2 * GI), ResourceVector(2, 2 * GI), "stays Burstable"),
         ("burstable that would turn Guaranteed keeps one step below",
          sig("cpu", 1, 0.5), replace(BURSTABLE, requests=ResourceVector(0.5, 2 * GI)), "apply",
          ResourceVector(0.499, 2 * GI), ResourceVector(0.5, 2 * GI), "stays Burstable"),
