@@ -164,6 +164,7 @@ class Track:
     off_profile: bool = False  # the last sample was above the phase's band: the reactive rules alone until it is back
     phase_start: float | None = None  # the start of the phase in force at the last sample (None: no phases)
     phase_peak: float = 0.0  # the highest sample since that phase began
+    shift: float = 0.0  # seconds the run is ahead of (+) or behind (-) its predicted phases, by its usage
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,11 @@ class PolicyState:
         return replace(self, tracks={**self.tracks, resource: replace(old, allocation=float(value), last_change=time, short=0, low=0)})
 
 
-def initial_state(allocation: Mapping[str, float], profile: PredictedProfile | None = None) -> PolicyState:
-    return PolicyState({r: Track(float(v)) for r, v in allocation.items()}, profile)
+def initial_state(allocation: Mapping[str, float], profile: PredictedProfile | None = None,
+                  started: float | None = None) -> PolicyState:
+    """``started``: when the workload started, on the samples' clock (its process's start time),
+    which places it in its phases; None: at the first sample."""
+    return PolicyState({r: Track(float(v)) for r, v in allocation.items()}, profile, started)
 
 
 def decide(
@@ -199,12 +203,44 @@ def decide(
     started = sample.time if state.started is None else state.started
     for r in [*sample.values, *sorted((set(urgent) & set(tracks)) - set(sample.values))]:
         track = tracks.get(r, Track(0.0))
-        est, now, ahead = _prediction(state.profile, r, sample.time - started, config.lead_s)
+        elapsed = sample.time - started
+        phases = state.profile.phases.get(r) if state.profile is not None else None
+        if phases and r in sample.values:
+            track = replace(track, shift=_phase_clock(phases, elapsed, track, sample.values[r], config.margin))
+        est, now, ahead = _prediction(state.profile, r, elapsed + track.shift, config.lead_s)
         decision, tracks[r] = _judge(r, track, sample.values.get(r), r in urgent, est, sample.time, config, bounds,
                                      now, ahead)
         if decision is not None:
             decisions.append(decision)
     return replace(state, tracks=tracks, started=started), decisions
+
+
+def _phase_clock(phases, elapsed: float, t: Track, used: float, margin: float) -> float:
+    """How far the run is ahead of (+) or behind (-) its predicted phases, corrected by its usage's
+    signature: the clock alone drifts with the data, the node and a late monitor.
+
+    - **early**: usage above the phase's band (upper + margin) and within a later, higher phase's
+      upper: that phase has begun; the clock jumps to its start.
+    - **late**: the clock is leaving a phase that rises above the one before (its median above the
+      previous upper) while usage has never risen above that previous upper: the rise has not
+      come, and the phases after it (a fall) must not release yet; the clock waits at the
+      phase's end, for at most the phase's own length, then moves on.
+    """
+    k = _phase_index(phases, elapsed + t.shift)
+    now = phases[k]
+    if used > now.upper * (1 + margin):
+        later = next((p for p in phases[k + 1:] if p.upper > now.upper and p.upper >= used), None)
+        return t.shift if later is None else later.start_s - elapsed
+    if k >= 2 and t.phase_start == phases[k - 1].start_s:  # the clock is leaving phase k - 1 at this sample
+        was, before = phases[k - 1], phases[k - 2]
+        rose = was.median > before.upper  # a rise whose usage tells it apart from the phase before
+        if rose and max(t.phase_peak, used) <= before.upper:
+            return max(was.end_s - 1e-6 - elapsed, -(was.end_s - was.start_s))
+    return t.shift
+
+
+def _phase_index(phases, elapsed: float) -> int:
+    return next((i for i, p in enumerate(phases) if elapsed < p.end_s), len(phases) - 1)
 
 
 def _prediction(profile: PredictedProfile | None, r: str, elapsed: float, lead_s: float):

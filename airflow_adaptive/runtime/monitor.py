@@ -62,7 +62,10 @@ class Monitor:
         usage_log: UsageLog | None = None,
         container: str = "",
         keep_samples: bool = False,
+        started: float | None = None,
     ) -> None:
+        """``started``: when the workload started (Unix seconds): where its predicted phases count
+        from; None: from the first sample."""
         self.sampler = sampler
         self.channel = channel
         self.profile = profile
@@ -70,7 +73,7 @@ class Monitor:
         self.bounds = bounds or Bounds(minimum={}, maximum={})
         self.usage_log = usage_log
         self.container = container
-        self.state = initial_state(allocation, profile)
+        self.state = initial_state(allocation, profile, started)
         self.usage = UsageAccumulator()
         self.samples: list[UsageSample] | None = [] if keep_samples else None
         self.signals: list[ResizeSignal] = []

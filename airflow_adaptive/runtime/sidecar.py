@@ -90,6 +90,20 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")  # a zombie has exited
 
 
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started, in Unix seconds: its ``/proc/<pid>/stat`` starttime (clock ticks since
+    boot) placed on the wall clock through CLOCK_BOOTTIME (``/proc/stat``'s btime is whole seconds).
+    The workload's phases count from there, not from the monitor's first sample, which comes
+    seconds later (the sidecar's own start-up). None when unreadable (logged)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
+    except (OSError, ValueError, IndexError) as exc:
+        log.warning("cannot read when workload pid %d started (%s); its phases count from the first sample", pid, exc)
+        return None
+
+
 def workload_sampler(pid: int) -> Sampler:
     """The workload container's cgroup through ``/proc/<pid>/root``, else procfs (logged)."""
     try:
@@ -192,7 +206,8 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     oom_fd = _open_oom_counter(sampler)
     gpu = gpu_for(pid) if gpu_for else None
     monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
-                      config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container)
+                      config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container,
+                      started=process_start_time(pid))
     next_tick = time.monotonic()
     while not stop.requested and _alive(pid):
         monitor.step()

@@ -105,3 +105,42 @@ def test_reactive_decisions_leave_the_request_alone():
     state, decisions = run(RISE, 420, [(0, 400), (2, 400)])  # above the band: the reactive rules
     (d,) = decisions
     assert d.action == "increase" and d.request is None
+
+
+LATE = (PhaseNeed(0, 10, 80 * MiB, 100 * MiB), PhaseNeed(10, 20, 250 * MiB, 300 * MiB), PhaseNeed(20, 40, 80 * MiB, 100 * MiB))
+
+
+def test_a_rise_that_comes_early_moves_the_clock_to_its_phase():
+    state, decisions = run(RISE, 120, [(0, 80), (3, 80), (5, 250)])  # the 10 s phase's usage at 5 s
+    assert state.tracks["memory"].shift == pytest.approx(5)
+    (d,) = decisions
+    assert d.action == "increase" and d.new == pytest.approx(360 * MiB) and d.predicted  # its upper + 20%, not x2 reactive
+    assert not state.tracks["memory"].off_profile
+
+
+@pytest.mark.parametrize("name, samples, released", [
+    ("the rise came: the fall after it releases on time", [(0, 80), (5, 80), (12, 250), (18, 250), (21, 80), (23, 80)], True),
+    ("the rise has not come: the clock waits, nothing is released", [(0, 80), (5, 80), (12, 80), (18, 80), (21, 80), (23, 80)], False),
+])
+def test_a_late_rise_holds_the_clock_so_the_fall_after_it_releases_nothing(name, samples, released):
+    state, _ = run(LATE, 120, samples)
+    track = state.tracks["memory"]
+    if released:
+        assert track.allocation == pytest.approx(120 * MiB) and track.shift == 0, name  # 80 + 20%, then 100 + 20%
+    else:
+        assert track.allocation == pytest.approx(360 * MiB) and track.shift < 0, name  # still ready for the rise
+
+
+def test_a_late_rise_waits_at_most_its_phase_length():
+    samples = [(0, 80), (5, 80), *[(t, 80) for t in range(9, 34, 2)]]
+    state, _ = run(LATE, 120, samples)
+    assert state.tracks["memory"].allocation == pytest.approx(120 * MiB)  # at 33 s: waited 10 s, then released
+
+
+def test_the_workloads_start_places_the_first_sample_in_its_phases():
+    profile = PredictedProfile({"memory": ResourceEstimate(250 * MiB, 300 * MiB)}, coverage=0.99, phases={"memory": RISE})
+    state = initial_state({"memory": 120 * MiB}, profile, started=1000.0)
+    # The monitor's first sample comes 8.5 s after the workload started (a slow sidecar start-up):
+    # the rise at 10 s is within the lead time already.
+    state, (d,) = decide(state, UsageSample(1008.5, {"memory": 80 * MiB}), CFG, Bounds())
+    assert d.action == "increase" and d.new == pytest.approx(360 * MiB) and d.predicted
