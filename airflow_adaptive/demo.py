@@ -9,8 +9,13 @@
 4. **Comparison**: the same sequence of data sizes three times:
    ``static`` (a careful user: each stage's largest seed peak + 20%, requests = limits, never
    resized), ``optimistic`` (the median seed peak), and ``adaptive`` (the profiler's size,
-   resized in place by the monitor).
+   resized in place by the monitor). The single-task DAG (the pipeline in one process: a stage
+   with phases) is compared three ways: ``static`` (careful), ``reactive`` (the profiler's
+   constant profile, ``follow_phases=False``: sized for the peak, the monitor's reactive rules)
+   and ``adaptive`` (started at the first predicted phase, the monitor following the phases).
 5. **Closed loop**: the retraining DAG refits on everything logged and says whether the alias moved.
+6. **Series**: every finished stage run's usage over time, as the long CSV ``simulate`` reads
+   (``pipeline-series.csv.gz`` next to the JSON report).
 
 Every pipeline run is ``DAG.test()`` in this process, which is what ``airflow dags test`` runs
 (one interpreter saves Airflow's import per run). The figures come back from the stage runs in
@@ -26,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,7 @@ STATIC_MARGIN = 0.20  # the careful user's headroom over the largest seed peak
 #: after the hold-out), then three compared runs between them; sized to finish in ~4 minutes here.
 SEED_SIZES = (50_000, 110_000, 170_000, 230_000)
 COMPARE_SIZES = (80_000, 140_000, 200_000)
+SERIES_FILE = "pipeline-series.csv.gz"  # written next to the JSON report
 
 
 def _setup(base: Path) -> dict[str, str]:
@@ -160,7 +167,10 @@ def static_resources(seed_stages: list[dict[str, Any]], user: dict[str, dict], s
     return out
 
 
-def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: str | None = None) -> dict[str, Any]:
+def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: str | None = None,
+             series_out: str | None = None) -> dict[str, Any]:
+    """``series_out``: where the stage runs' usage series go (long CSV); by default
+    ``pipeline-series.csv.gz`` next to ``json_out``, none without it."""
     from airflow_adaptive.adapters.mlflow import store
     from airflow_adaptive.adapters.mlflow.local_server import LocalMlflowServer
 
@@ -179,7 +189,8 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         single = _dag(SINGLE)
         single_user = _user_requests(single)
         print(f"[demo] seed runs of the single-task pipeline (phases in one process) at {list(seed_sizes)} rows", flush=True)
-        single_seeds = _policy_runs(single, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
+        single_seeds = _policy_runs(single, seed_sizes,
+                                    lambda rows: {"sizing_mode": "shadow", "resources": {}, "follow_phases": True})
         print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
         seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
         bootstrap = _retrain()
@@ -195,16 +206,23 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
             runs[name] = _policy_runs(pipeline, compare_sizes, lambda rows, c=conf: c)
         single_careful = static_resources(single_seeds["stages"], single_user, "max")
         single_runs = {}
-        for name, conf in (("static", {"sizing_mode": "shadow", "resources": single_careful}),
-                           ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
+        for name, conf in (("static", {"sizing_mode": "shadow", "resources": single_careful, "follow_phases": True}),
+                           ("reactive", {"sizing_mode": "adaptive", "resources": {}, "follow_phases": False}),
+                           ("adaptive", {"sizing_mode": "adaptive", "resources": {}, "follow_phases": True})):
             print(f"[demo] single task, {name}: {len(compare_sizes)} runs at {list(compare_sizes)} rows", flush=True)
             single_runs[name] = _policy_runs(single, compare_sizes, lambda rows, c=conf: c)
         closed_loop = _retrain_dag()
         seconds = time.perf_counter() - started
+        if series_out is None and json_out:
+            series_out = str(Path(json_out).parent / SERIES_FILE)
+        finished = [s for arm in (single_seeds, seeds, *runs.values(), *single_runs.values()) for s in arm["stages"]]
+        series = _write_series(series_out, finished) if series_out else None
     finally:
         server.stop()
     report = _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, setup_s)
     report["single_task"] = _single_task_report(single_seeds, single_runs, single_careful)
+    if series is not None:
+        report["series"] = series
     print(demo_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +230,27 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
     if plot_out:
         demo_plot(report, plot_out)
     return report
+
+
+def _write_series(path: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The usage series of the demo's stage runs (from MLflow) as the long CSV, in start order.
+    Tries that did not succeed (OOM-killed, failed) are left out: their series stop at the kill
+    and are capped by the limit, not what the stage needed."""
+    from airflow_adaptive.adapters.mlflow.stage_run_log import STAGE_EXPERIMENT
+    from airflow_adaptive.adapters.series import load_series
+    from airflow_adaptive.adapters.series.long_csv import write_long_csv
+
+    outcome = {s["mlflow_run_id"]: s["outcome"] for s in stages}
+    loaded = load_series(STAGE_EXPERIMENT, "mlflow")
+    kept = sorted((r for r in loaded.runs if outcome.get(r.series) == "success"), key=lambda r: r.start or 0.0)
+    left_out = dict(loaded.report.skipped)
+    unfinished = sum(1 for r in loaded.runs if outcome.get(r.series) != "success")
+    if unfinished:
+        left_out["tries that did not succeed (OOM-killed or failed)"] = unfinished
+    rows = write_long_csv(kept, path)
+    stages_count = dict(Counter(r.stage for r in kept))
+    print(f"[demo] usage series of {len(kept)} stage runs ({rows} samples) -> {path}", flush=True)
+    return {"path": path, "runs": len(kept), "rows": rows, "runs_per_stage": stages_count, "left_out": left_out}
 
 
 def _user_requests(dag) -> dict[str, dict]:
@@ -269,19 +308,22 @@ def _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, s
 
 
 def _single_task_report(seeds, runs, careful) -> dict[str, Any]:
-    """The phased stage: the careful static user against the profile over time."""
+    """The phased stage: the careful static user and the reactive runtime (the constant profile)
+    against the profile over time."""
     static = runs["static"]["reserved_memory_byte_seconds"]
+    reactive = runs["reactive"]["reserved_memory_byte_seconds"]
     adaptive = runs["adaptive"]["reserved_memory_byte_seconds"]
     phases = [s.get("predicted_memory_phases") for s in runs["adaptive"]["stages"] if s.get("predicted_memory_phases")]
     return {"runs": runs, "seeds": seeds, "static_resources": careful,
             "adaptive_memory_saving_vs_static": (1 - adaptive / static) if static else None,
+            "adaptive_memory_saving_vs_reactive": (1 - adaptive / reactive) if reactive else None,
             "predicted_memory_phases": phases[0] if phases else None}
 
 
 def demo_table(report: dict[str, Any]) -> str:
-    lines = [f"{'policy':<11} {'ok':<4} {'OOM kills':>9} {'resizes':>7} {'memory GiB-s':>12} {'CPU core-s':>10}"]
+    lines = [f"{'policy':<15} {'ok':<4} {'OOM kills':>9} {'resizes':>7} {'memory GiB-s':>12} {'CPU core-s':>10}"]
     for name, r in report["runs"].items():
-        lines.append(f"{name:<11} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
+        lines.append(f"{name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
                      f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
     saving = report["adaptive_memory_saving_vs_static"]
     if saving is not None:
@@ -289,12 +331,15 @@ def demo_table(report: dict[str, Any]) -> str:
     single = report.get("single_task")
     if single:
         for name, r in single["runs"].items():
-            lines.append(f"{'1-task ' + name:<11} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
+            lines.append(f"{'1-task ' + name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
                          f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
         if single["adaptive_memory_saving_vs_static"] is not None:
             lines.append(f"single task (phases in one process): adaptive reserves {single['adaptive_memory_saving_vs_static']:.0%} "
                          f"fewer memory byte-seconds than the careful static user; predicted memory phases: "
                          f"{single['predicted_memory_phases'] or 'none'}")
+        if single.get("adaptive_memory_saving_vs_reactive") is not None:
+            lines.append(f"single task: adaptive reserves {single['adaptive_memory_saving_vs_reactive']:.0%} fewer memory "
+                         "byte-seconds than reactive (the constant profile, follow_phases=False)")
     lines.append(f"model {report['mlflow']['model_name']}@{report['mlflow']['alias']} = version {report['mlflow']['model_version']}; "
                  f"demo {report['seconds']:.0f} s (+{report['setup_seconds']:.0f} s set-up)")
     return "\n".join(lines)

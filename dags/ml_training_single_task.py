@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from airflow_adaptive.adapters.mlflow.store import home
 from airflow_adaptive.examples.dag_helpers import WORKDIR_ARG, pipeline_features, pipeline_params, templated_resources
@@ -35,7 +35,9 @@ with DAG(
     catchup=False,
     tags=["airflow-adaptive", "example"],
     default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
-    params=pipeline_params(DEFAULT_ROWS, str(home() / "pipeline-data")),
+    params={**pipeline_params(DEFAULT_ROWS, str(home() / "pipeline-data")),
+            # False: the constant profile and the monitor's reactive rules only (the demo's "reactive" arm).
+            "follow_phases": Param(True, type="boolean", description="size the task by its predicted phases")},
 ) as dag:
     AdaptiveTrainingOperator(
         task_id=TASK,
@@ -45,6 +47,7 @@ with DAG(
         features=pipeline_features("random_forest_pipeline"),
         container_resources=templated_resources(TASK, REQUEST),
         sizing_mode="{{ params.sizing_mode }}",
+        follow_phases="{{ params.follow_phases }}",
         env_vars={"OMP_NUM_THREADS": "2"},
         # Four samples a second: at the example's sizes the whole task lasts 3-6 s, and its
         # phases (loading, training, evaluating) last one or two; a 1 s monitor sees too little.

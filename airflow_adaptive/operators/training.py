@@ -24,6 +24,7 @@ Switches:
 | kill switch | ``AIRFLOW_ADAPTIVE_ENABLED=false`` or ``[adaptive] enabled = False`` | plain KubernetesPodOperator behaviour |
 | on a sizing error | ``on_sizing_error="fallback"`` (default) or ``"fail"`` | the user's request with a warning, or a failed task |
 | where it runs | ``runner="auto"`` / ``"kubernetes"`` / ``"local"``, or ``AIRFLOW_ADAPTIVE_RUNNER`` | auto: Kubernetes when a kube config is found |
+| phases off | ``follow_phases=False`` (templated) | the constant profile: sized for the peak, the monitor's reactive rules only |
 """
 
 from __future__ import annotations
@@ -124,9 +125,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
     :param monitor_interval: seconds between the monitor's samples.
     :param in_place_resize: resize the running stage when the monitor signals (default); False
         sizes at start and on retries only (clusters without in-place pod resize).
+    :param follow_phases: size by the profile's predicted phases (default); False (templated:
+        ``"False"`` too) drops them, so the stage runs on the constant profile and the monitor's
+        reactive rules alone (the profile's notes say ``phases: off (follow_phases=False)``).
     """
 
-    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "features", "sizing_mode")
+    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "features", "sizing_mode", "follow_phases")
     operator_extra_links = (StageRunLink(), ProfilerModelLink())
 
     def __init__(
@@ -147,6 +151,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         monitor_image: str | None = None,
         monitor_interval: float = 1.0,
         in_place_resize: bool = True,
+        follow_phases: bool | str = True,
         **kwargs: Any,
     ) -> None:
         from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks
@@ -162,6 +167,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             raise ValueError(f"{self.task_id}: runner must be one of {RUNNERS}, got {runner!r}")
         if "{{" not in str(sizing_mode) and sizing_mode not in MODES:
             raise ValueError(f"{self.task_id}: sizing_mode must be one of {MODES}, got {sizing_mode!r}")
+        if "{{" not in str(follow_phases):
+            follow_phases = _flag(follow_phases, f"{self.task_id}: follow_phases", ValueError)
         self.features = dict(features or {})
         self.model_uri = model_uri
         # Clamps are plain text until execute, so a bad one fails the parse with the field named.
@@ -174,6 +181,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.monitor_image = monitor_image
         self.monitor_interval = monitor_interval
         self.in_place_resize = in_place_resize
+        self.follow_phases = follow_phases
         self._plan: StagePlan | None = None
         self._run_log = None  # the stage runs' writer, made once per try
         self._profiler_hook: ProfilerHook | None = None
@@ -232,6 +240,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
                 raise SizingFailed(f"task '{self.task_id}': cannot size the stage: {why}") from exc
             fallback = why
             self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, why)
+        if profile is not None and not _flag(self.follow_phases, f"task '{self.task_id}': follow_phases", UserError):
+            profile = replace(profile, phases={}, notes=(*profile.notes, "phases: off (follow_phases=False)"))
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         deferred = self._earlier_deferred(hook.tracking_uri, identity)
@@ -401,6 +411,18 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         if self.adaptive_try is not None:
             self.adaptive_try.reentered(event)
         return super().trigger_reentry(context, event)
+
+
+def _flag(value: Any, where: str, error: type[Exception]) -> bool:
+    """A boolean argument that may come from a template (rendered as text: "True", "false")."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise error(f"{where} must be true or false, got {value!r}")
 
 
 def python_command(cmds: Sequence[str] | None, arguments: Sequence[str] | None) -> list[str]:

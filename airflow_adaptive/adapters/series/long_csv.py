@@ -6,6 +6,10 @@ a repeated timestamp of a (series, resource) keeps the larger value; a negative 
 Everything else that is wrong is one clear error naming the line: an unknown resource, a time that
 is negative, not a number, or earlier than the one before it in its series, a series that names
 two stages, an empty file.
+
+:func:`write_long_csv` writes the same format (``.gz``: gzip), runs in the order given: the
+reader keeps a stage's runs in file order, and ``simulate`` takes that order (rank within the
+stage) as time order, so write them in start order.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gzip
 import io
 import math
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -98,3 +103,30 @@ def load_long_csv(path: str | Path) -> SeriesSet:
     order = {stage: i for i, stage in enumerate(dict.fromkeys(stage_of.values()))}
     runs = tuple(sorted(runs, key=lambda r: order[r.stage]))
     return SeriesSet(runs, report)
+
+
+def write_long_csv(runs: SeriesSet | Iterable[UsageSeries], path: str | Path) -> int:
+    """Write ``runs`` (in the order given) as the long CSV at ``path``, gzip when it ends in
+    ``.gz`` (no timestamp in the header: the same runs give the same bytes); returns the rows.
+    Numbers are written exactly (``repr``), so :func:`load_long_csv` reads the same series back."""
+    path = Path(path)
+    rows = 0
+    raw = io.StringIO(newline="")
+    writer = csv.writer(raw, lineterminator="\n")
+    writer.writerow(HEADER)
+    for run in runs:
+        for resource in SERIES_RESOURCES:
+            if resource not in run.usage:
+                continue
+            times, values = run.usage[resource]
+            for t, v in zip(times, values):
+                writer.writerow([run.series, run.stage, repr(float(t)), resource, repr(float(v))])
+                rows += 1
+    data = raw.getvalue().encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with open(path, "wb") as handle, gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as gz:
+            gz.write(data)
+    else:
+        path.write_bytes(data)
+    return rows
