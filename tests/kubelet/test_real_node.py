@@ -42,8 +42,10 @@ def workload_pod(name: str, image: str, args: list[str], *, memory_mib: int = 12
 
 
 def adaptive_pod(name: str, images: dict, args: list[str], *, memory_mib: int, cpu: float = 0.5,
-                 user: int | None = None, maximum: ResourceVector | None = None, image: str = "stage") -> dict:
-    """The pod the operator builds for a stage (``shape_pod``), with the real monitor image."""
+                 user: int | None = None, maximum: ResourceVector | None = None, image: str = "stage",
+                 request_mib: int | None = None, profile_json: str | None = None) -> dict:
+    """The pod the operator builds for a stage (``shape_pod``), with the real monitor image
+    (``request_mib`` below ``memory_mib``: a Burstable pod; ``profile_json``: the monitor's profile)."""
     from kubernetes.client import ApiClient
 
     base = client.V1Pod(
@@ -52,10 +54,11 @@ def adaptive_pod(name: str, images: dict, args: list[str], *, memory_mib: int, c
             client.V1Container(name="base", image=images[image]["ref"], image_pull_policy="IfNotPresent",
                                command=["python3", *args])],
             security_context=client.V1PodSecurityContext(run_as_user=user, run_as_group=user) if user is not None else None))
-    size = ContainerSize(ResourceVector(cpu=cpu, memory=memory_mib * MIB), ResourceVector(cpu=cpu, memory=memory_mib * MIB), None, ())
+    requests = ResourceVector(cpu=cpu, memory=(request_mib or memory_mib) * MIB)
+    size = ContainerSize(requests, ResourceVector(cpu=cpu, memory=memory_mib * MIB), None, ())
     monitor = MonitorSidecar(image=images["monitor"]["ref"], interval_s=0.5)
     shaped = shape_pod(base, container="base", size=size, monitor=monitor, run_id=None, tracking_uri=None,
-                       profile_json=None, maximum=maximum)
+                       profile_json=profile_json, maximum=maximum)
     manifest = ApiClient().sanitize_for_serialization(shaped)
     for c in manifest["spec"].get("initContainers", []):
         c["imagePullPolicy"] = "IfNotPresent"
@@ -172,6 +175,62 @@ def test_the_monitor_grows_memory_in_place_and_the_kubelet_changes_the_cgroup(re
     base = next(s for s in final.status.container_statuses if s.name == "base")
     assert ResourceVector.from_kubernetes(base.resources.limits, "status").memory > 240 * MIB
     assert "monitoring workload pid" in log and "cgroup" in log
+
+
+def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_phases(real_node, node_api, node_namespace):
+    """A stage that loads (60 MiB for 14 s), trains (260 MiB for 8 s) and evaluates (60 MiB for 20 s), with a
+    profile that predicts those phases: the monitor (the real image, its phases counted from the
+    workload's start, not its own) raises the limit before the training memory arrives, the
+    Burstable pod's request follows each phase, the fall after training is released, the kubelet
+    changes the cgroup each time, and nothing is OOM-killed."""
+    import json
+    import re
+
+    from airflow_adaptive.domain.profile import PhaseNeed, PredictedProfile, ResourceEstimate
+
+    # The workload's cgroup holds about 80 MiB while it keeps 60 MiB (Python and the package), 280 while 260.
+    phases = (PhaseNeed(0, 14, 80 * MIB, 100 * MIB, 5 * MIB), PhaseNeed(14, 22, 280 * MIB, 300 * MIB, 5 * MIB),
+              PhaseNeed(22, 42, 80 * MIB, 100 * MIB, 5 * MIB))
+    profile = PredictedProfile({"memory": ResourceEstimate(280 * MIB, 300 * MIB)}, coverage=0.9, phases={"memory": phases})
+    core = client.CoreV1Api(node_api)
+    pod = adaptive_pod("phased", real_node.images, ["-m", "airflow_adaptive.examples.workloads", "phases", "--plan",
+                                                     "60:14,260:8,60:20"],
+                       memory_mib=130, request_mib=90, maximum=ResourceVector(cpu=1, memory=1024 * MIB),
+                       profile_json=json.dumps(profile.to_dict()))
+    core.create_namespaced_pod(node_namespace, pod)
+    running = wait_running(core, node_namespace, "phased")
+    cgroup = real_node.container_cgroup(running, "base", "memory")
+    limits_seen = []
+    with ResourceManager(core, node_namespace, "phased") as rm:
+        def finished():
+            try:
+                limits_seen.append(read_int(cgroup / "memory.limit_in_bytes"))
+            except OSError:
+                pass
+            return phase(core, node_namespace, "phased")
+
+        wait_for(finished, lambda p: p in ("Succeeded", "Failed"), timeout_s=120, what="the phased stage to finish")
+    state = terminated(core, node_namespace, "phased")
+    log = core.read_namespaced_pod_log("phased", node_namespace, container=MONITOR)
+    outcomes = [o for o in rm.outcomes if o.status in ("applied", "capped")]
+    assert state.exit_code == 0 and state.reason != "OOMKilled", ([o.to_dict() for o in rm.outcomes], log[-3000:])
+    raises = [o for o in outcomes if o.signal.new > o.signal.old and "ahead of the predicted phase from 14 s" in o.signal.reason]
+    assert raises, ([o.to_dict() for o in rm.outcomes], log[-3000:])
+    raise_ = raises[0]
+    used = float(re.search(r"usage ([\d.]+) MiB", raise_.signal.reason).group(1))
+    assert used < 130, raise_.signal.reason  # raised while the stage still used its loading memory: before the rise
+    assert raise_.signal.new == pytest.approx(360 * MIB)  # the training phase's upper + 20%
+    assert raise_.plan.requests.memory == pytest.approx(280 * MIB)  # the scheduler's reservation follows the phase
+    released = [o for o in outcomes if o.signal.new < o.signal.old and o.signal.time > raise_.signal.time + 5]
+    story = [f"{o.signal.time:.1f} {o.signal.reason} -> request {o.plan.requests.memory / MIB:.0f} MiB" for o in outcomes]
+    assert released and released[-1].plan.requests.memory < 120 * MIB, story
+    # The kubelet changed the cgroup each time. It lowers a memory limit only once its own usage
+    # figures (refreshed every few seconds) are below the new limit: the release after training
+    # reaches the cgroup seconds after the monitor asked, hence the 20 s evaluation.
+    top = next(i for i, v in enumerate(limits_seen) if v >= 360 * MIB)
+    assert min(limits_seen[:top]) < 130 * MIB and min(limits_seen[top:]) < 200 * MIB, (story, limits_seen[top::20])
+    final = core.read_namespaced_pod("phased", node_namespace)
+    assert final.status.qos_class == "Burstable"
 
 
 def test_a_throttled_stage_gets_more_cpu_in_place(real_node, node_api, node_namespace):
