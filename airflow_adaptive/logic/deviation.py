@@ -48,7 +48,8 @@ one sample can raise memory and lower CPU. Allocation = the limit in force (0 or
 | ``urgent_step`` | 2.0 | growth that outran the sampler keeps going: doubling needs log2(need/limit) urgent raises, as the OOM retry |
 | ``oom_factor`` | 2.0 | a kill at the limit shows only that the need is above it; doubling reaches any need in log2 retries with at most 2x over-reservation, where VPA's x1.2 bump (logic/vpa.py) fits services that keep running, not a batch try that restarts from zero; doubling is also what users do (logic/replay.py) |
 | ``resizable`` | cpu, memory | the resources Kubernetes in-place resize and cgroups can change while running |
-| ``lead_s`` | 2.0 | a predicted rise is acted on this early: one 1 s sample, plus the resize's actuation (p99 0.27 s on a real kubelet), with room to spare |
+| ``lead_s`` | 2 x interval + 0.3 s | a predicted rise is acted on this early: two samples (the one that sees it coming may land just after the resize was due) plus a resize's actuation (p99 0.27 s on a real kubelet); the runners derive it from their sampling interval (``for_interval``), 2.3 s when none is known |
+| ``phase_margin`` | 0.10 | over a predicted phase's upper (already the profiler's covering quantile): the operator's sizing margin at start, not the 20% over a peak seen so far |
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 
 Action = Literal["increase", "decrease", "hold"]
 GPU_RESOURCES = ("gpu", "gpu_memory")
+ACTUATION_S = 0.3  # a resize's actuation on a real kubelet (p99 0.27 s, benchmarks/real_node.py)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class DeviationConfig:
     urgent_step: float = 2.0
     oom_factor: float = 2.0
     resizable: tuple[str, ...] = ("cpu", "memory")
-    lead_s: float = 2.0
+    lead_s: float | None = None  # None: two samples + ACTUATION_S, once the interval is known
+    phase_margin: float = 0.10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resizable", tuple(self.resizable))
@@ -109,11 +112,21 @@ class DeviationConfig:
             "urgent_step": (self.urgent_step > 1, "> 1"),
             "oom_factor": (self.oom_factor > 1, "> 1"),
             "resizable": (all(r in RESOURCES for r in self.resizable), f"within {RESOURCES}"),
-            "lead_s": (self.lead_s >= 0, ">= 0"),
+            "lead_s": (self.lead_s is None or self.lead_s >= 0, ">= 0 or None"),
+            "phase_margin": (self.phase_margin >= 0, ">= 0"),
         }
         wrong = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
         if wrong:
             raise ValueError("invalid DeviationConfig: " + "; ".join(wrong))
+
+    @property
+    def lead(self) -> float:
+        """Seconds ahead of a predicted rise to act (at 1 s samples when the interval is unknown)."""
+        return self.lead_s if self.lead_s is not None else 2 * 1.0 + ACTUATION_S
+
+    def for_interval(self, interval_s: float) -> "DeviationConfig":
+        """This config for a monitor sampling every ``interval_s``: the lead time, unless set."""
+        return self if self.lead_s is not None else replace(self, lead_s=2 * interval_s + ACTUATION_S)
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,8 @@ class Track:
     off_profile: bool = False  # the last sample was above the phase's band: the reactive rules alone until it is back
     phase_start: float | None = None  # the start of the phase in force at the last sample (None: no phases)
     phase_peak: float = 0.0  # the highest sample since that phase began
+    phase_since: float | None = None  # when this track entered that phase (the sample's time)
+    phase_samples: int = 0  # samples in that phase so far
     shift: float = 0.0  # seconds the run is ahead of (+) or behind (-) its predicted phases, by its usage
 
 
@@ -207,7 +222,7 @@ def decide(
         phases = state.profile.phases.get(r) if state.profile is not None else None
         if phases and r in sample.values:
             track = replace(track, shift=_phase_clock(phases, elapsed, track, sample.values[r], config.margin))
-        est, now, ahead = _prediction(state.profile, r, elapsed + track.shift, config.lead_s)
+        est, now, ahead = _prediction(state.profile, r, elapsed + track.shift, config.lead)
         decision, tracks[r] = _judge(r, track, sample.values.get(r), r in urgent, est, sample.time, config, bounds,
                                      now, ahead)
         if decision is not None:
@@ -221,21 +236,24 @@ def _phase_clock(phases, elapsed: float, t: Track, used: float, margin: float) -
 
     - **early**: usage above the phase's band (upper + margin) and within a later, higher phase's
       upper: that phase has begun; the clock jumps to its start.
-    - **late**: the clock is leaving a phase that rises above the one before (its median above the
-      previous upper) while usage has never risen above that previous upper: the rise has not
-      come, and the phases after it (a fall) must not release yet; the clock waits at the
+    - **late**: the clock is leaving a phase whose usage has not done what the next phase needs:
+      a fall while usage is still above the next phase's band (within this one's), or a phase that
+      rose above the one before (its median above the previous upper) while usage never did (the
+      rise has not come, and the fall after it must not release yet). The clock waits at the
       phase's end, for at most the phase's own length, then moves on.
     """
     k = _phase_index(phases, elapsed + t.shift)
+    if k >= 1 and t.phase_start == phases[k - 1].start_s:  # the clock leaves phase k - 1 at this sample
+        was, now = phases[k - 1], phases[k]
+        wait = max(was.end_s - 1e-6 - elapsed, -(was.end_s - was.start_s))
+        if now.upper < was.upper and now.upper * (1 + margin) < used <= was.upper * (1 + margin):
+            return wait  # a fall whose usage has not fallen yet
+        if k >= 2 and was.median > phases[k - 2].upper and max(t.phase_peak, used) <= phases[k - 2].upper:
+            return wait  # a rise (its median above the previous upper) that never came
     now = phases[k]
     if used > now.upper * (1 + margin):
         later = next((p for p in phases[k + 1:] if p.upper > now.upper and p.upper >= used), None)
         return t.shift if later is None else later.start_s - elapsed
-    if k >= 2 and t.phase_start == phases[k - 1].start_s:  # the clock is leaving phase k - 1 at this sample
-        was, before = phases[k - 1], phases[k - 2]
-        rose = was.median > before.upper  # a rise whose usage tells it apart from the phase before
-        if rose and max(t.phase_peak, used) <= before.upper:
-            return max(was.end_s - 1e-6 - elapsed, -(was.end_s - was.start_s))
     return t.shift
 
 
@@ -273,7 +291,8 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
     t = replace(t, smoothed=smoothed, peak=max(t.peak, used), window=window, short=t.short + 1 if short else 0,
                 low=t.low + 1 if low else 0, over=t.over + 1 if over else 0, noted=t.noted if over else 0.0,
                 off_profile=left_band, phase_start=None if phase is None else phase.start_s,
-                phase_peak=max(t.phase_peak, used) if same_phase else used)
+                phase_peak=max(t.phase_peak, used) if same_phase else used,
+                phase_since=t.phase_since if same_phase else now, phase_samples=t.phase_samples + 1 if same_phase else 1)
     since = math.inf if t.last_change is None else now - t.last_change
     if resizable and urgent:
         return _urgent(r, t, now, cfg, bounds, est)
@@ -310,13 +329,13 @@ def _follow_phases(r, t: Track, used, phase, ahead, window, since, now, cfg: Dev
     alloc = t.allocation
     stepped = ahead.step is not None and ahead.upper <= phase.upper  # no rise ahead, and a learned step
     want = (max(t.phase_peak * (1 + cfg.margin), t.phase_peak + ahead.step) if stepped
-            else ahead.upper * (1 + cfg.margin))
+            else ahead.upper * (1 + cfg.phase_margin))
 
     def basis() -> str:  # built only for a decision: this runs at every sample
         if stepped:
             return (f"the phase from {phase.start_s:.0f} s: its peak so far {_fmt(r, t.phase_peak)} + the larger of "
                     f"{cfg.margin:.0%} and its learned step {_fmt(r, ahead.step)}")
-        return f"the predicted phase from {ahead.start_s:.0f} s (upper {_fmt(r, ahead.upper)} + {cfg.margin:.0%})"
+        return f"the predicted phase from {ahead.start_s:.0f} s (upper {_fmt(r, ahead.upper)} + {cfg.phase_margin:.0%})"
 
     # With a learned step, a jump of that size must always fit: raise as soon as it would not,
     # however small the change (the hysteresis is the margin already in ``want``).
@@ -325,8 +344,13 @@ def _follow_phases(r, t: Track, used, phase, ahead, window, since, now, cfg: Dev
         return _resize(r, t, want, now, cfg, bounds, f"{r}: ahead of {basis()}; usage {_fmt(r, used)}",
                        hysteresis=jump_fits)
     floor = max(want, used * (1 + cfg.margin))
-    if (floor < alloc * (1 - cfg.min_change) and since >= cfg.up_cooldown_s and len(window) >= cfg.up_samples
-            and not (r == "memory" and _growing(window, cfg))):  # one sample is no evidence of a fall
+    # The cooldown keeps a change from being undone at once; a limit last set for an earlier phase
+    # (raised ahead of this one) has nothing to be undone in this one. At the run's start one
+    # sample is no evidence; after a predicted fall, the prediction and the sample agree.
+    settled = since >= cfg.up_cooldown_s or (t.last_change is not None and t.last_change < t.phase_since)
+    evidence = t.phase_samples >= cfg.up_samples or phase.start_s > 0
+    if (floor < alloc * (1 - cfg.min_change) and settled and evidence
+            and not (r == "memory" and _growing(window, cfg))):
         return _resize(r, t, floor, now, cfg, bounds, f"{r}: {basis()} needs less; usage {_fmt(r, used)} + "
                        f"{cfg.margin:.0%} fits, not growing")
     return None, t

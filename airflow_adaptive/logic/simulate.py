@@ -39,7 +39,7 @@ import numpy as np
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.series import KILLING, SeriesSet, UsageSeries
-from airflow_adaptive.logic.deviation import Bounds, DeviationConfig, decide, escalate_after_oom, initial_state
+from airflow_adaptive.logic.deviation import ACTUATION_S, Bounds, DeviationConfig, decide, escalate_after_oom, initial_state
 from airflow_adaptive.logic.usage_profile import UsageShape, constant_shape, learn_shape, phases_for, start_estimate
 
 POLICIES = ("static_peak", "static_history", "reactive", "profile")
@@ -54,7 +54,6 @@ ESCALATION = {
     "reactive": "the operator's OOM retry: max(limit x oom_factor, peak seen + margin) (logic/deviation.py)",
     "profile": "the operator's OOM retry, as reactive",
 }
-ACTUATION_S = 0.3  # a resize's actuation on a real kubelet (p99, benchmarks/real_node.py)
 
 
 @dataclass(frozen=True)
@@ -317,7 +316,9 @@ def policy_run(policy: str, margin: float, run: UsageSeries, resource: str, hist
         # The product's own runtime (logic/deviation.py) with the stage's phases; it acts one
         # sample (+ a real kubelet's actuation) ahead of a predicted rise.
         lead = (float(np.median(np.diff(times))) if len(times) > 1 else 0.0) + ACTUATION_S
-        deviation = replace(config.deviation, margin=margin, lead_s=lead)
+        # The knob scales the phases' headroom in today's proportion too (10% over an upper, 20% over a peak seen).
+        deviation = replace(config.deviation, margin=margin, lead_s=lead,
+                            phase_margin=margin * config.deviation.phase_margin / DEFAULT_MARGIN["profile"])
         shape = shape or constant_shape(resource, 0, [], "no shape given")
         phases, _ = phases_for({resource: shape}, {resource: estimate}, shape.duration_median)
         phases = phases.get(resource, ())

@@ -175,7 +175,7 @@ def first_phase(profile: PredictedProfile, config: DeviationConfig) -> Predicted
 
     resources, notes = dict(profile.resources), []
     for r in ("cpu", "memory"):
-        start = start_estimate(profile.phases.get(r, ()), config.lead_s)
+        start = start_estimate(profile.phases.get(r, ()), config.lead)
         if start is None or r not in resources:
             continue
         resources[r] = start

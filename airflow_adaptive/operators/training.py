@@ -46,6 +46,7 @@ from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
+from airflow_adaptive.logic.deviation import DeviationConfig
 from airflow_adaptive.logic.sizing import GpuType, policy_from
 from airflow_adaptive.logic.stage_plan import MODES, StagePlan, plan_stage, prediction_table
 from airflow_adaptive.operators.try_state import StageRunRef, TryState
@@ -246,7 +247,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         deferred = self._earlier_deferred(hook.tracking_uri, identity)
         return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred,
-                          in_place=bool(self.in_place_resize))
+                          in_place=bool(self.in_place_resize),
+                          config=DeviationConfig().for_interval(float(self.monitor_interval)))
 
     def _hook(self) -> ProfilerHook:
         """One per try: it looks the MLflow connection up (a call to Airflow's API) when made."""

@@ -244,7 +244,7 @@ class LocalRunner:
         monitor = Monitor(
             WorkloadSampler(primary, self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory},
             profile=spec.profile, config=spec.config, bounds=spec.bounds, usage_log=self.usage_log,
-            container=spec.container, keep_samples=True, started=start,
+            container=spec.container, keep_samples=True, started=start, interval_s=spec.interval_s,
         )
         self._loop(proc, monitor)
         returncode = proc.wait()

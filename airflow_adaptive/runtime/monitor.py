@@ -63,13 +63,17 @@ class Monitor:
         container: str = "",
         keep_samples: bool = False,
         started: float | None = None,
+        interval_s: float | None = None,
     ) -> None:
         """``started``: when the workload started (Unix seconds): where its predicted phases count
-        from; None: from the first sample."""
+        from; None: from the first sample. ``interval_s``: the sampling interval, which sets how
+        early a predicted rise is acted on (``DeviationConfig.for_interval``)."""
         self.sampler = sampler
         self.channel = channel
         self.profile = profile
         self.config = config or DeviationConfig()
+        if interval_s is not None:
+            self.config = self.config.for_interval(interval_s)
         self.bounds = bounds or Bounds(minimum={}, maximum={})
         self.usage_log = usage_log
         self.container = container

@@ -207,7 +207,7 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     gpu = gpu_for(pid) if gpu_for else None
     monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
                       config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container,
-                      started=process_start_time(pid))
+                      started=process_start_time(pid), interval_s=spec.interval_s)
     next_tick = time.monotonic()
     while not stop.requested and _alive(pid):
         monitor.step()
