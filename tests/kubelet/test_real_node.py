@@ -188,10 +188,11 @@ def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_ph
 
     from airflow_adaptive.domain.profile import PhaseNeed, PredictedProfile, ResourceEstimate
 
-    # The workload's cgroup holds about 80 MiB while it keeps 60 MiB (Python and the package), 280 while 260.
-    phases = (PhaseNeed(0, 14, 80 * MIB, 100 * MIB, 5 * MIB), PhaseNeed(14, 22, 280 * MIB, 300 * MIB, 5 * MIB),
+    # The workload's cgroup holds about 80 MiB while it keeps 60 MiB (Python and the package), and
+    # 340 MiB for a moment when training starts (the 260 MiB are built before the 60 are freed).
+    phases = (PhaseNeed(0, 14, 80 * MIB, 100 * MIB, 5 * MIB), PhaseNeed(14, 22, 300 * MIB, 350 * MIB, 5 * MIB),
               PhaseNeed(22, 42, 80 * MIB, 100 * MIB, 5 * MIB))
-    profile = PredictedProfile({"memory": ResourceEstimate(280 * MIB, 300 * MIB)}, coverage=0.9, phases={"memory": phases})
+    profile = PredictedProfile({"memory": ResourceEstimate(300 * MIB, 350 * MIB)}, coverage=0.9, phases={"memory": phases})
     core = client.CoreV1Api(node_api)
     pod = adaptive_pod("phased", real_node.images, ["-m", "airflow_adaptive.examples.workloads", "phases", "--plan",
                                                      "60:14,260:8,60:20"],
@@ -219,15 +220,15 @@ def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_ph
     raise_ = raises[0]
     used = float(re.search(r"usage ([\d.]+) MiB", raise_.signal.reason).group(1))
     assert used < 130, raise_.signal.reason  # raised while the stage still used its loading memory: before the rise
-    assert raise_.signal.new == pytest.approx(360 * MIB)  # the training phase's upper + 20%
-    assert raise_.plan.requests.memory == pytest.approx(280 * MIB)  # the scheduler's reservation follows the phase
+    assert raise_.signal.new == pytest.approx(385 * MIB)  # the training phase's upper + 10%
+    assert raise_.plan.requests.memory == pytest.approx(300 * MIB)  # the scheduler's reservation follows the phase
     released = [o for o in outcomes if o.signal.new < o.signal.old and o.signal.time > raise_.signal.time + 5]
     story = [f"{o.signal.time:.1f} {o.signal.reason} -> request {o.plan.requests.memory / MIB:.0f} MiB" for o in outcomes]
     assert released and released[-1].plan.requests.memory < 120 * MIB, story
     # The kubelet changed the cgroup each time. It lowers a memory limit only once its own usage
     # figures (refreshed every few seconds) are below the new limit: the release after training
     # reaches the cgroup seconds after the monitor asked, hence the 20 s evaluation.
-    top = next(i for i, v in enumerate(limits_seen) if v >= 360 * MIB)
+    top = next(i for i, v in enumerate(limits_seen) if v >= 385 * MIB)
     assert min(limits_seen[:top]) < 130 * MIB and min(limits_seen[top:]) < 200 * MIB, (story, limits_seen[top::20])
     final = core.read_namespaced_pod("phased", node_namespace)
     assert final.status.qos_class == "Burstable"

@@ -153,3 +153,4 @@ def test_a_fall_whose_usage_has_not_fallen_waits_then_releases_to_what_is_left()
     assert state.tracks["memory"].shift < 0 and state.tracks["memory"].allocation == pytest.approx(330 * MiB)
     state, _ = run(LATE, 120, samples)
     assert state.tracks["memory"].allocation == pytest.approx(110 * MiB)  # the evaluation's 100 + 10%, not 250's
+
