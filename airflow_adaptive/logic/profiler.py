@@ -35,7 +35,7 @@ from airflow_adaptive.domain.features import FeatureSchema
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
-from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, target_values  # noqa: F401 (re-exported)
+from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, profile_of, target_values  # noqa: F401 (re-exported)
 from airflow_adaptive.logic.history import STATS, SequenceState, feature_names, level_codes, sequence_features
 
 #: Fewer records than this for a target and the profiler does not model it.
@@ -294,14 +294,8 @@ class JobProfiler(BaseEstimator):
         )
         preds = self.predict_targets(table)
         estimates = {t: self._estimate(p) for t, p in preds.items()}
-        cold = any(int(p.stratum[0]) == 0 for p in preds.values())
-        return PredictedProfile(
-            resources={t: e for t, e in estimates.items() if t != DURATION},
-            coverage=self.coverage,
-            duration=estimates.get(DURATION),
-            cold_start=cold,
-            schema_id=self.schema_.id,
-        )
+        cold = {t for t, p in preds.items() if int(p.stratum[0]) == 0}
+        return profile_of(estimates, cold, coverage=self.coverage, schema_id=self.schema_.id)
 
     def _estimate(self, prediction: TargetPrediction) -> ResourceEstimate:
         median = float(np.exp(prediction.median_log[0]))

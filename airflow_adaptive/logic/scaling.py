@@ -43,7 +43,7 @@ from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
-from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, target_values
+from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, profile_of, target_values
 
 MIN_KEY_ROWS = 3
 MIN_ROWS = 6
@@ -186,13 +186,8 @@ class ScalingProfiler:
         for t, p in preds.items():
             median = float(np.exp(p.median_log[0]))
             estimates[t] = ResourceEstimate(median, max(float(p.quantile(self.coverage)[0]), median))
-        return PredictedProfile(
-            resources={t: e for t, e in estimates.items() if t != DURATION},
-            coverage=self.coverage,
-            duration=estimates.get(DURATION),
-            cold_start=any(int(p.stratum[0]) == COLD for p in preds.values()),
-            schema_id=self.schema_.id,
-        )
+        cold = {t for t, p in preds.items() if int(p.stratum[0]) == COLD}
+        return profile_of(estimates, cold, coverage=self.coverage, schema_id=self.schema_.id)
 
 
 def _check_fitted(profiler: "ScalingProfiler") -> None:

@@ -1,13 +1,15 @@
-"""What both profilers share and nothing else: target names, the prediction type, and the
-per-row keys and log targets of a job table. Free of scikit-learn, so that loading a profiler
+"""What both profilers share and nothing else: target names, the prediction type, the
+per-row keys and log targets of a job table, and how a job's estimates become its profile. Free of scikit-learn, so that loading a profiler
 which does not need it (the scaling laws) costs no ``import sklearn`` (~1 s here) in a task's start."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
+from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
 
@@ -44,3 +46,20 @@ class TargetPrediction:
 
     def quantile(self, coverage: float) -> np.ndarray:
         return np.exp(self.median_log + conformal.interpolate_level(self.offsets, coverage))
+
+
+def profile_of(estimates: Mapping[str, ResourceEstimate], cold: set[str], *, coverage: float,
+               schema_id: str) -> PredictedProfile:
+    """One job's PredictedProfile from per-target estimates; ``cold``: the targets with no history
+    of their own (a pooled guess). A cold resource is left out, so the user's request sizes it
+    and the others are still sized by their own history (an evaluation stage whose CPU was never
+    recorded keeps its memory prediction); the profile is a cold start only when every resource
+    is cold."""
+    resources = {t: e for t, e in estimates.items() if t != DURATION}
+    warm = {t: e for t, e in resources.items() if t not in cold}
+    notes = ()
+    if warm and len(warm) < len(resources):
+        left = ", ".join(sorted(set(resources) - set(warm)))
+        notes = (f"cold start for {left}: no history of this stage's {left} yet; the user's request sizes it",)
+    return PredictedProfile(resources=warm or resources, coverage=coverage, duration=estimates.get(DURATION),
+                            cold_start=not warm, schema_id=schema_id, notes=notes)

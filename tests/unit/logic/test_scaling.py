@@ -107,3 +107,25 @@ def test_profiler_for_picks_by_history_size():
     assert isinstance(profiler_for(history()), ScalingProfiler)
     big = JobTable.from_rows(STAGE_FEATURES, [dict(r) for r in history(sizes=tuple(range(10_000, 10_000 + 1000 * 70, 1000))).rows()])
     assert isinstance(profiler_for(big), JobProfiler)
+
+
+def test_a_resource_never_recorded_for_a_stage_leaves_only_that_resource_to_the_user():
+    """An evaluation stage whose CPU was never recorded (0 in every run) keeps its memory
+    prediction; before, one cold resource made the whole profile a cold start (the demo's
+    evaluate_model then ran at the author's 2 GiB)."""
+    from airflow_adaptive.domain.records import JobTable
+    from airflow_adaptive.domain.stage_run import STAGE_FEATURES
+    from airflow_adaptive.logic.scaling import ScalingProfiler
+
+    rows = []
+    for i, rows_ in enumerate([100, 200, 300, 400, 150, 250, 350, 120] * 2):
+        task = "train" if i < 8 else "evaluate"
+        rows.append({"job_id": str(i), "submit": 1e9 + i * 10, "end": 1e9 + i * 10 + 5, "run_time": 5.0,
+                     "features": {"dag_id": "d", "task_id": task, "algorithm": "a", "framework": "f", "data_rows": float(rows_)},
+                     "used": {"memory": (30 + rows_) * 2**20, "cpu": 1.0 if task == "train" else 0.0}, "requested": {}})
+    profiler = ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows))
+    job = {"dag_id": "d", "task_id": "evaluate", "algorithm": "a", "framework": "f", "data_rows": 200.0}
+    profile = profiler.predict_profile({k: v for k, v in job.items() if k in profiler.schema_.names})
+    assert not profile.cold_start and "memory" in profile.resources and "cpu" not in profile.resources
+    assert profile.resources["memory"].median > 200 * 2**20
+    assert "cold start for cpu" in profile.notes[0]
