@@ -1,4 +1,5 @@
-"""The hold-out score over time: figures worked out by hand, then wired through retraining."""
+"""The hold-out score over time: figures worked out by hand, and the hold-out predictions it is
+fed (retraining through a real MLflow store: ``tests/integration/test_retraining_phase_score.py``)."""
 
 import math
 
@@ -8,6 +9,8 @@ import pytest
 from airflow_adaptive.domain.profile import PhaseNeed, PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.series import UsageSeries
 from airflow_adaptive.logic.phase_score import describe, score_all, score_phases, upper_at
+
+from ...support.phase_history import stage_history
 
 MiB = 2**20
 T = np.arange(10.0)  # one sample a second for 10 s: each holds 1 s (the last one the median gap)
@@ -104,51 +107,6 @@ def test_bad_input_is_refused_with_a_clear_error(call, match):
 
 
 # ----------------------------------------------------------------------------- through retraining
-def stage_history(n_runs=20, step_at=0.5, holdout_step_at=None, scale=1.0):
-    """``n_runs`` runs of one stage, one every 200 s, 100 s long, memory stepping from 30% of
-    the peak to the peak at ``step_at`` of the run (``holdout_step_at`` for the last 20%)."""
-    from airflow_adaptive.domain.records import JobTable
-    from airflow_adaptive.domain.series import SeriesLoadReport, SeriesSet
-    from airflow_adaptive.domain.stage_run import STAGE_FEATURES
-
-    rows, runs = [], []
-    times = np.arange(0.0, 101.0, 4.0)  # no sample on the 50 s boundary, where rounding would decide
-    for i in range(n_runs):
-        size = 50_000 * (1 + i % 5)
-        peak = (100 + 0.002 * size) * MiB
-        at = holdout_step_at if holdout_step_at is not None and i >= n_runs * 0.8 else step_at
-        values = np.where(times / 100 < at, 0.3, 1.0) * peak
-        features = {"dag_id": "ml", "task_id": "train", "algorithm": "rf", "framework": "sklearn",
-                    "data_rows": float(size), "data_bytes": size * 256.0, "n_features": 32.0, "epochs": 1.0}
-        rows.append({"job_id": f"run-{i}", "submit": 1e9 + 200 * i, "end": 1e9 + 200 * i + 100, "run_time": 100.0,
-                     "features": features, "used": {"memory": peak * scale, "cpu": 1.0}, "requested": {}})
-        runs.append(UsageSeries(f"run-{i}", "ml.train", {"memory": (times, values)}, 1e9 + 200 * i))
-    return JobTable.from_rows(STAGE_FEATURES, rows).sorted_by_submit(), SeriesSet(tuple(runs), SeriesLoadReport("test"))
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    """The MLflow registry replaced by a dict: what was logged, and which champion is served."""
-    from airflow_adaptive.adapters.mlflow import registry as real
-    from airflow_adaptive.domain.errors import ModelNotFound
-
-    state = {"champion": None, "logged": [], "aliases": []}
-
-    def load_profiler(uri):
-        if state["champion"] is None:
-            raise ModelNotFound(f"no {uri}")
-        return state["champion"], "1"
-
-    def log_profiler(profiler, name, metrics, plot_path, register):
-        state["logged"].append(dict(metrics))
-        return "run-id", str(len(state["logged"]) + 1)
-
-    monkeypatch.setattr(real, "load_profiler", load_profiler)
-    monkeypatch.setattr(real, "log_profiler", log_profiler)
-    monkeypatch.setattr(real, "set_alias", lambda name, alias, version: state["aliases"].append(version))
-    return state
-
-
 def test_holdout_predictions_carry_the_stage_phases():
     from airflow_adaptive.logic.promotion import split_holdout
     from airflow_adaptive.logic.scaling import ScalingProfiler
@@ -162,42 +120,3 @@ def test_holdout_predictions_carry_the_stage_phases():
     assert set(preds) == {f"run-{i}" for i in range(16, 20)}
     first, last = preds["run-19"].phases["memory"][0], preds["run-19"].phases["memory"][-1]
     assert first.upper == pytest.approx(0.3 * last.upper) and last.upper == pytest.approx(preds["run-19"].resources["memory"].upper)
-
-
-def test_retraining_logs_the_score_over_time_and_the_phase_rule_refuses_phases_that_promise_too_little(registry, monkeypatch):
-    from airflow_adaptive.logic import promotion
-    from airflow_adaptive.logic.scaling import ScalingProfiler
-    from airflow_adaptive.retraining import retrain_and_promote
-
-    # Training runs step at half time; the hold-out runs step at 20%: the learned phases are low
-    # from 20% to 50% of every hold-out run: 8 of its 26 samples (20, 24 .. 48 s).
-    table, series = stage_history(holdout_step_at=0.2)
-    first = retrain_and_promote(table, "p", plot=False, series=series)
-    metrics = registry["logged"][-1]
-    assert metrics["holdout_phased_runs"] == 4 and metrics["holdout_phased_runs_with_phases"] == 4
-    assert metrics["holdout_phased_over_upper_fraction"] == pytest.approx(8 / 26)
-    assert metrics["holdout_phased_reserved_over_used"] < metrics["holdout_constant_reserved_over_used"]
-    assert "holdout_phased_over_upper_fraction_cpu" not in metrics  # cpu has no series here
-    assert first.phase_scores["challenger"]["runs"] == 4 and "hold-out over time" in first.reason
-    assert "champion" not in first.phase_scores  # none yet: the phase rule is off
-    aliases = list(registry["aliases"])
-
-    # A champion whose peaks are twice too high (so the challenger wins on peaks) and which sizes
-    # constantly: none of its samples is above its upper, so the challenger's phases lose.
-    doubled, _ = stage_history(scale=2.0)
-    registry["champion"] = ScalingProfiler().fit(doubled)
-    seen = {}
-    real_decide = promotion.decide
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs, peak=real_decide(*args[:3]))
-        return real_decide(*args, **kwargs)
-
-    monkeypatch.setattr(promotion, "decide", spy)
-    second = retrain_and_promote(table, "p", plot=False, series=series)
-    assert seen["peak"].promote, seen["peak"].reason  # the peaks alone would promote it
-    assert seen["champion_phases"].over_upper_fraction == 0.0
-    assert seen["challenger_phases"].series == seen["champion_phases"].series
-    assert not second.promoted and "promise less than the usage needs" in second.reason
-    assert second.phase_scores["champion"]["phased_runs"] == 0  # a champion without shapes: constant
-    assert registry["aliases"] == aliases  # the alias did not move
