@@ -22,6 +22,7 @@ import pandas as pd
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.adapters.mlflow.profiler_pickle import dump_profiler, read_profiler  # noqa: F401 (re-exported)
 from airflow_adaptive.logic.profiler import JobProfiler
+from airflow_adaptive.logic.targets import DURATION
 
 PROFILER_ARTIFACT = "profiler.pkl"
 ARTIFACT_KEY = "profiler"
@@ -42,7 +43,8 @@ def example_frame(profiler: JobProfiler) -> pd.DataFrame:
 
 def predict_frame(profiler: JobProfiler, model_input: pd.DataFrame) -> pd.DataFrame:
     """``<target>_median`` / ``<target>_upper`` per modelled target (with ``duration``) and
-    ``cold_start``, per input row, as :meth:`JobProfiler.predict_profile` would give them."""
+    ``<target>_cold`` and ``cold_start``, per input row, as :meth:`JobProfiler.predict_profile`
+    would give them."""
     schema = profiler.schema_
     # to_dict gives Python scalars, so validate_job sees int/float/str rather than numpy types.
     records = model_input.to_dict("records")
@@ -58,9 +60,13 @@ def predict_frame(profiler: JobProfiler, model_input: pd.DataFrame) -> pd.DataFr
         median = np.exp(p.median_log)
         out[f"{target}_median"] = median
         out[f"{target}_upper"] = np.maximum(p.quantile(profiler.coverage), median)
-    cold = np.zeros(len(table), dtype=bool)
-    for p in preds.values():
-        cold |= p.stratum == 0
+    # As ``logic.targets.profile_of``: a cold resource (``<target>_cold``) is left to the user's
+    # request; the row is a cold start only when every resource is cold.
+    cold = np.ones(len(table), dtype=bool)
+    for target, p in preds.items():
+        out[f"{target}_cold"] = p.stratum == 0
+        if target != DURATION:
+            cold &= p.stratum == 0
     out["cold_start"] = cold
     return pd.DataFrame(out, index=model_input.index)
 
