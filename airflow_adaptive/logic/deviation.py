@@ -322,10 +322,11 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
 
 def _follow_phases(r, t: Track, used, phase, ahead, window, since, now, cfg: DeviationConfig, bounds: Bounds):
     """The limit the phases call for: ahead of a predicted rise, the rising phase's upper +
-    margin; within a phase whose step was learned, the phase's peak so far + the larger of the
-    margin and that step (room for the next jump, not for the worst run's peak); otherwise the
-    phase's upper + margin. Raise to it at once; release to it once it is below the limit, past
-    the increase cooldown, and memory is not growing. Nothing: the reactive rules decide."""
+    ``phase_margin``; within a phase whose step was learned, the phase's peak so far + the larger
+    of the margin and that step (room for the next jump, not for the worst run's peak); otherwise
+    the phase's upper + ``phase_margin``. Raise to it at once; release to it once it is below the
+    limit, the last change is settled and memory is not growing. Nothing: the reactive rules
+    decide."""
     alloc = t.allocation
     stepped = ahead.step is not None and ahead.upper <= phase.upper  # no rise ahead, and a learned step
     want = (max(t.phase_peak * (1 + cfg.margin), t.phase_peak + ahead.step) if stepped
