@@ -28,7 +28,7 @@ def test_retraining_logs_the_score_over_time_and_the_phase_rule_refuses_phases_t
     from airflow_adaptive.logic.scaling import ScalingProfiler
     from airflow_adaptive.retraining import retrain_and_promote
 
-    client = MlflowClient(store)
+    client = MlflowClient(tracking_uri=store, registry_uri=store)  # not the process-wide registry URI an earlier test set
     # Training runs step at half time; the hold-out runs step at 20%: the learned phases are low
     # from 20% to 50% of every hold-out run: 8 of its 26 samples (20, 24 .. 48 s).
     table, series = stage_history(holdout_step_at=0.2)
