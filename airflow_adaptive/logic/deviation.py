@@ -155,9 +155,9 @@ class ResourceDecision:
     new: float
     reason: str
     predicted: bool = False  # made by following the predicted phases, not by observed usage
-    #: With phases: the request (the scheduler's reservation) for what the run uses in the phase
-    #: (the rising phase's median, else the phase's peak so far or the predicted median, at most
-    #: ``new``); None: the request is left as it is.
+    #: With phases, on a decrease: the request (the scheduler's reservation) for what the run uses
+    #: in the phase (its peak so far, or the predicted median; at most ``new``); None: the request
+    #: is left as it is (every increase: the limit alone protects, without waiting for node room).
     request: float | None = None
 
 
@@ -223,8 +223,9 @@ def decide(
         if phases and r in sample.values:
             track = replace(track, shift=_phase_clock(phases, elapsed, track, sample.values[r], config.margin))
         est, now, ahead = _prediction(state.profile, r, elapsed + track.shift, config.lead)
+        waiting = now is not None and r in sample.values and _rise_unseen(phases, now, track, sample.values[r])
         decision, tracks[r] = _judge(r, track, sample.values.get(r), r in urgent, est, sample.time, config, bounds,
-                                     now, ahead)
+                                     now, ahead, waiting)
         if decision is not None:
             decisions.append(decision)
     return replace(state, tracks=tracks, started=started), decisions
@@ -257,6 +258,15 @@ def _phase_clock(phases, elapsed: float, t: Track, used: float, margin: float) -
     return t.shift
 
 
+def _rise_unseen(phases, now, t: Track, used: float) -> bool:
+    """``now`` rose above the phase before it (its median above that upper) and usage has not yet:
+    the rise is still to come, so the phase's prediction holds, not the peak seen so far."""
+    k = phases.index(now)
+    if k == 0 or not now.median > phases[k - 1].upper:
+        return False
+    return max(t.phase_peak if t.phase_start == now.start_s else 0.0, used) <= phases[k - 1].upper
+
+
 def _phase_index(phases, elapsed: float) -> int:
     return next((i for i, p in enumerate(phases) if elapsed < p.end_s), len(phases) - 1)
 
@@ -274,7 +284,8 @@ def _prediction(profile: PredictedProfile | None, r: str, elapsed: float, lead_s
     return ResourceEstimate(now.median, now.upper), now, ahead
 
 
-def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bounds, phase=None, ahead=None):
+def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bounds, phase=None, ahead=None,
+           waiting=False):
     resizable = r in cfg.resizable and t.allocation > 0
     if used is None:  # urgent without a sample this time: act on what is known
         return _urgent(r, t, now, cfg, bounds, est) if resizable else (None, t)
@@ -297,13 +308,16 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
     if resizable and urgent:
         return _urgent(r, t, now, cfg, bounds, est)
     if resizable and ahead is not None and not left_band:
-        decision, t2 = _follow_phases(r, t, used, phase, ahead, window, since, now, cfg, bounds)
+        decision, t2 = _follow_phases(r, t, used, phase, ahead, window, since, now, cfg, bounds, waiting)
         if decision is not None:
             if decision.action == "hold":
                 return decision, t2
-            level = ahead.median if ahead.upper > phase.upper else max(phase.median if ahead.step is None else 0.0,
-                                                                       t2.phase_peak)
-            return replace(decision, predicted=True, request=min(decision.new, level)), t2
+            # The request follows a phase down only: raising it needs the node's room (the resizer
+            # reads the node, and a kubelet without room defers the whole resize), which must never
+            # delay the limit that protects the run from the rise; on a busy real node it did.
+            level = max(phase.median if ahead.step is None else 0.0, t2.phase_peak)
+            request = min(decision.new, level) if decision.action == "decrease" else None
+            return replace(decision, predicted=True, request=request), t2
     # Memory that will reach its limit within the lookahead cannot wait out the cooldown: the
     # kernel would OOM-kill first. A sidecar has no kernel warning to make it urgent (the local
     # runner does), so on a real kubelet steady growth of tens of MiB/s was killed inside the 5 s.
@@ -320,7 +334,8 @@ def _judge(r, t: Track, used, urgent, est, now, cfg: DeviationConfig, bounds: Bo
     return None, t
 
 
-def _follow_phases(r, t: Track, used, phase, ahead, window, since, now, cfg: DeviationConfig, bounds: Bounds):
+def _follow_phases(r, t: Track, used, phase, ahead, window, since, now, cfg: DeviationConfig, bounds: Bounds,
+                   waiting: bool = False):
     """The limit the phases call for: ahead of a predicted rise, the rising phase's upper +
     ``phase_margin``; within a phase whose step was learned, the phase's peak so far + the larger
     of the margin and that step (room for the next jump, not for the worst run's peak); otherwise
@@ -328,7 +343,10 @@ def _follow_phases(r, t: Track, used, phase, ahead, window, since, now, cfg: Dev
     limit, the last change is settled and memory is not growing. Nothing: the reactive rules
     decide."""
     alloc = t.allocation
-    stepped = ahead.step is not None and ahead.upper <= phase.upper  # no rise ahead, and a learned step
+    # A learned step sizes the room above what the phase has reached, once it has reached its
+    # level: in a phase whose rise has not come yet (the workload a little behind the clock), the
+    # phase's upper holds; released to the loading level there, a real stage was OOM-killed.
+    stepped = ahead.step is not None and ahead.upper <= phase.upper and not waiting
     want = (max(t.phase_peak * (1 + cfg.margin), t.phase_peak + ahead.step) if stepped
             else ahead.upper * (1 + cfg.phase_margin))
 

@@ -180,8 +180,8 @@ def test_the_monitor_grows_memory_in_place_and_the_kubelet_changes_the_cgroup(re
 def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_phases(real_node, node_api, node_namespace):
     """A stage that loads (60 MiB for 14 s), trains (260 MiB for 8 s) and evaluates (60 MiB for 20 s), with a
     profile that predicts those phases: the monitor (the real image, its phases counted from the
-    workload's start, not its own) raises the limit before the training memory arrives, the
-    Burstable pod's request follows each phase, the fall after training is released, the kubelet
+    workload's start, not its own) raises the limit before the training memory arrives (the limit
+    alone), the Burstable pod's request follows the phases down, the fall is released, the kubelet
     changes the cgroup each time, and nothing is OOM-killed."""
     import json
     import re
@@ -221,7 +221,7 @@ def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_ph
     used = float(re.search(r"usage ([\d.]+) MiB", raise_.signal.reason).group(1))
     assert used < 130, raise_.signal.reason  # raised while the stage still used its loading memory: before the rise
     assert raise_.signal.new == pytest.approx(385 * MIB)  # the training phase's upper + 10%
-    assert raise_.plan.requests.memory == pytest.approx(300 * MIB)  # the scheduler's reservation follows the phase
+    assert raise_.plan.requests.memory < 100 * MIB  # the limit rises alone: no wait for the node's room
     released = [o for o in outcomes if o.signal.new < o.signal.old and o.signal.time > raise_.signal.time + 5]
     story = [f"{o.signal.time:.1f} {o.signal.reason} -> request {o.plan.requests.memory / MIB:.0f} MiB" for o in outcomes]
     assert released and released[-1].plan.requests.memory < 120 * MIB, story
