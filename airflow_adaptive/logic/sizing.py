@@ -1,7 +1,10 @@
 """The sizing policy: from a predicted profile and the user's own request to requests and limits.
 
-Pure. The user's request is the prior (what a cold start gets) and the bounds (never more than
-the user's limit, never less than the policy's floor); the prediction moves the size inside them.
+Pure. The user's request is the prior (what a stage gets with no prediction at all) and the
+bounds (never more than the user's limit, never less than the policy's floor); the prediction
+moves the size inside them. A *cold start* (a stage with no runs of its own) is predicted from
+similar stages with wider, calibrated bounds (``logic/scaling.py``) and sized like any other
+prediction, inside the same bounds; the reasons say so.
 
 | preset | requests | limits | why |
 |---|---|---|---|
@@ -88,13 +91,15 @@ def size_container(profile: PredictedProfile | None, requested: ResourceVector, 
     user_limit = limited.max(requested)
     # The policy's maximum, else the user's limit; an unset (0) bound is no bound.
     ceiling = {r: v if v > 0 else math.inf for r, v in (policy.maximum or user_limit).as_dict().items()}
-    if profile is None or profile.cold_start:
-        why = "no prediction" if profile is None else "cold start: no history for this stage yet"
-        return ContainerSize(requested, user_limit, None, (f"{why}; the user's request is used as is",))
+    if profile is None or not profile.resources:
+        return ContainerSize(requested, user_limit, None, ("no prediction; the user's request is used as is",))
 
     median = _vector(profile, "median", requested)
     upper = _vector(profile, "upper", user_limit, factor=1 + policy.margin)
     reasons = []
+    if profile.cold_start:
+        reasons.append("cold start: no runs of this stage yet; sized from similar stages (wider bounds), "
+                       "within the user's limits")
     limits = _bounded(upper, policy.minimum, ceiling, reasons, "limit")
     requests = limits if policy.preset == "guaranteed" else _bounded(median, policy.minimum, limits.as_dict(), reasons, "request")
     gpus = float(math.ceil(limits.gpu - 1e-9)) if limits.gpu > 0 else 0.0

@@ -214,6 +214,11 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         features = dict(features)
         features.setdefault("dag_id", context["ti"].dag_id)
         features.setdefault("task_id", context["ti"].task_id)
+        # The user's own request is a feature the author should not have to repeat.
+        requested, _ = resources_from(self.container_resources, f"task '{self.task_id}' container_resources")
+        for resource in ("cpu", "memory", "gpu"):
+            if getattr(requested, resource) > 0:
+                features.setdefault(f"requested_{resource}", getattr(requested, resource))
         return features
 
     def plan(self, context) -> StagePlan:

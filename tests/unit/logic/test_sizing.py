@@ -24,7 +24,10 @@ USER_LIM = ResourceVector(cpu=4, memory=16 * GIB)
          ResourceVector(1, 2 * GIB), ResourceVector(2.2, 4.4 * GIB)),
         ("guaranteed: requests == limits", profile(cpu=(1, 2), memory=(2 * GIB, 4 * GIB)), SizingPolicy(preset="guaranteed"),
          ResourceVector(2.2, 4.4 * GIB), ResourceVector(2.2, 4.4 * GIB)),
-        ("cold start keeps the user's request", profile(True, cpu=(1, 2)), SizingPolicy(), USER_REQ, USER_LIM),
+        ("a cold start is sized from its (similar stages') prediction", profile(True, cpu=(1, 2)), SizingPolicy(),
+         ResourceVector(1, 8 * GIB), ResourceVector(2.2, 16 * GIB)),
+        ("a cold start stays within the user's limit", profile(True, memory=(20 * GIB, 40 * GIB)), SizingPolicy(),
+         ResourceVector(2, 16 * GIB), ResourceVector(4, 16 * GIB)),
         ("no prediction keeps the user's request", None, SizingPolicy(), USER_REQ, USER_LIM),
         ("capped by the user's limit", profile(cpu=(3, 9), memory=(10 * GIB, 30 * GIB)), SizingPolicy(),
          ResourceVector(3, 10 * GIB), ResourceVector(4, 16 * GIB)),
@@ -40,6 +43,11 @@ def test_table(name, prof, policy, requests, limits):
         assert got.cpu == pytest.approx(want.cpu), name
         assert got.memory == pytest.approx(want.memory), name
     assert size.requests.cpu <= size.limits.cpu and size.requests.memory <= size.limits.memory
+
+
+def test_cold_start_is_explained():
+    size = size_container(profile(True, cpu=(1, 2)), USER_REQ, USER_LIM)
+    assert any("cold start" in r and "similar stages" in r for r in size.reasons)
 
 
 def test_cap_is_explained():
