@@ -65,6 +65,17 @@ def coerce_features(schema, features: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def known_features(schema, features: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The features ``schema`` knows, and the names it does not (sorted).
+
+    A stage's features are open (``domain/stage_run.py``): the author may declare one the
+    champion was never trained on. It is recorded in the stage run and learned at the next
+    retraining; until then it is left out of the prediction rather than failing it.
+    """
+    names = set(schema.names)
+    return {k: v for k, v in features.items() if k in names}, sorted(k for k in features if k not in names)
+
+
 class ProfilerHook:
     """Predicts stages with the profiler at ``model_uri`` (a plain class: Airflow's BaseHook adds
     nothing here but import time, and the capacity sensor's trigger uses it outside a task)."""
@@ -96,7 +107,12 @@ class ProfilerHook:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
         if not isinstance(features, Mapping):
             raise FeatureSchemaMismatch(f"{where}: features must be a mapping of feature name to value, got {type(features).__name__}")
-        coerced = coerce_features(profiler.schema_, features)
+        coerced, new = known_features(profiler.schema_, coerce_features(profiler.schema_, features))
         profile = profiler.predict_profile(coerced, where=where)
         profile = with_phases(profile, getattr(profiler, "shapes_", None), coerced)
+        if new:
+            note = (f"feature(s) {', '.join(new)} not known to model version {version}: ignored until a retraining "
+                    "learns them from the stage runs that record them")
+            log.info("%s: %s", where, note)
+            profile = replace(profile, notes=(*profile.notes, note))
         return replace(profile, model_uri=self.model_uri, model_version=version), version
