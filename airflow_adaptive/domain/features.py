@@ -148,9 +148,19 @@ class FeatureSchema:
             raise FeatureSchemaMismatch(f"malformed feature schema: {exc}") from exc
 
     def require_same(self, other: "FeatureSchema", what: str = "data") -> None:
-        """Raise when ``other`` is not this schema (a model meets jobs of another schema)."""
-        if self.id != other.id or self.names != other.names:
+        """Raise when ``other`` is not this schema's kind of data (a model meets jobs of another
+        schema). The same schema with other features is accepted when no shared feature changed
+        its kind: stage features are open, so a champion meets stages that declare features it
+        never saw (ignored) or lack some it learned (unknown); see ``JobTable.project``."""
+        if self.name != other.name:
             raise FeatureSchemaMismatch(
                 f"{what} uses feature schema {other.id} but the profiler was trained on {self.id}: "
                 "train a profiler on records of that schema, or convert the jobs."
+            )
+        changed = [f"{f.name} ({f.kind} here, {other.feature(f.name).kind} there)"
+                   for f in self.features if f.name in other._by_name and other.feature(f.name).kind != f.kind]
+        if changed:
+            raise FeatureSchemaMismatch(
+                f"{what} use feature schema {other.id} whose feature(s) {', '.join(changed)} changed kind since the "
+                f"profiler was trained on {self.id}: retrain it on records of one kind per feature."
             )

@@ -96,6 +96,19 @@ class JobTable:
             requested={k: v[index] for k, v in self.requested.items()},
         )
 
+    def project(self, schema: FeatureSchema) -> "JobTable":
+        """The same jobs under ``schema`` (a profiler's): features it does not know are dropped,
+        features the table lacks are unknown (NaN, or "" for categories)."""
+        if schema is self.schema:
+            return self
+        n = len(self)
+        features = {f.name: self.features[f.name] if f.name in self.features else
+                    (np.full(n, np.nan) if f.kind == "numeric" else np.full(n, "", dtype=object))
+                    for f in schema.features}
+        used = {r: self.used.get(r, np.full(n, np.nan)) for r in schema.resources}
+        requested = {r: self.requested.get(r, np.full(n, np.nan)) for r in schema.resources}
+        return JobTable(schema, self.job_id, self.submit, self.end, self.run_time, features, used, requested)
+
     def sorted_by_submit(self) -> "JobTable":
         return self.take(np.argsort(self.submit, kind="stable"))
 

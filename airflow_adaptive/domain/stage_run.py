@@ -36,6 +36,7 @@ meet), ``submit`` the start time.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -86,28 +87,86 @@ def observed_metric(resource: str, stat: str) -> str:
     return f"observed.{resource}.{stat}"
 
 
-#: The feature schema of pipeline stages (what the operator knows before a stage runs).
-STAGE_FEATURES = FeatureSchema(
-    name="stage",
-    version=1,
-    description="Features of an Airflow pipeline stage known before it runs.",
-    key=("dag_id", "task_id"),
-    resources=("cpu", "memory", "gpu", "gpu_memory"),
-    levels=(("dag_id", "task_id"), ("task_id",), ("algorithm", "framework"), ("algorithm",)),
-    features=(
-        Feature("dag_id", "categorical", description="Airflow DAG id"),
-        Feature("task_id", "categorical", description="Airflow task id (the stage)"),
-        Feature("algorithm", "categorical", description="e.g. random_forest, resnet50"),
-        Feature("framework", "categorical", description="e.g. sklearn, pytorch"),
-        Feature("data_rows", "numeric", "rows", "rows of input data"),
-        Feature("data_bytes", "numeric", "bytes", "size of input data"),
-        Feature("n_features", "numeric", "columns", "input dimensionality"),
-        Feature("epochs", "numeric", "", "passes over the data (1 for non-iterative stages)"),
-        Feature("requested_cpu", "numeric", "cores", "the user's own CPU request"),
-        Feature("requested_memory", "numeric", "bytes", "the user's own memory request"),
-        Feature("requested_gpu", "numeric", "GPUs", "the user's own GPU request"),
-    ),
+#: The features every stage schema knows, in a fixed order. Stage features are *open*: a DAG
+#: author may declare any other named number or category (``stage_schema`` adds them as the
+#: history holds them). The deep-learning ones are listed so that their kinds are fixed
+#: (``precision`` "16" is a category, not a number) and so the README can recommend them.
+BASE_STAGE_FEATURES: tuple[Feature, ...] = (
+    Feature("dag_id", "categorical", description="Airflow DAG id"),
+    Feature("task_id", "categorical", description="Airflow task id (the stage)"),
+    Feature("algorithm", "categorical", description="e.g. random_forest, resnet18, transformer"),
+    Feature("framework", "categorical", description="e.g. sklearn, pytorch"),
+    Feature("model_family", "categorical", description="e.g. resnet, transformer, gbdt: what a new stage is compared with"),
+    Feature("data_rows", "numeric", "rows", "rows of input data"),
+    Feature("data_bytes", "numeric", "bytes", "size of input data"),
+    Feature("n_features", "numeric", "columns", "input dimensionality"),
+    Feature("epochs", "numeric", "", "passes over the data (1 for non-iterative stages)"),
+    Feature("parameters", "numeric", "", "trainable parameters of the model"),
+    Feature("batch_size", "numeric", "samples", "samples per step (per device)"),
+    Feature("sequence_length", "numeric", "tokens", "tokens per sample (sequence models)"),
+    Feature("image_size", "numeric", "pixels", "side of an input image (vision models)"),
+    Feature("precision", "categorical", description="fp32, bf16, fp16, int8"),
+    Feature("optimizer", "categorical", description="sgd, adam, adamw, ... (its state is 0-2x the parameters)"),
+    Feature("world_size", "numeric", "processes", "data-parallel processes (GPUs) of the job"),
+    Feature("requested_cpu", "numeric", "cores", "the user's own CPU request (filled from container_resources)"),
+    Feature("requested_memory", "numeric", "bytes", "the user's own memory request (filled from container_resources)"),
+    Feature("requested_gpu", "numeric", "GPUs", "the user's own GPU request (filled from container_resources)"),
 )
+STAGE_LEVELS = (("dag_id", "task_id"), ("task_id",), ("algorithm", "framework"), ("model_family",), ("algorithm",))
+#: Feature names as Python identifiers: they become MLflow param names and pandas columns.
+FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: Stage runs logged under these feature schemas are read back (``stage/1`` runs lack the newer
+#: features, which are then unknown).
+READABLE_STAGE_SCHEMAS = ("stage/1", "stage/2")
+
+
+def stage_schema(declared: Mapping[str, str] | None = None) -> FeatureSchema:
+    """The stage schema: the base features plus ``declared`` ones (``{name: kind}``, sorted)."""
+    base = {f.name for f in BASE_STAGE_FEATURES}
+    extra = tuple(Feature(name, kind, description="declared by the DAG author")  # type: ignore[arg-type]
+                  for name, kind in sorted((declared or {}).items()) if name not in base)
+    return FeatureSchema(
+        name="stage",
+        version=2,
+        description="Features of an Airflow pipeline stage known before it runs (open: base features + declared ones).",
+        key=("dag_id", "task_id"),
+        resources=("cpu", "memory", "gpu", "gpu_memory"),
+        levels=STAGE_LEVELS,
+        features=(*BASE_STAGE_FEATURES, *extra),
+    )
+
+
+#: The stage schema with no declared features: what the operator tags its runs with.
+STAGE_FEATURES = stage_schema()
+
+
+def infer_feature_kinds(values: Mapping[str, list[str | None]]) -> dict[str, str]:
+    """The kind of each declared feature from the values its runs recorded (MLflow params are
+    text): numeric when every recorded value reads as a finite number, else categorical."""
+    out = {}
+    for name, seen in values.items():
+        known = [v for v in seen if v not in (None, "", "None", "nan")]
+        out[name] = "numeric" if known and all(_is_number(v) for v in known) else "categorical"
+    return out
+
+
+def check_feature_names(features: Mapping[str, Any], where: str) -> None:
+    """A declared feature's name must be an identifier (it becomes an MLflow param name)."""
+    from airflow_adaptive.domain.errors import UserError
+
+    bad = [str(k) for k in features if not isinstance(k, str) or not FEATURE_NAME.match(k)]
+    if bad:
+        raise UserError(f"{where}: feature name(s) {bad} are not identifiers (letters, digits and '_', "
+                        "not starting with a digit, at most 64 characters); rename them")
+
+
+def _is_number(text: str) -> bool:
+    if text.strip().lower() in ("true", "false"):
+        return False
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

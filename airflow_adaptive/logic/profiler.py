@@ -22,7 +22,7 @@ How a prediction is made, per target (each resource of the schema, plus ``durati
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -254,13 +254,15 @@ class JobProfiler(BaseEstimator):
         return states
 
     # -- prediction
-    def check_schema(self, table: JobTable) -> None:
+    def check_schema(self, table: JobTable) -> JobTable:
+        """``table`` under this profiler's schema (a compatible one is projected onto it)."""
         check_is_fitted(self, "models_")
         self.schema_.require_same(table.schema, "the jobs")
+        return table.project(self.schema_)
 
     def predict_targets(self, X: JobTable) -> dict[str, TargetPrediction]:
         """Median (log) and conformal offsets per target, from the history known at fit time."""
-        self.check_schema(X)
+        X = self.check_schema(X)
         static = static_block(X, self.categories_)
         keys = {"+".join(lv): level_strings(X, lv) for lv in self.schema_.levels}
         out = {}
@@ -295,7 +297,13 @@ class JobProfiler(BaseEstimator):
         preds = self.predict_targets(table)
         estimates = {t: self._estimate(p) for t, p in preds.items()}
         cold = {t for t, p in preds.items() if int(p.stratum[0]) == 0}
-        return profile_of(estimates, cold, coverage=self.coverage, schema_id=self.schema_.id)
+        profile = profile_of(estimates, cold, coverage=self.coverage, schema_id=self.schema_.id)
+        if profile.cold_start:
+            shared = ", ".join(" + ".join(lv) for lv in self.schema_.levels[1:])
+            note = (f"cold start: no runs of this workload yet; predicted from all {max(self.training_rows_.values())} "
+                    f"runs through the features and history it shares with them ({shared})")
+            profile = replace(profile, notes=(*profile.notes, note))
+        return profile
 
     def _estimate(self, prediction: TargetPrediction) -> ResourceEstimate:
         median = float(np.exp(prediction.median_log[0]))

@@ -43,7 +43,7 @@ from kubernetes.client import models as k8s
 
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.resources import ResourceVector
-from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity
+from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity, check_feature_names
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
 from airflow_adaptive.logic.deviation import DeviationConfig
@@ -116,7 +116,11 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
     :param sizing_preset: ``burstable`` (requests = predicted median) or ``guaranteed``.
     :param sizing_margin: headroom over the covering quantile for limits.
     :param min_resources: / ``max_resources``: clamps, as Kubernetes quantities ({"memory": "8Gi"}).
-    :param gpu_types: GPU types to choose from by predicted GPU memory ({"label", "memory"}).
+    :param gpu_types: GPU types to choose from by predicted GPU memory per GPU: full GPUs
+        ``{"label", "memory"}`` (node label value) or, for a 1-GPU stage, MIG profiles ``{"mig": "1g.10gb", "memory": "10Gi"}``.
+    :param elastic_gpus: ``{"min": m, "max": n}`` or ``(m, n)``: the stage runs on any GPU count in
+        [m, n], so the prediction (and a learned speed-up) may choose it; None (default): the
+        ``nvidia.com/gpu`` in ``container_resources`` is the job's world size and is never changed.
     :param sizing_mode: ``adaptive``, ``shadow`` (predict and log only) or ``off`` (templated).
     :param on_sizing_error: ``fallback`` to the user's request with a warning, or ``fail``.
     :param runner: ``auto``, ``kubernetes`` or ``local``.
@@ -144,6 +148,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         min_resources: Mapping[str, str] | None = None,
         max_resources: Mapping[str, str] | None = None,
         gpu_types: Sequence[GpuType | Mapping[str, Any]] = (),
+        elastic_gpus: Mapping[str, int] | Sequence[int] | None = None,
         sizing_mode: str = "adaptive",
         on_sizing_error: str = "fallback",
         runner: str = "auto",
@@ -173,7 +178,8 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.features = dict(features or {})
         self.model_uri = model_uri
         # Clamps are plain text until execute, so a bad one fails the parse with the field named.
-        self.policy = policy_from(sizing_preset, sizing_margin, min_resources, max_resources, gpu_types, self.task_id)
+        self.policy = policy_from(sizing_preset, sizing_margin, min_resources, max_resources, gpu_types, self.task_id,
+                                  elastic_gpus)
         self.sizing_mode = sizing_mode
         self.on_sizing_error = on_sizing_error
         self.runner = runner
@@ -212,6 +218,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         if not isinstance(features, Mapping):
             raise UserError(f"task '{self.task_id}': features must be a mapping of feature name to value, got {type(features).__name__}")
         features = dict(features)
+        check_feature_names(features, f"task '{self.task_id}' features")
         features.setdefault("dag_id", context["ti"].dag_id)
         features.setdefault("task_id", context["ti"].task_id)
         # The user's own request is a feature the author should not have to repeat.

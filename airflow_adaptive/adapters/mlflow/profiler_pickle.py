@@ -12,8 +12,10 @@ from pathlib import Path
 
 PROFILER_TYPE_NAMES = ("JobProfiler", "ScalingProfiler")
 #: The pickle's format: 1 (no ``format_version_``): peaks only; 2: plus ``shapes_``, each stage's
-#: usage over time (logic/usage_profile.py). A reader loads every format up to its own.
-PROFILER_FORMAT = 2
+#: usage over time (logic/usage_profile.py); 3: open stage features (schema ``stage/2``) and, for
+#: the scaling laws, cold starts from similar stages (``similar_``, ``cold_offsets_``; a format-2
+#: one predicts a new stage from all stages, as it did). A reader loads every format up to its own.
+PROFILER_FORMAT = 3
 
 
 def dump_profiler(profiler, path: str | Path) -> None:

@@ -14,7 +14,9 @@ from airflow_adaptive.domain.errors import RegistryError
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.records import JobTable, LoadedTrace, LoadReport
 from airflow_adaptive.domain.stage_run import (
+    FEATURE_NAME,
     OOM_EVENTS_ARTIFACT,
+    READABLE_STAGE_SCHEMAS,
     SCHEMA_ID,
     STAGE_FEATURES,
     TAG_FEATURE_SCHEMA,
@@ -24,11 +26,14 @@ from airflow_adaptive.domain.stage_run import (
     TAG_SCHEMA,
     ObservedSummary,
     StageIdentity,
+    infer_feature_kinds,
     record_from_run,
+    stage_schema,
     TAG_UNTRUSTED,
     sizing_params,
 )
 
+FEATURE_PREFIX = "feature."
 UNFINISHED = "unfinished: no end time or observed peak yet"
 PAGE = 1000
 
@@ -72,10 +77,13 @@ def log_stage_run(
 
 
 def load_stage_runs(experiment_name: str) -> LoadedTrace:
-    """Finished stage runs of ``experiment_name`` as a ``stage/1`` JobTable (submit order).
+    """Finished stage runs of ``experiment_name`` as a stage JobTable (submit order).
 
-    Runs not yet finished (no end time or no observed peak) and runs whose features follow
-    another feature schema are counted in the report's ``excluded``, not silently dropped.
+    The table's schema is the base stage schema plus every feature the runs declared
+    (:func:`~airflow_adaptive.domain.stage_run.stage_schema`; a feature missing in a run is
+    unknown there). Runs not yet finished (no end time or no observed peak) and runs whose
+    features follow another feature schema are counted in the report's ``excluded``, not
+    silently dropped.
     """
     client = store.client()
     uri = client.tracking_uri
@@ -86,7 +94,7 @@ def load_stage_runs(experiment_name: str) -> LoadedTrace:
             f"no MLflow experiment '{experiment_name}' at {uri}: stage runs are logged there by the "
             "operator; check the experiment name and MLFLOW_TRACKING_URI"
         )
-    rows = []
+    usable = []
     token = None
     while True:
         page = client.search_runs(
@@ -95,28 +103,49 @@ def load_stage_runs(experiment_name: str) -> LoadedTrace:
         )
         for run in page:
             report.lines += 1
-            tags, data = run.data.tags, run.data
-            schema_id = tags.get(TAG_FEATURE_SCHEMA, STAGE_FEATURES.id)
-            if schema_id != STAGE_FEATURES.id:
-                report.exclude(f"feature schema {schema_id}, not {STAGE_FEATURES.id}")
-                continue
-            if tags.get(TAG_OUTCOME) == "oom_killed":
-                # Its peak is the limit it was killed at, not what it needed: it would teach the
-                # profiler to predict exactly the size that failed.
-                report.exclude("OOM-killed: the observed peak is the kill limit, not the need")
-                continue
-            if tags.get(TAG_UNTRUSTED) == "true":
-                # The monitor's log had lines the operator refused: the workload may have written
-                # into it, so its usage is not evidence (logic/monitor_trust.py).
-                report.exclude("untrusted: the monitor's log had forged or malformed lines")
-                continue
-            record = record_from_run(STAGE_FEATURES, run.info.run_id, tags, data.params, data.metrics)
-            if record is None:
-                report.exclude(UNFINISHED)
+            why = _excluded(run.data.tags)
+            if why:
+                report.exclude(why)
             else:
-                rows.append(record)
+                usable.append(run)
         token = page.token
         if not token:
             break
+    schema = stage_schema(declared_features(run.data.params for run in usable))
+    rows = []
+    for run in usable:
+        record = record_from_run(schema, run.info.run_id, run.data.tags, run.data.params, run.data.metrics)
+        if record is None:
+            report.exclude(UNFINISHED)
+        else:
+            rows.append(record)
     report.kept = len(rows)
-    return LoadedTrace(JobTable.from_rows(STAGE_FEATURES, rows).sorted_by_submit(), report)
+    return LoadedTrace(JobTable.from_rows(schema, rows).sorted_by_submit(), report)
+
+
+def declared_features(params_of_runs) -> dict[str, str]:
+    """``{name: kind}`` of the features runs recorded beyond the base stage schema."""
+    base = set(STAGE_FEATURES.names)
+    values: dict[str, list[str | None]] = {}
+    for params in params_of_runs:
+        for key, value in params.items():
+            name = key[len(FEATURE_PREFIX):] if key.startswith(FEATURE_PREFIX) else None
+            if name and name not in base and FEATURE_NAME.match(name):
+                values.setdefault(name, []).append(value)
+    return infer_feature_kinds(values)
+
+
+def _excluded(tags: Mapping[str, str]) -> str | None:
+    """Why a stage run cannot teach the profiler, or None."""
+    schema_id = tags.get(TAG_FEATURE_SCHEMA, "stage/1")
+    if schema_id not in READABLE_STAGE_SCHEMAS:
+        return f"feature schema {schema_id}, not one of {', '.join(READABLE_STAGE_SCHEMAS)}"
+    if tags.get(TAG_OUTCOME) == "oom_killed":
+        # Its peak is the limit it was killed at, not what it needed: it would teach the
+        # profiler to predict exactly the size that failed.
+        return "OOM-killed: the observed peak is the kill limit, not the need"
+    if tags.get(TAG_UNTRUSTED) == "true":
+        # The monitor's log had lines the operator refused: the workload may have written
+        # into it, so its usage is not evidence (logic/monitor_trust.py).
+        return "untrusted: the monitor's log had forged or malformed lines"
+    return None
