@@ -49,6 +49,43 @@ class PhaseNeed:
 
 
 @dataclass(frozen=True)
+class GpuScaling:
+    """A stage's speed-up law learned from its history (``logic/gpu_scaling.py``):
+    duration ~= ``a`` x gpus^(-``alpha``), ``alpha`` in [0, 1] (0: more GPUs do not shorten it; 1:
+    linear speed-up). ``runs`` runs at the distinct GPU ``counts`` taught it; ``source`` is
+    ``"stage"`` (its own runs at several counts) or ``"pooled"`` (alpha from similar stages that ran
+    at several counts, ``a`` from its own runs)."""
+
+    a: float
+    alpha: float
+    runs: int
+    counts: tuple[int, ...]
+    source: str = "stage"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts", tuple(int(c) for c in self.counts))
+        if not (math.isfinite(self.a) and self.a > 0):
+            raise ValueError(f"gpu scaling a must be a positive number, got {self.a!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"gpu scaling alpha must be in [0, 1], got {self.alpha!r}")
+
+    def duration(self, gpus: float) -> float:
+        return self.a * gpus ** -self.alpha
+
+    def speedup(self, from_gpus: float, to_gpus: float) -> float:
+        """How many times faster ``to_gpus`` runs than ``from_gpus`` by the law."""
+        return (to_gpus / from_gpus) ** self.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "alpha": self.alpha, "runs": self.runs, "counts": list(self.counts), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GpuScaling":
+        return cls(float(data["a"]), float(data["alpha"]), int(data["runs"]), tuple(data.get("counts") or ()),
+                   str(data.get("source", "stage")))
+
+
+@dataclass(frozen=True)
 class PredictedProfile:
     """Per-resource estimates (units of ``RESOURCE_UNITS``), duration in seconds, provenance."""
 
@@ -62,6 +99,8 @@ class PredictedProfile:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: How each resource evolves over the run (logic/usage_profile.py); empty: constant over the run.
     phases: Mapping[str, tuple[PhaseNeed, ...]] = field(default_factory=dict)
+    #: The stage's learned duration-vs-GPU-count law (None: not learned, or not enough history).
+    gpu_scaling: GpuScaling | None = None
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.resources if r not in RESOURCES]
@@ -85,6 +124,8 @@ class PredictedProfile:
             out["notes"] = list(self.notes)
         if self.phases:
             out["phases"] = {r: [p.to_dict() for p in ps] for r, ps in self.phases.items()}
+        if self.gpu_scaling is not None:
+            out["gpu_scaling"] = self.gpu_scaling.to_dict()
         return out
 
     @classmethod
@@ -105,4 +146,5 @@ class PredictedProfile:
             phases={r: tuple(PhaseNeed(float(p["start_s"]), float(p["end_s"]), float(p["median"]), float(p["upper"]),
                                        None if p.get("step") is None else float(p["step"]))
                              for p in ps) for r, ps in (data.get("phases") or {}).items()},
+            gpu_scaling=GpuScaling.from_dict(data["gpu_scaling"]) if data.get("gpu_scaling") else None,
         )

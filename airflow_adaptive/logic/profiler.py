@@ -35,6 +35,7 @@ from airflow_adaptive.domain.features import FeatureSchema
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
+from airflow_adaptive.logic.gpu_scaling import learn_gpu_scaling
 from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, profile_of, target_values  # noqa: F401 (re-exported)
 from airflow_adaptive.logic.history import STATS, SequenceState, feature_names, level_codes, sequence_features
 
@@ -214,6 +215,7 @@ class JobProfiler(BaseEstimator):
                 f"({len(table)} records of schema {table.schema.id}); give the profiler more history"
             )
         self.trained_until_ = now
+        self.gpu_scaling_ = learn_gpu_scaling(table)  # duration against GPU count, per stage
         return self
 
     def _categorical_mask(self, n_static: int) -> np.ndarray:
@@ -298,6 +300,8 @@ class JobProfiler(BaseEstimator):
         estimates = {t: self._estimate(p) for t, p in preds.items()}
         cold = {t for t, p in preds.items() if int(p.stratum[0]) == 0}
         profile = profile_of(estimates, cold, coverage=self.coverage, schema_id=self.schema_.id)
+        key = str(level_strings(table, self.schema_.key)[0]) if self.schema_.key else "*"
+        profile = replace(profile, gpu_scaling=getattr(self, "gpu_scaling_", {}).get(key))
         if profile.cold_start:
             shared = ", ".join(" + ".join(lv) for lv in self.schema_.levels[1:])
             note = (f"cold start: no runs of this workload yet; predicted from all {max(self.training_rows_.values())} "

@@ -52,6 +52,7 @@ from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
+from airflow_adaptive.logic.gpu_scaling import learn_gpu_scaling
 from airflow_adaptive.logic.targets import DURATION, TargetPrediction, level_strings, profile_of, target_values
 
 MIN_KEY_ROWS = 3
@@ -222,6 +223,7 @@ class ScalingProfiler:
                 f"schema {schema.id}); run the pipeline a few more times (seed runs) before training"
             )
         self.trained_until_ = float(np.nanmax(X.end))
+        self.gpu_scaling_ = learn_gpu_scaling(X)  # duration against GPU count, per stage
         return self
 
     # -- cold start: similar stages
@@ -317,6 +319,8 @@ class ScalingProfiler:
             estimates[t] = ResourceEstimate(median, max(float(p.quantile(self.coverage)[0]), median))
         cold = {t for t, p in preds.items() if int(p.stratum[0]) == COLD}
         profile = profile_of(estimates, cold, coverage=self.coverage, schema_id=self.schema_.id)
+        key = str(level_strings(table, self.schema_.key)[0]) if self.schema_.key else "*"
+        profile = replace(profile, gpu_scaling=getattr(self, "gpu_scaling_", {}).get(key))
         if profile.cold_start:
             profile = replace(profile, notes=(*profile.notes, *self._cold_notes(table, sorted(cold))))
         return profile

@@ -30,7 +30,7 @@ from airflow_adaptive.domain.quantities import format_cpu, format_memory
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.deviation import DeviationConfig, escalate_after_oom
-from airflow_adaptive.logic.sizing import ContainerSize, SizingPolicy, size_container
+from airflow_adaptive.logic.sizing import ContainerSize, GpuType, SizingPolicy, choose_gpu_type, size_container
 
 Mode = Literal["adaptive", "shadow", "off"]
 MODES = ("adaptive", "shadow", "off")
@@ -68,13 +68,22 @@ class StagePlan:
             out.insert(0, f"fallback to the user's request: {self.fallback}")
         if self.escalation:
             out.append(self.escalation)
+        advice = self.policy_size.gpu_advice if self.policy_size is not None and self.policy_size is not self.size else None
+        if advice is not None and advice.kind in ("decision", "recommendation"):
+            out.append(f"{self.mode} mode, not applied: {advice.reason}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         def size(s: ContainerSize | None):
             if s is None:
                 return None
-            return {"requests": s.requests.to_kubernetes(), "limits": s.limits.to_kubernetes(), "gpu_type": s.gpu_type}
+            requests, limits = s.to_kubernetes()
+            out: dict[str, Any] = {"requests": requests, "limits": limits, "gpu_type": s.gpu_type}
+            if s.mig:
+                out["mig"] = s.mig
+            if s.gpu_advice is not None:
+                out["gpu_advice"] = s.gpu_advice.to_dict()
+            return out
 
         return {
             "mode": self.mode,
@@ -160,7 +169,7 @@ def carry_deferred(plan: StagePlan, deferred: Mapping[str, float], policy: Sizin
         limits = replace(size.limits, **{r: new})
         guaranteed = policy.preset == "guaranteed" or getattr(size.requests, r) >= getattr(size.limits, r)
         requests = replace(size.requests, **{r: new}) if guaranteed else size.requests
-        size = ContainerSize(requests, limits, size.gpu_type, size.reasons)
+        size = replace(size, requests=requests, limits=limits)
         notes.append(f"{r} starts at {_fmt(r, new)}, the size an earlier try could not get in place")
     if not notes:
         return plan
@@ -202,19 +211,39 @@ def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, co
             requests = replace(size.requests, memory=min(max(size.requests.memory, 0.0), esc.new_limit))
             if policy.preset == "guaranteed" or plan.policy_size is None:
                 requests = replace(requests, memory=esc.new_limit)
-            size = ContainerSize(requests, limits, size.gpu_type, size.reasons)
+            size = replace(size, requests=requests, limits=limits)
         notes.append(f"try {last.try_number} was {esc.reason}")
     if gpu and policy.gpu_types:
         last = gpu[-1]
-        need = max(last.limit_bytes, size.limits.gpu_memory) * config.oom_factor
-        bigger = sorted((t for t in policy.gpu_types if t.memory_bytes >= need), key=lambda t: t.memory_bytes)
-        pick = bigger[0] if bigger else max(policy.gpu_types, key=lambda t: t.memory_bytes)
-        size = ContainerSize(size.requests, replace(size.limits, gpu_memory=need), pick.label, size.reasons)
-        notes.append(f"try {last.try_number} ran out of GPU memory: GPU type {pick.label}")
+        gpus = max(int(math.ceil(size.limits.gpu - 1e-9)), 1)
+        current = _current_type(size, policy.gpu_types)
+        need = max(last.limit_bytes, size.limits.gpu_memory) / gpus * config.oom_factor
+        est = plan.profile.resources.get("gpu") if plan.profile is not None else None
+        busy = est.upper / max(int(math.ceil(plan.limited.max(plan.requested).gpu - 1e-9)), 1) if est else None
+        usable = [t.memory_bytes for t in policy.gpu_types if not t.mig or gpus == 1]
+        if need <= 0 and current is None and usable:  # an unknown type at an unknown size: the most memory there is
+            need = max(usable)
+        pick, _ = choose_gpu_type(need, policy.gpu_types, gpus, busy, above=current)
+        if pick is None:
+            where = f" on {current.name}" if current else ""
+            notes.append(f"try {last.try_number} ran out of GPU memory{where}; no larger GPU type is configured to move to")
+        else:
+            size = replace(size, limits=replace(size.limits, gpu_memory=max(need, 0.0) * gpus),
+                           gpu_type=None if pick.mig else pick.label, gpu_resource=pick.resource)
+            what = f"MIG profile {pick.mig} ({pick.resource})" if pick.mig else f"GPU type {pick.label}"
+            notes.append(f"try {last.try_number} ran out of GPU memory: {what}")
     elif gpu:
         notes.append(f"try {gpu[-1].try_number} ran out of GPU memory; no GPU types are configured to move to")
     floor = max(plan.memory_floor, size.limits.memory) if kernel else plan.memory_floor
     return replace(plan, size=size, escalation="; ".join(notes), memory_floor=floor)
+
+
+def _current_type(size: ContainerSize, types: Sequence[GpuType]) -> GpuType | None:
+    """The configured type a size runs on (its MIG profile, else its GPU-type label), if any."""
+    for t in types:
+        if (size.mig and t.mig == size.mig) or (not size.mig and size.gpu_type and not t.mig and t.label == size.gpu_type):
+            return t
+    return None
 
 
 def local_allocation(plan: StagePlan, host: ResourceVector, policy_maximum: ResourceVector | None = None
@@ -254,7 +283,12 @@ def prediction_table(plan: StagePlan) -> str:
     header = f"sizing: {plan.sizing} ({plan.mode})"
     if plan.size.gpu_type:
         header += f", GPU type {plan.size.gpu_type}"
-    return "\n".join([header, *lines, *phase_lines(profile), *(f"  - {r}" for r in plan.reasons())])
+    elif plan.size.mig:
+        header += f", MIG profile {plan.size.mig} ({plan.size.gpu_resource})"
+    # The profile's own notes (a cold start's similar stages, features the model does not know
+    # yet) come after the sizing reasons; first-phase notes are already among the reasons.
+    notes = [n for n in (profile.notes if profile else ()) if n not in plan.reasons()]
+    return "\n".join([header, *lines, *phase_lines(profile), *(f"  - {r}" for r in [*plan.reasons(), *notes])])
 
 
 def phase_lines(profile: PredictedProfile | None) -> list[str]:

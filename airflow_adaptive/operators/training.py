@@ -306,8 +306,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         identity = self._identity(context)
         try:
             run_log = self._stage_log(tracking)
+            features = self._stage_features(context)
+            if self.policy.elastic is not None and plan.size.limits.gpu > 0 and plan.mode == "adaptive":
+                # The count an elastic stage ran at: what its speed-up (duration against GPUs) is learned from.
+                features.setdefault("world_size", plan.size.limits.gpu)
             run_id = run_log.start(
-                identity, self._stage_features(context), plan.profile,
+                identity, features, plan.profile,
                 plan.size.limits.as_dict(), plan.requested.as_dict(),
                 sizing=plan.sizing, reason="; ".join(plan.reasons()), model_uri=self.model_uri,
                 model_version=plan.profile.model_version if plan.profile else None, schema_id=STAGE_FEATURES.id,

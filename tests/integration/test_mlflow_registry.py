@@ -175,6 +175,32 @@ def test_stage_runs_round_trip(tracking, home):
         load_stage_runs("nope")
 
 
+def test_features_a_dag_author_declares_are_learned_from_the_stage_runs(tracking, home):
+    """Open stage features on a real MLflow server: a run that declares ``lora_rank`` (a number)
+    and ``tokenizer`` (a category) extends the loaded schema; a run that did not declare them has
+    them unknown; a profiler fitted on the table predicts a new run that gives them."""
+    from airflow_adaptive.logic.scaling import ScalingProfiler
+
+    experiment = f"stages-{uuid.uuid4().hex[:8]}"
+    profile = PredictedProfile(resources={"memory": ResourceEstimate(1e9, 2e9)}, coverage=0.99,
+                               model_uri="models:/job-profiler@champion", model_version="1")
+    for i in range(8):
+        declared = {"lora_rank": 4 * (i + 1), "tokenizer": "bpe"} if i >= 2 else {}
+        summary = ObservedSummary(start_time=1000.0 + 100 * i, end_time=1050.0 + 100 * i, outcome="success",
+                                  peak={"memory": 1e9 + 1e8 * i}, mean={"memory": 5e8})
+        log_stage_run(experiment, StageIdentity("train_dag", "fit", f"run-{i}", 1), {**stage_features(1000), **declared},
+                      profile, {"memory": 2e9}, {"memory": 4e9}, summary)
+    table = load_stage_runs(experiment).table
+    assert table.schema.id == "stage/2" and table.schema.names[-2:] == ("lora_rank", "tokenizer")
+    assert table.schema.feature("lora_rank").kind == "numeric" and table.schema.feature("tokenizer").kind == "categorical"
+    np.testing.assert_array_equal(table.features["lora_rank"][2:], [4.0 * (i + 1) for i in range(2, 8)])
+    assert np.isnan(table.features["lora_rank"][:2]).all()
+    profiler = ScalingProfiler().fit(table)
+    assert profiler.schema_.names == table.schema.names
+    job = {**stage_features(1000), "lora_rank": 40, "tokenizer": "bpe"}
+    assert profiler.predict_profile(job).resources["memory"].median > 1e9
+
+
 def test_score_and_decide_on_a_holdout(lanl_table, profiler):
     """The promotion score of a real profiler: comparable with itself, honest about coverage."""
     window = lanl_table.take(np.arange(3000, 3600))

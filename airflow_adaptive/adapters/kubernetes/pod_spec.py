@@ -18,6 +18,8 @@ log, which the operator (or its trigger) reads and applies through ``pods/resize
 | monitor ``AIRFLOW_ADAPTIVE_CPU`` / ``MEMORY`` | the limit, else the request | the allocation the monitor compares use with |
 | monitor ``AIRFLOW_ADAPTIVE_MAX_*`` | ``maximum`` when given | else the monitor's default, the node's own size; the resize plan caps at the node's room anyway |
 | monitor ``AIRFLOW_ADAPTIVE_MIN_MEMORY`` | ``minimum`` when given | a retry after an OOM kill: the monitor never releases memory below its escalated limit |
+| GPUs | the size's count under its ``gpu_resource`` (requests = limits) | ``nvidia.com/gpu``, or ``nvidia.com/mig-<profile>`` (NVIDIA's mixed MIG strategy) replacing the user's ``nvidia.com/gpu`` |
+| GPU-type node affinity | ``gpu_label_key In [gpu_type]`` for a full GPU type only | a MIG profile needs none: only nodes with that profile advertise its resource |
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ ANNOTATION_REASONS = ANNOTATION_PREFIX + "reasons"
 MONITOR_TMP_VOLUME = "adaptive-monitor-tmp"
 MONITOR_TMP_LIMIT = "64Mi"
 _SIZED = ("cpu", "memory", GPU_RESOURCE)
+#: NVIDIA's mixed-strategy MIG resources (``nvidia.com/mig-1g.10gb``): replaced when a size sets GPUs.
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -97,7 +101,7 @@ def shape_pod(pod: k8s.V1Pod, *, container: str, size: ContainerSize, monitor: M
         spec.share_process_namespace = True
     if service_account:
         spec.service_account_name = service_account
-    if size.gpu_type and size.limits.gpu > 0:
+    if size.gpu_type and size.limits.gpu > 0 and size.gpu_resource == GPU_RESOURCE:
         spec.affinity = _require_node_label(spec.affinity, gpu_label_key, size.gpu_type)
     shaped.metadata = shaped.metadata or k8s.V1ObjectMeta()
     shaped.metadata.annotations = {**(shaped.metadata.annotations or {}), **size_annotations(size)}
@@ -119,7 +123,8 @@ class _Body:
 
 
 def size_annotations(size: ContainerSize) -> dict[str, str]:
-    record = {"requests": size.requests.to_kubernetes(), "limits": size.limits.to_kubernetes()}
+    requests, limits = size.to_kubernetes()
+    record: dict[str, Any] = {"requests": requests, "limits": limits}
     if size.gpu_type:
         record["gpu_type"] = size.gpu_type
     return {ANNOTATION_SIZE: json.dumps(record, sort_keys=True), ANNOTATION_REASONS: json.dumps(list(size.reasons))}
@@ -136,20 +141,24 @@ def _container(spec: k8s.V1PodSpec, name: str) -> k8s.V1Container:
 
 def _size_container(c: k8s.V1Container, size: ContainerSize, name: str) -> None:
     gpus = max(size.requests.gpu, size.limits.gpu)
-    requests = {**size.requests.to_kubernetes(), **_gpu(gpus)}
-    limits = {**size.limits.to_kubernetes(), **_gpu(gpus)}
+    gpu = _gpu(gpus, size.gpu_resource)
+    requests = {**ResourceVector(size.requests.cpu, size.requests.memory).to_kubernetes(), **gpu}
+    limits = {**ResourceVector(size.limits.cpu, size.limits.memory).to_kubernetes(), **gpu}
     for r in ("cpu", "memory"):
         lim = getattr(size.limits, r)
         if 0 < lim < getattr(size.requests, r):
             raise ValueError(f"container {name!r}: {r} request {requests[r]} is above its limit {limits[r]}")
     old = c.resources or k8s.V1ResourceRequirements()
-    keep = lambda m: {k: v for k, v in (m or {}).items() if k not in _SIZED}  # noqa: E731 (ephemeral-storage etc.)
+    # A size with GPUs sets the one GPU resource the container gets (a container cannot use
+    # nvidia.com/gpu and a MIG slice together); without, a MIG request the user wrote is theirs.
+    sized = lambda k: k in _SIZED or (bool(gpu) and k.startswith(MIG_RESOURCE_PREFIX))  # noqa: E731
+    keep = lambda m: {k: v for k, v in (m or {}).items() if not sized(k)}  # noqa: E731 (ephemeral-storage etc.)
     c.resources = k8s.V1ResourceRequirements(requests={**keep(old.requests), **requests} or None,
                                              limits={**keep(old.limits), **limits} or None, claims=old.claims)
 
 
-def _gpu(gpus: float) -> dict[str, str]:
-    return ResourceVector(gpu=gpus).to_kubernetes() if gpus > 0 else {}
+def _gpu(gpus: float, resource: str = GPU_RESOURCE) -> dict[str, str]:
+    return {resource: ResourceVector(gpu=gpus).to_kubernetes()[GPU_RESOURCE]} if gpus > 0 else {}
 
 
 def _set_env(env: list | None, values: Mapping[str, str]) -> list[k8s.V1EnvVar]:

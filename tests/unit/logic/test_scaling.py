@@ -223,3 +223,17 @@ def test_a_feature_declared_after_the_fit_is_unknown_not_an_error():
     job = {k: v for k, v in dl_features("resnet", "resnet50", 32, dag="other").items() if k != "batch_size"}
     profile = profiler.predict_profile(job)
     assert profile.cold_start and math.isfinite(profile.resources["memory"].median)
+
+
+def test_the_profile_carries_the_stage_s_learned_gpu_speed_up():
+    """Duration against GPU count (logic/gpu_scaling.py), learned at fit and given with the profile."""
+    rows, t = [], 1e9
+    for i, gpus in enumerate([1, 1, 2, 2, 4, 4, 1, 2]):
+        feats = {**dl_features("resnet", "resnet50", 64), "world_size": float(gpus)}
+        rows.append({"job_id": str(i), "submit": t, "end": t + 3600 / gpus, "run_time": 3600.0 / gpus, "features": feats,
+                     "used": {"memory": 4e9, "gpu": 0.95 * gpus}, "requested": {}})
+        t += 4000
+    profiler = ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows))
+    scaling = profiler.predict_profile(dl_features("resnet", "resnet50", 64)).gpu_scaling
+    assert scaling is not None and scaling.alpha == pytest.approx(1.0, abs=0.05) and scaling.counts == (1, 2, 4)
+    assert profiler.predict_profile({**dl_features("resnet", "resnet50", 64), "task_id": "other"}).gpu_scaling is None

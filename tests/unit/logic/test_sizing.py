@@ -1,10 +1,20 @@
 """The sizing policy, case by case."""
 
+from dataclasses import replace
+
 import pytest
 
-from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+from airflow_adaptive.domain.profile import GpuScaling, PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.resources import ResourceVector
-from airflow_adaptive.logic.sizing import GpuType, SizingPolicy, size_container
+from airflow_adaptive.logic.sizing import (
+    ElasticGpus,
+    GpuType,
+    SizingPolicy,
+    elastic_from,
+    gpu_types_from,
+    policy_from,
+    size_container,
+)
 
 GIB = 2**30
 
@@ -55,15 +65,158 @@ def test_cap_is_explained():
     assert any("memory limit capped" in r for r in size.reasons)
 
 
-def test_gpus_are_whole_and_gpu_memory_picks_the_smallest_type_that_fits():
-    types = (GpuType("A100-80GB", 80 * GIB), GpuType("A100-40GB", 40 * GIB), GpuType("T4", 16 * GIB))
-    size = size_container(profile(gpu=(0.6, 1.2), gpu_memory=(20 * GIB, 30 * GIB)), ResourceVector(1, GIB, 1), ResourceVector(2, 2 * GIB, 4),
-                          SizingPolicy(gpu_types=types))
-    assert size.requests.gpu == size.limits.gpu == 2
-    assert size.gpu_type == "A100-40GB"
-    too_big = size_container(profile(gpu=(1, 1), gpu_memory=(90 * GIB, 100 * GIB)), ResourceVector(1, GIB, 1), ResourceVector(2, 2 * GIB, 1),
-                             SizingPolicy(gpu_types=types))
-    assert too_big.gpu_type == "A100-80GB" and any("no GPU type" in r for r in too_big.reasons)
+def gpu_profile(gpu=None, gpu_memory=None, duration=None, scaling=None, cold=False):
+    res = {}
+    if gpu:
+        res["gpu"] = ResourceEstimate(*gpu)
+    if gpu_memory:
+        res["gpu_memory"] = ResourceEstimate(gpu_memory[0] * GIB, gpu_memory[1] * GIB)
+    return PredictedProfile(resources=res or {"cpu": ResourceEstimate(1, 1)}, coverage=0.99, cold_start=cold,
+                            duration=ResourceEstimate(*duration) if duration else None, gpu_scaling=scaling)
+
+
+def gpus(n):
+    return ResourceVector(1, GIB, n), ResourceVector(2, 2 * GIB, n)
+
+
+#: 12 runs at 2, 4, 8 GPUs; linear speed-up.
+LINEAR = GpuScaling(a=8 * 3600, alpha=1.0, runs=12, counts=(2, 4, 8))
+
+
+@pytest.mark.parametrize(
+    "name, prof, user, elastic, want, words",
+    [
+        ("the issue's case: utilisation (0.9, 1.0) with 4 GPUs keeps 4 (the world size)",
+         gpu_profile((0.9, 1.0)), 4, None, 4, ["the user's count (the job's world size)"]),
+        ("a fixed count is kept above the prediction too", gpu_profile((5.0, 7.9)), 4, None, 4, ["world size"]),
+        ("a cold start keeps the count", gpu_profile((0.9, 1.0), cold=True), 2, None, 2, ["world size"]),
+        ("no GPUs asked: none added whatever is predicted", gpu_profile((0.9, 1.0)), 0, None, 0, []),
+        ("elastic: the utilisation upper rounded up", gpu_profile((1.5, 1.95)), 4, ElasticGpus(1, 8), 2,
+         ["elastic GPUs [1, 8]: 2, from the predicted utilisation upper 1.95"]),
+        ("elastic: never below min", gpu_profile((0.2, 0.5)), 4, ElasticGpus(2, 8), 2, ["(the declared min)"]),
+        ("elastic: never above max", gpu_profile((6, 7.5)), 4, ElasticGpus(1, 4), 4, ["(capped at the declared max)"]),
+        ("elastic without a utilisation prediction: the user's count within the bounds", gpu_profile(gpu_memory=(1, 2)), 16,
+         ElasticGpus(1, 8), 8, ["GPU utilisation not predicted"]),
+        ("elastic, nothing asked, nothing predicted: min", gpu_profile(gpu_memory=(1, 2)), 0, ElasticGpus(2, 8), 2, []),
+        ("elastic, saturated, long, a learned speed-up: decided up", gpu_profile((3.6, 3.9), duration=(5400, 7200), scaling=LINEAR),
+         4, ElasticGpus(1, 8), 8, ["elastic: 8 GPUs instead of 4 (within the declared [1, 8])", "x2.00 faster"]),
+        ("fixed, saturated, long: kept, with a recommendation", gpu_profile((3.6, 3.9), duration=(5400, 7200), scaling=LINEAR),
+         4, None, 4, ["recommendation for the next run", "set nvidia.com/gpu to 8"]),
+        ("fixed, saturated, long, no history: says why", gpu_profile((3.6, 3.9), duration=(5400, 7200)), 4, None, 4,
+         ["not enough history"]),
+    ],
+)
+def test_gpu_count(name, prof, user, elastic, want, words):
+    requested, limited = gpus(user)
+    size = size_container(prof, requested, limited, SizingPolicy(elastic=elastic))
+    assert size.requests.gpu == size.limits.gpu == want, f"{name}: {size.reasons}"
+    for w in words:
+        assert any(w in r for r in size.reasons), f"{name}: {w!r} not in {size.reasons}"
+
+
+def test_a_recommendation_and_a_decision_are_kept_on_the_size():
+    prof = gpu_profile((3.6, 3.9), duration=(5400, 7200), scaling=LINEAR)
+    fixed = size_container(prof, *gpus(4), SizingPolicy())
+    elastic = size_container(prof, *gpus(4), SizingPolicy(elastic=ElasticGpus(1, 8)))
+    assert (fixed.gpu_advice.kind, fixed.gpu_advice.gpus) == ("recommendation", 8)
+    assert (elastic.gpu_advice.kind, elastic.gpu_advice.gpus) == ("decision", 8)
+    quiet = size_container(gpu_profile((0.5, 1.0)), *gpus(4), SizingPolicy())
+    assert quiet.gpu_advice.kind == "none" and not any("saturated" in r for r in quiet.reasons)
+
+
+A100_80 = GpuType("A100-80GB", 80 * GIB)
+A100_40 = GpuType("A100-40GB", 40 * GIB)
+T4 = GpuType("T4", 16 * GIB)
+MIG_1G = GpuType("", 10 * GIB, mig="1g.10gb")
+MIG_3G = GpuType("", 40 * GIB, mig="3g.40gb")
+TYPES = (A100_80, A100_40, T4, MIG_1G, MIG_3G)
+
+
+@pytest.mark.parametrize(
+    "name, user, gpu, gpu_memory, types, gpu_type, resource, words",
+    [
+        ("per GPU: 100 GiB over 4 GPUs needs 27.5 GiB each", 4, None, (80, 100), TYPES, "A100-40GB", "nvidia.com/gpu",
+         ["GPU type A100-40GB", "27.5 GiB per GPU"]),
+        ("1 GPU, small memory: a MIG profile", 1, (0.05, 0.1), (4, 6), TYPES, None, "nvidia.com/mig-1g.10gb",
+         ["MIG profile 1g.10gb (nvidia.com/mig-1g.10gb instead of nvidia.com/gpu, no GPU-type affinity; 1 GPU asked)"]),
+        ("1 GPU, utilisation not predicted: MIG by memory alone", 1, None, (4, 6), TYPES, None, "nvidia.com/mig-1g.10gb", []),
+        ("MIG is per device: 2 GPUs get whole ones", 2, None, (8, 12), TYPES, "T4", "nvidia.com/gpu", ["GPU type T4"]),
+        ("a MIG slice with too little compute is skipped", 1, (0.4, 0.6), (4, 6), TYPES, "T4", "nvidia.com/gpu",
+         ["MIG 1g.10gb, 3g.40gb skipped: less compute than the predicted 0.60 of a GPU busy"]),
+        ("a tie goes to the full GPU", 1, None, (30, 35), (A100_40, MIG_3G), "A100-40GB", "nvidia.com/gpu", []),
+        ("only MIG types and 2 GPUs: whole GPUs of any type", 2, None, (8, 12), (MIG_1G, MIG_3G), None, "nvidia.com/gpu",
+         ["MIG profiles are per device"]),
+        ("too big for every type: the largest", 1, None, (90, 100), TYPES, "A100-80GB", "nvidia.com/gpu", ["no GPU type has"]),
+        ("no GPU memory predicted: no type", 1, (0.5, 1), None, TYPES, None, "nvidia.com/gpu", []),
+    ],
+)
+def test_gpu_type_and_mig(name, user, gpu, gpu_memory, types, gpu_type, resource, words):
+    size = size_container(gpu_profile(gpu, gpu_memory), *gpus(user), SizingPolicy(gpu_types=types))
+    assert (size.gpu_type, size.gpu_resource) == (gpu_type, resource), f"{name}: {size.reasons}"
+    for w in words:
+        assert any(w in r for r in size.reasons), f"{name}: {w!r} not in {size.reasons}"
+    requests, limits = size.to_kubernetes()
+    assert requests[resource] == limits[resource] == str(user)
+    assert (resource == "nvidia.com/gpu") == ("nvidia.com/gpu" in limits)
+
+
+def test_max_resources_clamps_an_elastic_count_but_never_a_world_size():
+    prof = gpu_profile((5, 7.5))
+    policy = SizingPolicy(maximum=ResourceVector(gpu=4))
+    assert size_container(prof, *gpus(8), policy).limits.gpu == 8
+    elastic = size_container(prof, *gpus(8), replace(policy, elastic=ElasticGpus(1, 8)))
+    assert elastic.limits.gpu == 4 and any("elastic GPUs [1, 4]" in r for r in elastic.reasons)
+
+
+def test_gpu_memory_follows_an_elastic_count_per_device():
+    # 20 GiB over the user's 4 GPUs is 5.5 GiB each (with the margin); elastic sizing to 2 keeps that per device.
+    size = size_container(gpu_profile((1.5, 1.9), (16, 20)), *gpus(4), SizingPolicy(elastic=ElasticGpus(1, 8)))
+    assert size.limits.gpu == 2 and size.limits.gpu_memory == pytest.approx(2 * 20 * 1.1 / 4 * GIB)
+
+
+def test_gpu_types_as_dag_authors_write_them():
+    types = gpu_types_from([{"label": "A100-40GB", "memory": "40Gi"}, {"mig": "1g.10gb", "memory": "10Gi"},
+                            {"mig": "custom", "memory": 5 * GIB, "compute": 0.25}])
+    assert types[0] == GpuType("A100-40GB", 40 * GIB)
+    assert types[1].resource == "nvidia.com/mig-1g.10gb" and types[1].compute_share == pytest.approx(1 / 7)
+    assert types[2].compute_share == 0.25 and types[2].name == "MIG custom"
+    assert GpuType("", 20 * GIB, mig="1c.3g.20gb").compute_share == pytest.approx(3 / 7)
+
+
+@pytest.mark.parametrize(
+    "types, match",
+    [
+        ([{"label": "A100", "memory": "40Gi", "mig": "1g.10gb"}], r"train\.gpu_types\[0\].*no label"),
+        ([{"label": "A100"}], r"train\.gpu_types\[0\]: unknown or missing keys \['memory'\]"),
+        ([{"mig": "odd", "memory": "10Gi"}], r"train\.gpu_types\[0\]: MIG profile 'odd'.*compute"),
+        ([{"mig": "1g.10gb", "memory": "10Gi", "compute": 2}], "compute share"),
+        ([{"label": "", "memory": "10Gi"}], "needs a label"),
+        (["A100"], r"train\.gpu_types\[0\]: expected a mapping"),
+    ],
+)
+def test_bad_gpu_types_are_refused_naming_the_task(types, match):
+    with pytest.raises(ValueError, match=match):
+        policy_from("burstable", 0.1, None, None, types, "train")
+
+
+@pytest.mark.parametrize("value, want", [
+    (None, None), ({"min": 1, "max": 8}, ElasticGpus(1, 8)), ((2, 4), ElasticGpus(2, 4)), ([2, 2], ElasticGpus(2, 2)),
+    ({"min": 1.0, "max": 8.0}, ElasticGpus(1, 8)), (ElasticGpus(1, 2), ElasticGpus(1, 2)),
+])
+def test_elastic_gpus_as_dag_authors_write_them(value, want):
+    assert elastic_from(value, "train") == want
+    assert policy_from("burstable", 0.1, None, None, (), "train", value).elastic == want
+
+
+@pytest.mark.parametrize("value, match", [
+    ({"min": 0, "max": 8}, "min must be a whole number"), ({"min": 4, "max": 2}, r"max \(2\) is below min \(4\)"),
+    ({"min": 1}, "expected"), ({"min": 1, "max": 2, "step": 1}, "expected"), ((1, 2, 3), "expected"), (4, "expected"),
+    ({"min": 1.5, "max": 2}, "whole number"), ((True, 2), "whole number"), ("1-8", "expected"),
+])
+def test_bad_elastic_gpus_are_refused_naming_the_task_and_field(value, match):
+    with pytest.raises(ValueError, match=match) as err:
+        elastic_from(value, "train")
+    assert str(err.value).startswith("train.elastic_gpus: ")
 
 
 @pytest.mark.parametrize("kwargs, match", [({"preset": "besteffort"}, "preset"), ({"margin": -1}, "margin")])

@@ -2,10 +2,10 @@
 
 import pytest
 
-from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+from airflow_adaptive.domain.profile import GpuScaling, PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import OomEvent
-from airflow_adaptive.logic.sizing import GpuType, SizingPolicy
+from airflow_adaptive.logic.sizing import ElasticGpus, GpuType, SizingPolicy
 from airflow_adaptive.logic.stage_plan import plan_stage, prediction_table
 
 GiB, MiB = 2**30, 2**20
@@ -101,6 +101,86 @@ def test_gpu_oom_moves_to_a_larger_gpu_type():
     retry = plan_stage(req, req, profile, SizingPolicy(gpu_types=types), earlier_ooms=[oom])
     assert retry.size.gpu_type == "A100-40GB"
     assert "GPU memory" in retry.escalation
+
+
+GPU_TYPES = (GpuType("T4", 16 * GiB), GpuType("A100-40GB", 40 * GiB), GpuType("A100-80GB", 80 * GiB),
+             GpuType("", 10 * GiB, mig="1g.10gb"), GpuType("", 20 * GiB, mig="2g.20gb"))
+ONE_GPU = ResourceVector(cpu=1, memory=GiB, gpu=1)
+
+
+@pytest.mark.parametrize(
+    "name, gpu_memory_upper, user, oom_at, start, retry",
+    [
+        ("a MIG slice moves up to the next slice", 6, ONE_GPU, 10, ("1g.10gb", None), ("2g.20gb", None)),
+        ("the largest MIG slice moves to a full GPU", 15, ONE_GPU, 20, ("2g.20gb", None), (None, "A100-40GB")),
+        ("a full GPU moves to a bigger one", 30, ONE_GPU, 44, (None, "A100-40GB"), (None, "A100-80GB")),
+        ("per GPU on a 4-GPU stage", 4 * 12, ResourceVector(cpu=1, memory=GiB, gpu=4), 4 * 16, (None, "T4"), (None, "A100-40GB")),
+    ],
+)
+def test_gpu_oom_moves_the_retry_up(name, gpu_memory_upper, user, oom_at, start, retry):
+    profile = PredictedProfile({"gpu_memory": ResourceEstimate(gpu_memory_upper * GiB / 2, gpu_memory_upper * GiB)}, coverage=0.99)
+    policy = SizingPolicy(gpu_types=GPU_TYPES)
+    plan = plan_stage(user, user, profile, policy)
+    assert (plan.size.mig, plan.size.gpu_type) == start, name
+    oom = OomEvent(time=1.0, container="base", limit_bytes=oom_at * GiB, try_number=1, kind="gpu")
+    again = plan_stage(user, user, profile, policy, earlier_ooms=[oom])
+    assert (again.size.mig, again.size.gpu_type) == retry, f"{name}: {again.escalation}"
+    assert again.size.limits.gpu == user.gpu  # the world size is kept on a retry too
+    assert "ran out of GPU memory: " in again.escalation
+
+
+def test_gpu_oom_on_the_largest_type_says_there_is_nowhere_to_go():
+    profile = PredictedProfile({"gpu_memory": ResourceEstimate(50 * GiB, 70 * GiB)}, coverage=0.99)
+    oom = OomEvent(time=1.0, container="base", limit_bytes=77 * GiB, try_number=2, kind="gpu")
+    plan = plan_stage(ONE_GPU, ONE_GPU, profile, SizingPolicy(gpu_types=GPU_TYPES), earlier_ooms=[oom])
+    assert plan.size.gpu_type == "A100-80GB"
+    assert "try 2 ran out of GPU memory on A100-80GB; no larger GPU type" in plan.escalation
+
+
+def test_gpu_oom_with_no_known_size_moves_to_the_largest_type():
+    oom = OomEvent(time=1.0, container="base", limit_bytes=0.0, try_number=1, kind="gpu")
+    plan = plan_stage(ONE_GPU, ONE_GPU, None, SizingPolicy(gpu_types=GPU_TYPES), earlier_ooms=[oom])
+    assert plan.size.gpu_type == "A100-80GB" and plan.size.limits.gpu == 1
+
+
+SATURATED = PredictedProfile({"gpu": ResourceEstimate(3.6, 3.95), "gpu_memory": ResourceEstimate(40 * GiB, 60 * GiB)},
+                             coverage=0.99, duration=ResourceEstimate(7200, 9000),
+                             gpu_scaling=GpuScaling(a=8 * 3600, alpha=1.0, runs=12, counts=(2, 4, 8)))
+FOUR = ResourceVector(cpu=4, memory=16 * GiB, gpu=4)
+
+
+def test_the_log_table_says_why_the_gpu_count_is_what_it_is():
+    fixed = prediction_table(plan_stage(FOUR, FOUR, SATURATED, SizingPolicy(gpu_types=GPU_TYPES)))
+    assert "GPU type A100-40GB" in fixed.splitlines()[0]  # 60 GiB over 4 GPUs, +10%: 16.5 GiB each
+    assert "GPUs: 4, the user's count (the job's world size)" in fixed
+    assert "recommendation for the next run" in fixed and "8 GPUs would take about 1.0 h" in fixed
+    gpu_row = next(line for line in fixed.splitlines() if line.startswith("gpu "))
+    assert gpu_row.split()[-2:] == ["4", "4"]
+
+    plan = plan_stage(FOUR, FOUR, SATURATED, SizingPolicy(gpu_types=GPU_TYPES, elastic=ElasticGpus(1, 8)))
+    elastic = prediction_table(plan)
+    assert "elastic GPUs [1, 8]: 4, from the predicted utilisation upper 3.95" in elastic
+    assert "elastic: 8 GPUs instead of 4 (within the declared [1, 8])" in elastic and "expected 1.0 h" in elastic
+    assert plan.size.limits.gpu == 8
+    record = plan.to_dict()
+    assert record["allocated"]["limits"]["nvidia.com/gpu"] == "8"
+    assert record["allocated"]["gpu_advice"]["kind"] == "decision" and record["allocated"]["gpu_advice"]["gpus"] == 8
+
+
+def test_a_mig_plan_shows_its_profile_and_resource():
+    profile = PredictedProfile({"gpu_memory": ResourceEstimate(3 * GiB, 5 * GiB)}, coverage=0.99)
+    plan = plan_stage(ONE_GPU, ONE_GPU, profile, SizingPolicy(gpu_types=GPU_TYPES))
+    table = prediction_table(plan)
+    assert "MIG profile 1g.10gb (nvidia.com/mig-1g.10gb)" in table.splitlines()[0]
+    record = plan.to_dict()["allocated"]
+    assert record["mig"] == "1g.10gb" and record["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert "nvidia.com/gpu" not in record["limits"] and record["gpu_type"] is None
+
+
+def test_shadow_mode_still_logs_the_recommendation_it_does_not_apply():
+    plan = plan_stage(FOUR, FOUR, SATURATED, SizingPolicy(elastic=ElasticGpus(1, 8)), "shadow")
+    assert plan.size.limits.gpu == 4
+    assert any(r.startswith("shadow mode, not applied: elastic: 8 GPUs") for r in plan.reasons())
 
 
 def test_table_lists_each_resource_with_prediction_and_request():
@@ -201,3 +281,14 @@ def test_a_profile_with_phases_starts_the_stage_at_its_first_phase_when_it_can_b
     assert fixed.size.limits.memory == pytest.approx(880 * MiB) and not fixed.resizable
     shadow = plan_stage(REQ, LIM, profile, SizingPolicy(), "shadow")
     assert shadow.policy_size.limits.memory == pytest.approx(880 * MiB)
+
+
+def test_the_task_log_says_what_a_cold_start_was_compared_with():
+    from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+
+    note = "cold start: no runs of this stage yet; predicted from 12 runs of 3 stage(s) with model_family=resnet: memory ~ (parameters x batch_size)^0.93"
+    profile = PredictedProfile({"memory": ResourceEstimate(2 * 2**30, 3 * 2**30)}, 0.99, cold_start=True, notes=(note,))
+    plan = plan_stage(ResourceVector(1, 4 * 2**30), ResourceVector(2, 8 * 2**30), profile, SizingPolicy())
+    table = prediction_table(plan)
+    assert note in table and "sized from similar stages" in table
+    assert plan.size.limits.memory == pytest.approx(3.3 * 2**30)  # the cold prediction, not the 8 GiB limit

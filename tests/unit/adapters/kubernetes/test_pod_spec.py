@@ -206,6 +206,51 @@ def test_no_monitor_and_no_gpu_type_leave_the_pod_alone_there():
     assert "affinity" not in spec and "serviceAccountName" not in spec
 
 
+MIG_SIZE = ContainerSize(ResourceVector(cpu=1, memory=GI, gpu=1, gpu_memory=5 * GI), ResourceVector(cpu=1, memory=GI, gpu=1, gpu_memory=6 * GI),
+                         None, ("MIG profile 1g.10gb",), gpu_resource="nvidia.com/mig-1g.10gb")
+
+
+def gpu_pod(requests, limits):
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p"), spec=k8s.V1PodSpec(containers=[k8s.V1Container(
+        name="base", image="x", resources=k8s.V1ResourceRequirements(requests=requests, limits=limits))]))
+
+
+def test_a_mig_profile_replaces_the_users_gpu_and_needs_no_affinity():
+    pod = gpu_pod({"nvidia.com/gpu": "1", "ephemeral-storage": "1Gi"}, {"nvidia.com/gpu": "1"})
+    data = shaped(pod, size=MIG_SIZE, monitor=None, service_account=None)
+    resources = data["spec"]["containers"][0]["resources"]
+    assert resources == {"requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/mig-1g.10gb": "1", "ephemeral-storage": "1Gi"},
+                         "limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/mig-1g.10gb": "1"}}
+    assert "affinity" not in data["spec"]
+    record = json.loads(data["metadata"]["annotations"][ANNOTATION_SIZE])
+    assert record["limits"] == {"cpu": "1", "memory": "1Gi", "nvidia.com/mig-1g.10gb": "1"} and "gpu_type" not in record
+
+
+@pytest.mark.parametrize("name, size, user, want", [
+    ("a retry moving from a MIG slice to a full GPU drops the slice", SIZE, {"nvidia.com/mig-1g.10gb": "1"},
+     {"nvidia.com/gpu": "1"}),
+    ("a retry moving to a bigger slice replaces the old one", ContainerSize(
+        MIG_SIZE.requests, MIG_SIZE.limits, None, (), gpu_resource="nvidia.com/mig-2g.20gb"),
+     {"nvidia.com/mig-1g.10gb": "1"}, {"nvidia.com/mig-2g.20gb": "1"}),
+    ("a size without GPUs keeps the MIG slice the user asked for", ContainerSize(
+        ResourceVector(cpu=1, memory=GI), ResourceVector(cpu=1, memory=GI), None, ()),
+     {"nvidia.com/mig-1g.10gb": "1"}, {"nvidia.com/mig-1g.10gb": "1"}),
+])
+def test_one_gpu_resource_per_container(name, size, user, want):
+    resources = shaped(gpu_pod(dict(user), dict(user)), size=size, monitor=None)["spec"]["containers"][0]["resources"]
+    gpu = {k: v for k, v in resources["limits"].items() if k.startswith("nvidia.com/")}
+    assert gpu == want, name
+    assert {k: v for k, v in resources["requests"].items() if k.startswith("nvidia.com/")} == want, name
+
+
+def test_the_gpu_count_of_a_plan_is_written_as_is():
+    """A world size of 4 stays 4 in the pod, whatever the GPU type."""
+    size = ContainerSize(ResourceVector(cpu=1, memory=GI, gpu=4), ResourceVector(cpu=1, memory=GI, gpu=4), "T4", ())
+    resources = shaped(gpu_pod({"nvidia.com/gpu": "4"}, {"nvidia.com/gpu": "4"}), size=size, monitor=None)[
+        "spec"]["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "4"
+
+
 def test_a_missing_container_is_named():
     pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p"), spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", image="x")]))
     with pytest.raises(ValueError, match=r"no container named 'trainer'.*\['base'\]"):
