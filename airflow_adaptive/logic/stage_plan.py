@@ -97,6 +97,31 @@ class StagePlan:
         }
 
 
+#: What a stage with no request and no prediction starts at when the namespace has no LimitRange
+#: default: a small, schedulable pod the monitor grows in place (Kubernetes' own default is
+#: BestEffort, the first pod evicted under pressure).
+DEFAULT_REQUEST = ResourceVector(cpu=1.0, memory=2.0**30)
+
+
+def default_request(requested: ResourceVector, limited: ResourceVector, limit_range=None,
+                    stated: ResourceVector = DEFAULT_REQUEST) -> tuple[ResourceVector, ResourceVector, str | None]:
+    """The prior of a stage whose author gave no cpu or memory request or limit and which has no
+    prediction: the namespace's LimitRange defaults (``logic/capacity.LimitRangeBounds``, as the
+    API server would apply them) when it has one, else ``stated``. Anything given is kept as is."""
+    if any(getattr(v, r) > 0 for v in (requested, limited) for r in ("cpu", "memory")):
+        return requested, limited, None
+    defaults = (limit_range.default_request or limit_range.default) if limit_range is not None else None
+    if defaults is not None and (defaults.cpu > 0 or defaults.memory > 0):
+        limits = limit_range.default or ResourceVector()
+        req = replace(requested, cpu=defaults.cpu, memory=defaults.memory)
+        lim = replace(limited, cpu=limits.cpu, memory=limits.memory)
+        return req, lim, (f"no request and no prediction: the namespace's LimitRange {limit_range.name} defaults "
+                          f"(requests {_fmt('cpu', req.cpu)} CPU, {_fmt('memory', req.memory)})")
+    req = replace(requested, cpu=stated.cpu, memory=stated.memory)
+    return req, limited, (f"no request and no prediction: the stated default request {_fmt('cpu', stated.cpu)} CPU, "
+                          f"{_fmt('memory', stated.memory)} (no LimitRange default in the namespace)")
+
+
 def user_size(requested: ResourceVector, limited: ResourceVector, why: str) -> ContainerSize:
     """The user's request exactly as written: a limit left out stays out (0), so the pod is the
     one the user would have had; the local runner starts such a stage at its request."""

@@ -48,7 +48,7 @@ from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
 from airflow_adaptive.logic.deviation import DeviationConfig
 from airflow_adaptive.logic.sizing import GpuType, policy_from
-from airflow_adaptive.logic.stage_plan import MODES, StagePlan, plan_stage, prediction_table
+from airflow_adaptive.logic.stage_plan import MODES, StagePlan, default_request, plan_stage, prediction_table
 from airflow_adaptive.operators.try_state import StageRunRef, TryState
 
 if TYPE_CHECKING:
@@ -253,6 +253,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
                 raise SizingFailed(f"task '{self.task_id}': cannot size the stage: {why}") from exc
             fallback = why
             self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, why)
+        if profile is None and self._runner() == "kubernetes":
+            # No prediction: a stage whose author gave no request gets the namespace's LimitRange
+            # default, else a stated one, rather than a BestEffort pod (locally the host bounds it).
+            requested, limited, why = default_request(requested, limited, self._limit_range())
+            if why:
+                fallback = f"{fallback}; {why}" if fallback else why
         if profile is not None and not _flag(self.follow_phases, f"task '{self.task_id}': follow_phases", UserError):
             profile = replace(profile, phases={}, notes=(*profile.notes, "phases: off (follow_phases=False)"))
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
@@ -261,6 +267,17 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred,
                           in_place=bool(self.in_place_resize),
                           config=DeviationConfig().for_interval(float(self.monitor_interval)))
+
+    def _limit_range(self):
+        """The stage namespace's LimitRange defaults, None when there are none or they cannot be read."""
+        from airflow_adaptive.adapters.kubernetes.cluster_state import read_limit_range
+
+        try:
+            namespace = self.namespace or self.hook.get_namespace() or "default"
+            return read_limit_range(self.hook.core_v1_client, namespace)
+        except Exception as exc:  # noqa: BLE001 - no RBAC (rbac.nodeFit), no API server: the stated default
+            self.log.warning("cannot read the namespace's LimitRanges (%s): the stated default request is used", exc)
+            return None
 
     def _hook(self) -> ProfilerHook:
         """One per try: it looks the MLflow connection up (a call to Airflow's API) when made."""

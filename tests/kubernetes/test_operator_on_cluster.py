@@ -182,3 +182,48 @@ def test_the_capacity_sensor_refuses_a_stage_that_cannot_fit_before_any_pod_exis
         assert "can never be scheduled" in log and "tainted nvidia.com/gpu" not in log.split("can never be scheduled")[0][-200:], log[-4000:]
         assert "no node is big enough" in log, log[-4000:]
         assert stage_pods(core, namespace) == []
+
+
+NO_REQUEST_DAG = '''
+import pendulum
+from airflow.sdk import DAG
+from airflow_adaptive.operators import AdaptiveTrainingOperator
+
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:
+    AdaptiveTrainingOperator(
+        task_id="stage", name="train", namespace="{namespace}", config_file="{kubeconfig}", in_cluster=False,
+        image="python:3.11-slim", cmds=["python", "-c", "print('training')"], model_uri="models:/no-such-profiler@champion",
+        features={{"algorithm": "grow"}}, service_account_name="training", runner="kubernetes", get_logs=False,
+        on_finish_action="keep_pod", startup_timeout_seconds=60, poll_interval=1, annotations={{"{complete_after}": "2s"}},
+    )
+'''
+
+
+@pytest.mark.parametrize("limit_range", [True, False], ids=["limitrange", "stated"])
+def test_a_stage_with_no_request_and_no_prediction_gets_the_namespace_default(
+        run_stage, emulated_cluster, namespace, tmp_path, airflow_home, mlflow_uri, limit_range):
+    """KubernetesPodOperator tasks often give no ``container_resources``. With no profiler to
+    predict it, the stage gets the namespace's LimitRange defaults (read by the operator, as the
+    API server would apply them) or, with none, the stated default (1 CPU, 1Gi): never a
+    BestEffort pod. The task log says which."""
+    core, _monitor_log, _run = run_stage
+    if limit_range:
+        core.create_namespaced_limit_range(namespace, {"metadata": {"name": "defaults"}, "spec": {"limits": [{
+            "type": "Container", "default": {"cpu": "1500m", "memory": "768Mi"}, "defaultRequest": {"cpu": "500m", "memory": "384Mi"}}]}})
+    dag_id = f"k8s_no_request_{'lr' if limit_range else 'stated'}"
+    dags = tmp_path / "dags"
+    (dags / f"{dag_id}.py").write_text(NO_REQUEST_DAG.format(dag_id=dag_id, namespace=namespace, kubeconfig=emulated_cluster.kubeconfig,
+                                                             complete_after=COMPLETE_AFTER))
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": mlflow_uri, "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "home")}
+    done = subprocess.run([AIRFLOW, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    (pod,) = stage_pods(core, namespace)
+    resources = workload(pod).resources
+    if limit_range:
+        assert resources.requests == {"cpu": "500m", "memory": "384Mi"} and resources.limits == {"cpu": "1500m", "memory": "768Mi"}
+        assert "LimitRange defaults" in log
+    else:
+        assert resources.requests == {"cpu": "1", "memory": "1Gi"} and not (resources.limits or {}).get("memory")
+        assert "stated default request" in log

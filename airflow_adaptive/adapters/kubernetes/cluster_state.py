@@ -216,6 +216,14 @@ def read_cluster_state(core_v1: Any, namespace: str) -> ClusterState:
     return cluster_state(nodes, pods, quotas, ranges)
 
 
+def read_limit_range(core_v1: Any, namespace: str) -> LimitRangeBounds | None:
+    """The namespace's LimitRange with container defaults (the first, by name), or None."""
+    ranges = _list_all(core_v1.list_namespaced_limit_range, "limitranges", namespace, core_v1.api_client, namespace=namespace)
+    bounds = sorted((b for b in map(limit_range, ranges) if b is not None and (b.default or b.default_request)),
+                    key=lambda b: b.name)
+    return bounds[0] if bounds else None
+
+
 # --- reading: async (the trigger) -----------------------------------------------------------
 
 async def _list_all_async(call, resource: str, where: str, api_client: Any, /, **kwargs: Any) -> list[dict[str, Any]]:

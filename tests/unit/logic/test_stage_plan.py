@@ -292,3 +292,28 @@ def test_the_task_log_says_what_a_cold_start_was_compared_with():
     table = prediction_table(plan)
     assert note in table and "sized from similar stages" in table
     assert plan.size.limits.memory == pytest.approx(3.3 * 2**30)  # the cold prediction, not the 8 GiB limit
+
+
+@pytest.mark.parametrize("requested, limited, limit_range, want_req, want_lim, says", [
+    # nothing given, no LimitRange: the stated default request, no limit
+    (ResourceVector(), ResourceVector(), None, ResourceVector(1, GiB), ResourceVector(), "stated default"),
+    # the LimitRange's defaultRequest and default, as the API server would apply them
+    (ResourceVector(), ResourceVector(), "both", ResourceVector(0.5, 256 * MiB), ResourceVector(1, 512 * MiB), "LimitRange lr"),
+    # only a default (limits): the API server makes it the request too
+    (ResourceVector(), ResourceVector(), "limits", ResourceVector(1, 512 * MiB), ResourceVector(1, 512 * MiB), "LimitRange lr"),
+    # a GPU-only request keeps its GPUs and gets the default cpu/memory
+    (ResourceVector(gpu=2), ResourceVector(gpu=2), None, ResourceVector(1, GiB, 2), ResourceVector(gpu=2), "stated default"),
+    # anything given is the user's: untouched
+    (ResourceVector(memory=GiB), ResourceVector(), "both", ResourceVector(memory=GiB), ResourceVector(), None),
+    (ResourceVector(), ResourceVector(cpu=2), None, ResourceVector(), ResourceVector(cpu=2), None),
+])
+def test_a_stage_with_no_request_and_no_prediction_gets_a_default(requested, limited, limit_range, want_req, want_lim, says):
+    from airflow_adaptive.logic.capacity import LimitRangeBounds
+    from airflow_adaptive.logic.stage_plan import default_request
+
+    ranges = {None: None,
+              "both": LimitRangeBounds("lr", default=ResourceVector(1, 512 * MiB), default_request=ResourceVector(0.5, 256 * MiB)),
+              "limits": LimitRangeBounds("lr", default=ResourceVector(1, 512 * MiB))}
+    req, lim, why = default_request(requested, limited, ranges[limit_range])
+    assert req == want_req and lim == want_lim
+    assert (why is None) if says is None else (says in why)
