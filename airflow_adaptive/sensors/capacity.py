@@ -45,7 +45,7 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
     :param container_resources: the user's request for the stage (templated), as for the operator.
     :param namespace: where the stage's pod will run (templated): its quotas and limit ranges count.
     :param model_uri: / ``sizing_preset`` (templated) / ``sizing_margin`` / ``min_resources`` /
-        ``max_resources`` / ``gpu_types``: the operator's sizing arguments; pass the same ones.
+        ``max_resources`` / ``gpu_types`` / ``elastic_gpus``: the operator's sizing arguments; pass the same ones.
     :param gpu_label_key: the node label that names the GPU type.
     :param include_monitor: count the monitor sidecar (False for a stage in ``off`` mode).
     :param deferrable: wait in the triggerer (:class:`~airflow_adaptive.triggers.capacity.CapacityTrigger`).
@@ -65,6 +65,7 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
         min_resources: Mapping[str, str] | None = None,
         max_resources: Mapping[str, str] | None = None,
         gpu_types: Sequence[GpuType | Mapping[str, Any]] = (),
+        elastic_gpus: Mapping[str, int] | Sequence[int] | None = None,
         stage_task_id: str | None = None,
         mlflow_conn_id: str | None = DEFAULT_CONN_ID,
         kubernetes_conn_id: str | None = "kubernetes_default",
@@ -83,6 +84,7 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
         self.min_resources = dict(min_resources or {})
         self.max_resources = dict(max_resources) if max_resources else None
         self.gpu_types = tuple(gpu_types)
+        self.elastic_gpus = elastic_gpus
         self.stage_task_id = stage_task_id
         self.mlflow_conn_id = mlflow_conn_id
         self.kubernetes_conn_id = kubernetes_conn_id
@@ -95,7 +97,8 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
     def _policy(self) -> SizingPolicy:
         where = f"task '{self.task_id}'"
         try:
-            return policy_from(self.sizing_preset, self.sizing_margin, self.min_resources, self.max_resources, self.gpu_types, where)
+            return policy_from(self.sizing_preset, self.sizing_margin, self.min_resources, self.max_resources, self.gpu_types, where,
+                               self.elastic_gpus)
         except UserError:
             raise
         except ValueError as exc:
