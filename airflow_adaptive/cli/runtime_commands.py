@@ -91,29 +91,6 @@ def _usage_log(args, strict: bool = True):
     return open_usage_log(args.mlflow_uri, args.run_id, args.spool_dir, strict=strict)
 
 
-def _gpu_reader(device_uuids=None):
-    """NVML's reader, or None (NVML absent, or AIRFLOW_ADAPTIVE_NVML=0)."""
-    if os.environ.get("AIRFLOW_ADAPTIVE_NVML", "1") == "0":
-        return None
-    from airflow_adaptive.adapters.nvml.sampler import NvmlSampler
-
-    sampler = NvmlSampler.open(device_uuids)
-    return sampler.sample if sampler else None
-
-
-def _sidecar_gpu_reader(pid: int):
-    """In a pod NVML's host PIDs do not match ours: attribute the workload's own GPUs (device mode)."""
-    if os.environ.get("AIRFLOW_ADAPTIVE_NVML", "1") == "0":
-        return None
-    from airflow_adaptive.adapters.nvml.sampler import visible_devices_of
-
-    devices = visible_devices_of(pid)
-    if not devices:
-        log.info("workload pid %d has no GPUs visible (NVIDIA_VISIBLE_DEVICES unset, empty or unreadable): no GPU sampling", pid)
-        return None
-    return _gpu_reader(devices)
-
-
 def cmd_run(args) -> int:
     from airflow_adaptive.runtime.local_runner import RunSpec, run_local
 
@@ -123,7 +100,8 @@ def cmd_run(args) -> int:
     require = args.require_cgroups or os.environ.get("AIRFLOW_ADAPTIVE_REQUIRE_CGROUPS") == "1"
     spec = RunSpec(command=command, cpu=cpu, memory=memory, profile=profile, resize=not args.no_resize,
                    interval_s=args.interval, bounds=_bounds(args), require_cgroups=require)
-    report = run_local(spec, usage_log=_usage_log(args), gpu=_gpu_reader())
+    # GPUs: the runner opens NVML for the workload's processes itself (runtime/gpu.py).
+    report = run_local(spec, usage_log=_usage_log(args))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
     state = "OOM-killed" if report.oom_killed else f"exit {report.exit_code}"
@@ -134,6 +112,7 @@ def cmd_run(args) -> int:
 
 def cmd_monitor(args) -> int:
     from airflow_adaptive.runtime.channels import channel_named
+    from airflow_adaptive.runtime.gpu import workload_gpu_reader
     from airflow_adaptive.runtime.sidecar import WORKLOAD_ENV, SidecarSpec, run_sidecar
 
     profile = load_profile(args.profile, args.stage) if args.profile else None
@@ -152,7 +131,7 @@ def cmd_monitor(args) -> int:
         from airflow_adaptive.runtime.usage_logging import StdoutUsageLog
 
         usage_log = StdoutUsageLog(boot=boot)  # the operator reads the samples with the signals and writes the run
-    return run_sidecar(spec, channel_named(args.channel, boot=boot), usage_log=usage_log, gpu_for=_sidecar_gpu_reader,
+    return run_sidecar(spec, channel_named(args.channel, boot=boot), usage_log=usage_log, gpu_for=workload_gpu_reader,
                        boot=boot)
 
 

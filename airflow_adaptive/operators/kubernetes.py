@@ -6,7 +6,7 @@ The operator hands each try's :class:`~airflow_adaptive.operators.try_state.TryS
 
 | KPO hook | what airflow-adaptive does there |
 |---|---|
-| ``build_pod_request_obj`` | :func:`shape_stage_pod`: sized container, monitor sidecar, GPU-type affinity |
+| ``build_pod_request_obj`` | :func:`shape_stage_pod`: sized container, monitor sidecar (with :func:`monitor_gpu_env` for a GPU stage), GPU-type affinity |
 | callback ``on_pod_creation`` (sync mode) | start following the monitor's log; each signal -> ``pods/resize`` |
 | callback ``on_pod_completion`` (both modes) | stop following; OOMKilled / CUDA out-of-memory -> the stage's MLflow run |
 | callback ``on_pod_cleanup`` | stop following (also when the pod never started) |
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -40,12 +41,43 @@ DRAIN_S = 15.0  # at most, for the follower to read a finished monitor's log to 
 LOG_TAIL_LINES = 200  # where a CUDA out-of-memory error would be: the end of the workload's log
 
 
+#: On the Airflow worker: ``off`` builds GPU pods without ``monitor_gpu_env`` (for clusters whose
+#: admission policy refuses NVIDIA_VISIBLE_DEVICES on a container that requests no GPU).
+MONITOR_GPUS_SWITCH = "AIRFLOW_ADAPTIVE_MONITOR_GPUS"
+
+
+def monitor_gpu_env(plan) -> dict[str, str]:
+    """What the monitor sidecar needs to read the workload's GPUs through NVML, for a stage that
+    requests GPUs (none otherwise).
+
+    The device plugin gives GPUs only to the container that requests ``nvidia.com/gpu``; the
+    monitor requests none (it must not take a GPU from the scheduler's count). It asks the NVIDIA
+    container runtime for every GPU of the node instead, and keeps only the workload's
+    (``adapters/nvml``: ``workload_gpus``, read through the shared process namespace):
+
+    | monitor env | value | why |
+    |---|---|---|
+    | ``NVIDIA_VISIBLE_DEVICES`` | ``all`` | the runtime mounts the node's GPUs and libnvidia-ml into the monitor; honoured from an unprivileged container only where the toolkit's ``accept-nvidia-visible-devices-envvar-when-unprivileged`` is true (the toolkit's default; false on hardened clusters, e.g. Bottlerocket's default, with the device plugin's volume-mounts strategy) |
+    | ``NVIDIA_DRIVER_CAPABILITIES`` | ``utility`` | NVML (and nvidia-smi) only: no CUDA, no compute |
+
+    The pod must run under the NVIDIA runtime (its default runtime on the node, or the pod's
+    ``runtimeClassName: nvidia``; pod-wide, as the workload needs it anyway). Where the runtime
+    ignores the variable (CDI-only runtimes, GKE's own device plugin, ``accept-...`` false) the
+    monitor finds no NVML, says so once and records no GPU usage; cpu and memory are unaffected.
+    ``AIRFLOW_ADAPTIVE_MONITOR_GPUS=off`` on the worker leaves the variables out.
+    """
+    gpus = max(plan.size.requests.gpu, plan.size.limits.gpu)
+    if gpus <= 0 or os.environ.get(MONITOR_GPUS_SWITCH, "").strip().lower() == "off":
+        return {}
+    return {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "utility"}
+
+
 def shape_stage_pod(operator, pod: k8s.V1Pod, plan) -> k8s.V1Pod:
     from airflow_adaptive.adapters.kubernetes.pod_spec import MonitorSidecar, shape_pod
 
     monitor = MonitorSidecar(
         image=operator.monitor_image or MONITOR_IMAGE, interval_s=operator.monitor_interval, name=MONITOR_CONTAINER,
-        env={} if plan.resizable else {"AIRFLOW_ADAPTIVE_CHANNEL": "recommend"},
+        env={**({} if plan.resizable else {"AIRFLOW_ADAPTIVE_CHANNEL": "recommend"}), **monitor_gpu_env(plan)},
     )
     # No MLflow address for the monitor: it prints its samples beside its signals and the operator
     # writes the stage run (one writer; no credentials, network or spool in the pod).

@@ -5,6 +5,10 @@ Used when no Kubernetes is configured (the embedded default). The command is the
 cgroup's starting limits, its bounds the user's limits, and in ``adaptive`` mode the monitor
 resizes in place. Afterwards the usage series, the resizes, an OOM kill (before Airflow can
 retry) and the summary go to the stage's MLflow run.
+
+GPUs: the runner samples NVML for the workload's own processes (``runtime/gpu.py``), so
+``gpu`` and ``gpu_memory`` reach the usage series and the observed peaks the profiler learns
+from; on a worker without NVML the task log says so once and no GPU usage is recorded.
 """
 
 from __future__ import annotations
@@ -89,6 +93,11 @@ def run_stage_locally(operator, context, plan: StagePlan, state: TryState, run_l
         "duration_seconds": report.duration_seconds, "final_allocation": report.final_allocation,
         "started_with": {"cpu": cpu, "memory": memory},
     }
+    gpu_peak = {r: v for r, v in (usage.summary.peak if usage.summary else {}).items() if r in ("gpu", "gpu_memory")}
+    if gpu_peak:
+        summary["peak_gpu"] = gpu_peak
+        log.info("stage %s: peak GPU use %.2f GPUs, %s GPU memory", operator.task_id, gpu_peak.get("gpu", 0.0),
+                 format_memory(gpu_peak["gpu_memory"]) if "gpu_memory" in gpu_peak else "unknown")
     ti.xcom_push(key="adaptive_run", value=summary)
     log.info("stage %s: %s, peak memory %s, %d resize(s), %s reserved", operator.task_id,
              "OOM-killed" if report.oom_killed else f"exit {report.exit_code}", format_memory(report.peak_memory_bytes),

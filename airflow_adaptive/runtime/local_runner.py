@@ -10,6 +10,12 @@ killer is switched back on when the policy cannot give more (at the bound).
 
 Without permission to create cgroups it runs monitor-only (procfs sampling, resizes only
 recommended) and says so once.
+
+GPUs: unless told otherwise (``gpu=``), the runner opens NVML itself for the run
+(``runtime/gpu.local_gpu_reader``) and samples the GPU memory and SM utilisation of the
+workload's own processes (its cgroup's, else its process tree's), which become ``gpu`` and
+``gpu_memory`` in the samples and the summary's peaks. Without NVML (no driver, no
+libnvidia-ml, ``AIRFLOW_ADAPTIVE_NVML=0``) it says so once and records no GPU usage.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ from airflow_adaptive.domain.signals import ResizeSignal
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
 from airflow_adaptive.runtime.channels import InProcessChannel, RecommendOnlyChannel
+from airflow_adaptive.runtime.gpu import close_reader, local_gpu_reader
 from airflow_adaptive.runtime.monitor import Monitor, UsageLog
 from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSampler, WorkloadSampler
 
 log = logging.getLogger(__name__)
 
 RESIZABLE = ("cpu", "memory")
+#: ``LocalRunner(gpu=AUTO)``, the default: open NVML for the run (PID mode) and close it after.
+AUTO = "auto"
 #: A kernel wake-up acts only when usage is this close to the limit (just under the 90% at
 #: which the kernel warns, so a warning on the way up always qualifies) ...
 URGENT_FRACTION = 0.85
@@ -143,8 +152,10 @@ class _Reservation:
 
 
 class LocalRunner:
-    def __init__(self, spec: RunSpec, *, usage_log: UsageLog | None = None, gpu: GpuReader | None = None,
+    def __init__(self, spec: RunSpec, *, usage_log: UsageLog | None = None, gpu: GpuReader | None | str = AUTO,
                  stdout=None, stderr=None, env: dict[str, str] | None = None) -> None:
+        """``gpu``: ``AUTO`` (NVML for the workload's processes, when available), a reader of
+        the caller's (it stays the caller's to close), or None (no GPU sampling)."""
         self.spec = spec
         self.usage_log = usage_log
         self.gpu = gpu
@@ -221,14 +232,22 @@ class LocalRunner:
 
     # -- the run ------------------------------------------------------------------------
     def run(self) -> RunReport:
-        self._make_cgroup()
+        opened = None
+        if self.gpu == AUTO:
+            self.gpu = opened = local_gpu_reader()
         try:
-            return self._run()
+            self._make_cgroup()
+            try:
+                return self._run()
+            finally:
+                if self.watch:
+                    self.watch.close()
+                if self.group:
+                    self.group.remove()
         finally:
-            if self.watch:
-                self.watch.close()
-            if self.group:
-                self.group.remove()
+            if opened is not None:
+                close_reader(opened)
+                self.gpu = AUTO
 
     def _run(self) -> RunReport:
         spec = self.spec

@@ -20,6 +20,16 @@ container has its own cgroup namespace):
 When that fails (another UID, no shared process namespace), the sidecar falls back to procfs
 sampling of the workload's process tree through psutil, and says so: it misses page cache and
 tmpfs, which the container's limit counts.
+
+GPUs (``gpu_for``, the CLI's ``runtime/gpu.workload_gpu_reader``): which GPUs the workload
+container has is read the same way, from ``/proc/<pid>/environ`` (``NVIDIA_VISIBLE_DEVICES``)
+and ``/proc/<pid>/root`` (its ``/dev/nvidia<N>`` nodes, the volume-mounts directory); the
+sidecar reads them through its own NVML, which needs those GPUs in its own container: the
+operator gives it ``NVIDIA_VISIBLE_DEVICES=all`` (``operators/kubernetes.monitor_gpu_env``), and
+the NVIDIA runtime must accept that from an unprivileged container. NVML reports host PIDs,
+which mean nothing in the pod's PID namespace, so all use of those GPUs counts as the
+workload's (the device plugin gives a GPU to one container only). Where any of this fails,
+the log says so once and no GPU usage is recorded.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from airflow_adaptive.domain.monitor_protocol import status_line
 from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
 from airflow_adaptive.runtime.channels import SignalChannel
+from airflow_adaptive.runtime.gpu import close_reader
 from airflow_adaptive.runtime.monitor import Monitor, UsageLog
 from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSampler, Sampler, WorkloadSampler
 
@@ -204,7 +215,11 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     oom_before = _oom_kills(sampler)
     # Keep the OOM counter's file open: once the workload is dead, /proc/<pid>/root is gone.
     oom_fd = _open_oom_counter(sampler)
-    gpu = gpu_for(pid) if gpu_for else None
+    try:
+        gpu = gpu_for(pid) if gpu_for else None
+    except Exception:  # noqa: BLE001 - the GPUs are extra: never lose cpu/memory monitoring over them
+        log.exception("cannot set up GPU sampling for workload pid %d; its GPU usage is not recorded", pid)
+        gpu = None
     monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
                       config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container,
                       started=process_start_time(pid), interval_s=spec.interval_s)
@@ -217,6 +232,7 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     # The sidecar cannot see the exit code; the operator records the real outcome of the try.
     ooms = max(0, _read_oom_counter(oom_fd, sampler) - oom_before)
     monitor.finish(monitor.summary("oom_killed" if ooms else "success"))
+    close_reader(gpu)
     log.info("workload pid %d ended; monitor exits after %d samples and %d resize signals", pid, monitor.usage.count, len(monitor.signals))
     return 0
 

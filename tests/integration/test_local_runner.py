@@ -215,3 +215,45 @@ def test_a_predicted_phase_is_raised_before_it_comes_and_released_after(tmp_path
     over = next(s["time"] for s in samples if s["values"]["memory"] > 72 * MIB)  # the second phase arrives
     assert ahead[0]["time"] < over  # raised before any usage asked for it
     assert any(r["new"] < r["old"] and "needs less" in r["reason"] for r in memory if r["time"] > over)  # released after
+
+
+def test_runner_opens_nvml_for_the_run_and_shuts_it_down(tmp_path, fake_nvml):
+    """Against the stand-in NVML library (no GPU here), which logs every call: the runner opens
+    NVML by itself (no flag), samples the workload's PID and calls nvmlShutdown once it is done."""
+    config = tmp_path / "nvml.conf"
+    config.write_text(f"device GPU-aaaa-0000 Fake-A100 70 10 {80 * 2**30} {30 * 2**30}\n")
+    calls = tmp_path / "calls.log"
+    script = f'echo "process 0 $$ {3 * 2**30} 25" >> {config}; exec sleep 1'
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_ADAPTIVE_NVML"}
+    env.update(LD_LIBRARY_PATH=str(fake_nvml), FAKE_NVML_CONFIG=str(config), FAKE_NVML_CALL_LOG=str(calls))
+    proc = subprocess.run([*CLI, "run", "--json", str(out), "--cpu", "1", "--memory", "64Mi", "--interval", "0.2", "--",
+                           "sh", "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    samples = json.loads(out.read_text())["samples"]
+    assert max(s["values"].get("gpu_memory", 0) for s in samples) == 3 * 2**30
+    called = calls.read_text().split()
+    assert called.count("nvmlShutdown") == 1 and called[-1] == "nvmlShutdown"
+
+
+@pytest.mark.parametrize("switch_off", [False, True])
+def test_runner_without_nvml_says_so_once_and_records_no_gpu(tmp_path, switch_off):
+    """No libnvidia-ml.so.1 (as on this machine, which has no GPU; no stand-in here): one log line,
+    and no gpu/gpu_memory in any sample (absent, not 0). AIRFLOW_ADAPTIVE_NVML=0: not even asked."""
+    empty = tmp_path / "no-library-here"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_ADAPTIVE_NVML"}
+    env["LD_LIBRARY_PATH"] = str(empty)
+    if switch_off:
+        env["AIRFLOW_ADAPTIVE_NVML"] = "0"
+    probe = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.CDLL('libnvidia-ml.so.1')"], env=env,
+                           capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("a real libnvidia-ml.so.1 (an NVIDIA driver) is installed on this machine")
+    out = tmp_path / "report.json"
+    proc = subprocess.run([*CLI, "-v", "run", "--json", str(out), "--cpu", "1", "--memory", "64Mi", "--interval", "0.2",
+                           "--", "sleep", "0.8"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("GPU usage not sampled") == (0 if switch_off else 1), proc.stderr
+    samples = json.loads(out.read_text())["samples"]
+    assert samples and not any({"gpu", "gpu_memory"} & set(s["values"]) for s in samples)

@@ -1,5 +1,12 @@
 """NVML (NVIDIA Management Library): the workload's GPU utilisation and GPU memory."""
 
-from airflow_adaptive.adapters.nvml.sampler import NvmlSampler, visible_devices_of
+from airflow_adaptive.adapters.nvml.sampler import (
+    GpuSelection,
+    MalformedDevices,
+    NvmlSampler,
+    parse_visible_devices,
+    visible_devices_of,
+    workload_gpus,
+)
 
-__all__ = ["NvmlSampler", "visible_devices_of"]
+__all__ = ["GpuSelection", "MalformedDevices", "NvmlSampler", "parse_visible_devices", "visible_devices_of", "workload_gpus"]

@@ -7,7 +7,7 @@
  *
  *   nvmlInitWithFlags (nvidia-ml-py >= 11.5), nvmlInit_v2, nvmlInit, nvmlShutdown, nvmlErrorString,
  *   nvmlSystemGetDriverVersion, nvmlDeviceGetCount_v2, nvmlDeviceGetHandleByIndex_v2,
- *   nvmlDeviceGetHandleByUUID, nvmlDeviceGetUUID, nvmlDeviceGetName,
+ *   nvmlDeviceGetHandleByUUID, nvmlDeviceGetUUID, nvmlDeviceGetName, nvmlDeviceGetMinorNumber,
  *   nvmlDeviceGetMemoryInfo (nvmlMemory_t), nvmlDeviceGetMemoryInfo_v2 (nvmlMemory_v2_t),
  *   nvmlDeviceGetUtilizationRates (nvmlUtilization_t),
  *   nvmlDeviceGetComputeRunningProcesses_v3, nvmlDeviceGetGraphicsRunningProcesses_v3
@@ -19,6 +19,7 @@
  *
  *   driver <version>                                              (optional)
  *   device <uuid> <name> <util_gpu> <util_mem> <mem_total> <mem_used> [<mem_reserved>]
+ *   minor <device_index> <minor>           /dev/nvidia<minor> of that device (default: its index)
  *   process <device_index> <pid> <used_bytes|-> <sm_util|-> [compute|graphics]
  *   fail_init <code>                                              nvmlInit* returns <code>
  *   fail <function_name> <code>                                   that function returns <code>
@@ -94,6 +95,7 @@ struct fake_device {
     char name[96];
     unsigned int util_gpu, util_mem;
     unsigned long long mem_total, mem_used, mem_reserved;
+    int minor; /* -1: the device's index */
 };
 struct fake_process {
     unsigned int device, pid, sm_util, has_sm;
@@ -129,6 +131,10 @@ static void load_config(void) {
             x->mem_total = strtoull(g, 0, 10);
             x->mem_used = strtoull(h, 0, 10);
             x->mem_reserved = n >= 8 ? strtoull(k, 0, 10) : 0;
+            x->minor = -1;
+        } else if (!strcmp(a, "minor") && n >= 3) {
+            unsigned int i = (unsigned)strtoul(b, 0, 10);
+            if (i < (unsigned)g_ndev) g_dev[i].minor = atoi(c);
         } else if (!strcmp(a, "process") && n >= 5 && g_nproc < MAX_PROC) {
             struct fake_process *p = &g_proc[g_nproc++];
             p->device = (unsigned)strtoul(b, 0, 10);
@@ -268,6 +274,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int l
     int i = device_index(d);
     if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
     return copy_string(name, length, g_dev[i].name);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t d, unsigned int *minor) {
+    ENTER("nvmlDeviceGetMinorNumber");
+    int i = device_index(d);
+    if (i < 0 || !minor) return NVML_ERROR_INVALID_ARGUMENT;
+    *minor = g_dev[i].minor < 0 ? (unsigned)i : (unsigned)g_dev[i].minor;
+    return NVML_SUCCESS;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *memory) {

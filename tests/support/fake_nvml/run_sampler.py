@@ -4,8 +4,11 @@ prints what happened as JSON on stdout.
 argv[1] is a JSON plan::
 
     {"device_uuids": null | [...], "devices_of_pid": null | <pid>,
+     "workload_pid": null | <pid>, "proc": "/proc",
      "steps": [{"config": "<text for $FAKE_NVML_CONFIG>"}, {"sample": [pids]}, ...],
      "close": true}
+
+``workload_pid``: the sidecar's reader, ``runtime.gpu.workload_gpu_reader(pid, proc)``.
 
 Output: ``{"opened": bool, "devices": [...], "samples": [...], "log": [[level, message], ...],
 "lookups": [NVML symbols pynvml looked up]}``.
@@ -31,10 +34,11 @@ class _Collect(logging.Handler):
 def main() -> None:
     plan = json.loads(sys.argv[1])
     collect = _Collect()
-    logger = logging.getLogger("airflow_adaptive.adapters.nvml")
-    logger.addHandler(collect)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    for name in ("airflow_adaptive.adapters.nvml", "airflow_adaptive.runtime.gpu"):
+        logger = logging.getLogger(name)
+        logger.addHandler(collect)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
     import pynvml
 
@@ -64,7 +68,12 @@ def main() -> None:
     if plan.get("devices_of_pid") is not None:
         device_uuids = visible_devices_of(int(plan["devices_of_pid"]))
         out["visible"] = device_uuids
-    sampler = NvmlSampler.open(device_uuids)
+    if plan.get("workload_pid") is not None:
+        from airflow_adaptive.runtime.gpu import workload_gpu_reader
+
+        sampler = workload_gpu_reader(int(plan["workload_pid"]), plan.get("proc", "/proc"))
+    else:
+        sampler = NvmlSampler.open(device_uuids)
     if sampler is not None:
         out["opened"] = True
         out["devices"] = sampler.device_uuids
