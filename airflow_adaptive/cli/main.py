@@ -36,10 +36,11 @@ def cmd_replay(args) -> int:
     from tqdm import tqdm
 
     from airflow_adaptive.cli.report import replay_plot, replay_table
-    from airflow_adaptive.logic.replay import ReplayConfig, replay
+    from airflow_adaptive.logic.replay import ReplayConfig, parse_default_request, replay
 
     if not 0 < args.target_under < 1:
         raise UserError(f"--target-under must be between 0 and 1 (a fraction of jobs), got {args.target_under}")
+    default_request = parse_default_request(args.default_request) if args.default_request is not None else {}
     loaded = _load(args)
     table = loaded.table
     bars: dict[str, tqdm] = {}
@@ -50,7 +51,7 @@ def cmd_replay(args) -> int:
             bar = bars[resource] = tqdm(total=len(table), desc=f"replay {resource}", unit="job", file=sys.stderr, leave=False)
         bar.update(jobs)
 
-    config = ReplayConfig(target_under=args.target_under, refit_days=args.refit_days)
+    config = ReplayConfig(target_under=args.target_under, refit_days=args.refit_days, default_request=default_request)
     report = replay(table, config, progress=progress)
     for bar in bars.values():
         bar.close()
@@ -215,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace_args(p)
     p.add_argument("--target-under", type=float, default=0.01, help="under-provisioning to compare at (default 0.01)")
     p.add_argument("--refit-days", type=float, default=45.0, help="trace days between refits of the adaptive model")
+    p.add_argument("--default-request", metavar="cpu=1,memory=1Gi",
+                   help="the request of a job whose trace gives none (quantities as Kubernetes writes them); "
+                        "default: such jobs are left out")
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable report")
     p.add_argument("--plot", metavar="OUT.png", help="plot every policy's trade-off curve")
     p.set_defaults(func=cmd_replay)

@@ -26,6 +26,10 @@ def replay_table(report: dict[str, Any]) -> str:
             )
         pop = report["population"][resource]
         lines.append(f"{'':<9} population: {pop['kept']} jobs kept; excluded: {pop['excluded'] or 'none'}")
+        if pop.get("default_request_jobs"):
+            amount = report.get("settings", {}).get("default_request", {}).get(resource)
+            lines.append(f"{'':<9} default request ({_quantity(resource, amount)}) for {pop['default_request_jobs']} jobs"
+                         f" with no {resource} request in the trace")
         cold = report["policies"]["adaptive"].get(resource, {}).get("cold_start")
         if cold and cold.get("jobs"):
             lines.append(
@@ -33,6 +37,16 @@ def replay_table(report: dict[str, Any]) -> str:
                 f" at the default knob, A/U {cold['allocated_over_used']:.3f}"
             )
     return "\n".join(lines)
+
+
+def _quantity(resource: str, amount: float | None) -> str:
+    from airflow_adaptive.domain.quantities import format_cpu, format_memory
+
+    if amount is None:
+        return "?"
+    if resource == "memory":
+        return format_memory(amount)
+    return format_cpu(amount) if resource == "cpu" else f"{amount:g}"
 
 
 def replay_plot(report: dict[str, Any], path: str) -> None:

@@ -15,6 +15,11 @@ Each job line has 18 numeric fields, ``-1`` for unknown (field list in
 Unknown parts are NaN, never multiplied: ``-1 x -1`` would turn an unknown job into a tiny one.
 A log whose "used" memory equals the request in most jobs (HPC2N copies the request) has its
 memory usage dropped, with a count in the report, rather than trusted.
+
+``drop_requests=True`` loads the log as one that records usage only (what a cluster's metrics
+give): requested processors, time and memory become unknown, and ``procs`` is the allocated
+processor count (field 5), what the job ran on. The copy check above runs first, so a log whose
+"used" memory is a copy of its request does not become a usage log by losing the request.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ def read_swf_fields(path: str | Path, report: LoadReport) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def load_swf(path: str | Path) -> LoadedTrace:
+def load_swf(path: str | Path, drop_requests: bool = False) -> LoadedTrace:
     report = LoadReport(source=str(path))
     f = read_swf_fields(path, report)
 
@@ -117,6 +122,12 @@ def load_swf(path: str | Path) -> LoadedTrace:
     if both.sum() and copied.sum() / both.sum() > COPIED_MEMORY_SHARE:
         report.exclude("memory usage dropped: 'used' equals the request (a copy, not a measurement)", int(np.isfinite(used_memory).sum()))
         used_memory = np.full(len(f), np.nan)
+
+    if drop_requests:
+        report.exclude("requests dropped (loaded as a usage-only log): processors, time, memory", len(f))
+        procs = np.where(alloc > 0, alloc, np.nan)
+        req_time = np.full(len(f), np.nan)
+        requested_memory = np.full(len(f), np.nan)
 
     used_cpu = np.where(run_time > 0, alloc * cpu_avg / np.where(run_time > 0, run_time, 1.0), np.nan)
     overshoot = used_cpu > alloc * CPU_OVERSHOOT_TOLERANCE
@@ -148,7 +159,7 @@ def load_swf(path: str | Path) -> LoadedTrace:
             "requested_memory": requested_memory,
         },
         used={"cpu": used_cpu, "memory": used_memory},
-        requested={"cpu": procs.copy(), "memory": requested_memory},
+        requested={"cpu": np.full(len(f), np.nan) if drop_requests else procs.copy(), "memory": requested_memory},
     )
     report.kept = len(table)
     return LoadedTrace(table=table, report=report)

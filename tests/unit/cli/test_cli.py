@@ -36,6 +36,43 @@ def test_replay_writes_report_and_plot(small_trace, tmp_path):
     assert png.stat().st_size > 10_000
 
 
+@pytest.fixture(scope="module")
+def used_only_trace(tmp_path_factory, small_trace):
+    """The same 4000 jobs with their requests (SWF fields 8-10) unknown: a usage-only log."""
+    path = tmp_path_factory.mktemp("trace") / "lanl-used-only.swf"
+    out = []
+    for line in small_trace.read_text().splitlines(keepends=True):
+        if line.startswith(";"):
+            out.append(line)
+            continue
+        f = line.split()
+        f[7] = f[8] = f[9] = "-1"
+        out.append(" ".join(f) + "\n")
+    path.write_text("".join(out))
+    return path
+
+
+def test_replay_default_request_on_a_usage_only_log(used_only_trace, tmp_path):
+    out = tmp_path / "r.json"
+    res = run("replay", "--trace", str(used_only_trace), "--refit-days", "20", "--default-request", "cpu=1,memory=1Gi",
+              "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    pop = report["population"]["memory"]
+    assert pop["kept"] > 2500 and pop["default_request_jobs"] == pop["kept"]
+    assert not any("request" in reason for reason in pop["excluded"])
+    assert "reached" in report["policies"]["adaptive"]["memory"]["at_target"]
+    # The SWF loader reads a CPU request from the allocated processors when field 8 is unknown.
+    assert report["population"]["cpu"]["default_request_jobs"] == 0
+    assert report["settings"]["default_request"] == {"cpu": 1.0, "memory": 2.0**30}
+    assert "default request (1Gi)" in res.stdout
+    # Without the flag the same log has nothing to replay for memory: every job lacks a request.
+    res = run("replay", "--trace", str(used_only_trace), "--refit-days", "20", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    pop = json.loads(out.read_text())["population"]["memory"]
+    assert pop["kept"] == 0 and pop["excluded"]["no memory request in the trace"] > 2500
+
+
 def test_train_and_predict_from_file(small_trace, tmp_path):
     model = tmp_path / "p.pkl"
     assert run("train", "--trace", str(small_trace), "--output", str(model)).returncode == 0
@@ -55,6 +92,8 @@ def test_train_and_predict_from_file(small_trace, tmp_path):
         (["replay", "--trace", "nope.swf"], "no such trace file"),
         (["replay", "--trace", "x.bin"], "cannot tell the format"),
         (["replay", "--trace", "x.swf", "--target-under", "3"], "--target-under must be between 0 and 1"),
+        (["replay", "--trace", "x.swf", "--default-request", "mem=1Gi"], "--default-request: unknown resource 'mem'"),
+        (["replay", "--trace", "x.swf", "--default-request", "memory=1GB"], "--default-request memory: '1GB'"),
         (["predict", "--job", "missing.json", "--model-file", "m.pkl"], "--job missing.json: no such file"),
     ],
 )

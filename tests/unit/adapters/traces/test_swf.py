@@ -73,3 +73,26 @@ def test_format_dispatch(tmp_path):
     assert guess_format("a/b.swf.gz") == "swf"
     with pytest.raises(TraceFormatError, match="--format"):
         guess_format("data.bin")
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_drop_requests_loads_a_usage_only_log(tmp_path, drop):
+    path = tmp_path / "t.swf"
+    # Job 2 asked for 32 processors and got 16 (field 5): without its request, procs is what it ran on.
+    path.write_text(GOOD.replace("3362   32 489.00", "3362   16 489.00"))
+    loaded = load_swf(path, drop_requests=drop)
+    t = loaded.table
+    assert t.used["memory"][0] == 988 * 16 * 1024 and t.used["cpu"][0] == pytest.approx(16 * 489.0 / 3362)
+    if drop:
+        for column in (t.requested["memory"], t.requested["cpu"], t.features["requested_memory"], t.features["requested_time"]):
+            assert np.isnan(column).all()
+        assert t.features["procs"][0] == 16
+        assert any("requests dropped" in k for k in loaded.report.excluded)
+    else:
+        assert t.requested["memory"][0] == 1024 * 32 * 1024 and t.requested["cpu"][0] == 32 and t.features["procs"][0] == 32
+
+
+def test_drop_requests_does_not_turn_a_copied_memory_into_usage(tmp_path):
+    path = tmp_path / "copy.swf"
+    path.write_text("".join(GOOD.replace(" 988 ", " 1024 ") for _ in range(10)))
+    assert np.isnan(load_swf(path, drop_requests=True).table.used["memory"]).all()
