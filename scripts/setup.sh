@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv in the repo root and install the project with its test extras.
+# Create .venv in the repo root and install the project with its test and deep-learning extras.
 # Idempotent: a second run only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip uv
-.venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test]"
+.venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test,dl]"
 # Byte-compile the environment once. Shells that set PYTHONDONTWRITEBYTECODE would otherwise
 # recompile scikit-learn, MLflow and Airflow in every fresh process: each pipeline stage and
 # each `airflow dags test` paid 4-7 s for it on this 2-core machine. compileall skips what is
