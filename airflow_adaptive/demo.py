@@ -13,6 +13,9 @@
    with phases) is compared three ways: ``static`` (careful), ``reactive`` (the profiler's
    constant profile, ``follow_phases=False``: sized for the peak, the monitor's reactive rules)
    and ``adaptive`` (started at the first predicted phase, the monitor following the phases).
+   The deep-learning DAG (a ResNet and a transformer, PyTorch) is seeded the same way at three
+   (batch size, image size, sequence length) points and compared two ways, ``static`` (careful)
+   and ``adaptive``, at two new points.
 5. **Closed loop**: the retraining DAG refits on everything logged and says whether the alias moved.
 6. **Series**: every finished stage run's usage over time, as the long CSV ``simulate`` reads
    (``pipeline-series.csv.gz`` next to the JSON report).
@@ -47,6 +50,12 @@ STATIC_MARGIN = 0.20  # the careful user's headroom over the largest seed peak
 SEED_SIZES = (50_000, 110_000, 170_000, 230_000)
 COMPARE_SIZES = (80_000, 140_000, 200_000)
 SERIES_FILE = "pipeline-series.csv.gz"  # written next to the JSON report
+DEEP = "deep_learning_pipeline"
+#: (batch size, image size, sequence length) of the deep-learning runs: seeds spanning the range,
+#: then two compared points between them; 3 training steps keep a run to ~10 s here.
+DEEP_SEEDS = ((8, 32, 64), (32, 64, 128), (64, 64, 256))
+DEEP_COMPARE = ((16, 48, 96), (48, 64, 192))
+DEEP_FIXED = {"steps": 3, "precision": "fp32", "optimizer": "adam", "seed": 0}
 
 
 def _setup(base: Path) -> dict[str, str]:
@@ -132,10 +141,16 @@ def _num(text: str | None) -> float | None:
         return None
 
 
-def _policy_runs(dag, sizes, conf_for) -> dict[str, Any]:
+def _deep_point(point: tuple[int, int, int]) -> dict[str, Any]:
+    batch, image, sequence = point
+    return {"batch_size": batch, "image_size": image, "sequence_length": sequence, **DEEP_FIXED}
+
+
+def _policy_runs(dag, sizes, conf_for, point_conf=lambda rows: {"data_rows": rows}) -> dict[str, Any]:
+    """``sizes``: the points the DAG runs at, ``point_conf`` their run conf (data rows by default)."""
     runs, stages = [], []
     for rows in sizes:
-        run_id, state = _run(dag, {"data_rows": rows, **conf_for(rows)})
+        run_id, state = _run(dag, {**point_conf(rows), **conf_for(rows)})
         tries = _stage_runs(run_id)
         runs.append({"data_rows": rows, "run_id": run_id, "state": state})
         stages.extend({"data_rows": rows, **s} for s in tries)
@@ -184,8 +199,12 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         started = time.perf_counter()
         pipeline = _dag(PIPELINE)
         user = _user_requests(pipeline)
-        # The single task's seeds first: the profiler's hold-out window is the newest seed runs,
-        # and it should stay the three-stage pipeline's, as it was before the single task existed.
+        # The deep-learning and single-task seeds first: the profiler's hold-out window is the
+        # newest seed runs, and it should stay the three-stage pipeline's, as it was before.
+        deep = _dag(DEEP)
+        deep_user = _user_requests(deep)
+        print(f"[demo] seed runs of the deep-learning pipeline at (batch, image, sequence) {list(DEEP_SEEDS)}", flush=True)
+        deep_seeds = _policy_runs(deep, DEEP_SEEDS, lambda p: {"sizing_mode": "shadow", "resources": {}}, _deep_point)
         single = _dag(SINGLE)
         single_user = _user_requests(single)
         print(f"[demo] seed runs of the single-task pipeline (phases in one process) at {list(seed_sizes)} rows", flush=True)
@@ -211,16 +230,24 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
                            ("adaptive", {"sizing_mode": "adaptive", "resources": {}, "follow_phases": True})):
             print(f"[demo] single task, {name}: {len(compare_sizes)} runs at {list(compare_sizes)} rows", flush=True)
             single_runs[name] = _policy_runs(single, compare_sizes, lambda rows, c=conf: c)
+        deep_careful = static_resources(deep_seeds["stages"], deep_user, "max")
+        deep_runs = {}
+        for name, conf in (("static", {"sizing_mode": "shadow", "resources": deep_careful}),
+                           ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
+            print(f"[demo] deep learning, {name}: {len(DEEP_COMPARE)} runs at {list(DEEP_COMPARE)}", flush=True)
+            deep_runs[name] = _policy_runs(deep, DEEP_COMPARE, lambda p, c=conf: c, _deep_point)
         closed_loop = _retrain_dag()
         seconds = time.perf_counter() - started
         if series_out is None and json_out:
             series_out = str(Path(json_out).parent / SERIES_FILE)
-        finished = [s for arm in (single_seeds, seeds, *runs.values(), *single_runs.values()) for s in arm["stages"]]
+        finished = [s for arm in (deep_seeds, single_seeds, seeds, *runs.values(), *single_runs.values(), *deep_runs.values())
+                    for s in arm["stages"]]
         series = _write_series(series_out, finished) if series_out else None
     finally:
         server.stop()
     report = _report(seeds, runs, bootstrap, closed_loop, careful, optimistic, seconds, setup_s)
     report["single_task"] = _single_task_report(single_seeds, single_runs, single_careful)
+    report["deep_learning"] = _deep_report(deep_seeds, deep_runs, deep_careful)
     if series is not None:
         report["series"] = series
     print(demo_table(report))
@@ -320,6 +347,14 @@ def _single_task_report(seeds, runs, careful) -> dict[str, Any]:
             "predicted_memory_phases": phases[0] if phases else None}
 
 
+def _deep_report(seeds, runs, careful) -> dict[str, Any]:
+    """The deep-learning stages: the careful static user against the profiler's size."""
+    static = runs["static"]["reserved_memory_byte_seconds"]
+    adaptive = runs["adaptive"]["reserved_memory_byte_seconds"]
+    return {"runs": runs, "seeds": seeds, "static_resources": careful, "points": {"seeds": DEEP_SEEDS, "compared": DEEP_COMPARE},
+            "adaptive_memory_saving_vs_static": (1 - adaptive / static) if static else None}
+
+
 def demo_table(report: dict[str, Any]) -> str:
     lines = [f"{'policy':<15} {'ok':<4} {'OOM kills':>9} {'resizes':>7} {'memory GiB-s':>12} {'CPU core-s':>10}"]
     for name, r in report["runs"].items():
@@ -340,6 +375,14 @@ def demo_table(report: dict[str, Any]) -> str:
         if single.get("adaptive_memory_saving_vs_reactive") is not None:
             lines.append(f"single task: adaptive reserves {single['adaptive_memory_saving_vs_reactive']:.0%} fewer memory "
                          "byte-seconds than reactive (the constant profile, follow_phases=False)")
+    deep = report.get("deep_learning")
+    if deep:
+        for name, r in deep["runs"].items():
+            lines.append(f"{'DL ' + name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
+                         f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+        if deep["adaptive_memory_saving_vs_static"] is not None:
+            lines.append(f"deep learning (ResNet + transformer, PyTorch): adaptive reserves "
+                         f"{deep['adaptive_memory_saving_vs_static']:.0%} fewer memory byte-seconds than the careful static user")
     lines.append(f"model {report['mlflow']['model_name']}@{report['mlflow']['alias']} = version {report['mlflow']['model_version']}; "
                  f"demo {report['seconds']:.0f} s (+{report['setup_seconds']:.0f} s set-up)")
     return "\n".join(lines)

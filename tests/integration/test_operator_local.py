@@ -137,9 +137,24 @@ def test_wrong_feature_type_falls_back_to_the_users_request_with_a_warning(run_d
 def test_on_sizing_error_fail_fails_the_task_with_the_reason(run_dag, grow_profiler, private_mlflow_server, monkeypatch):
     grow_profiler(private_mlflow_server, "strict")
     code, log = run_dag("strict", {"mib": 50}, extra="on_sizing_error='fail',",
-                        features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100, 'colour': 'red'}")
+                        features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 'lots'}")
     assert code != 0 or not dag_succeeded(log)
-    assert "cannot size the stage" in log and "unknown feature(s) ['colour']" in log
+    assert "cannot size the stage" in log and "'data_rows' must be a number, got 'lots'" in log
+
+
+def test_a_feature_the_champion_never_saw_is_recorded_and_left_out_with_a_note(run_dag, grow_profiler, private_mlflow_server):
+    """Open stage features: ``colour`` is new to the champion; the stage is still predicted (not a
+    fallback), the task log says the feature was left out, and the stage run records it for the
+    next retraining, with ``requested_memory`` filled from ``container_resources``."""
+    grow_profiler(private_mlflow_server, "declared")
+    code, log = run_dag("declared", {"mib": 50},
+                        features="{'algorithm': 'grow', 'framework': 'numpy', 'data_rows': 100, 'colour': 'red'}")
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    assert "feature(s) colour not known to model version" in log
+    (run,) = stage_runs(private_mlflow_server, "declared")
+    assert run.data.tags["airflow_adaptive.sizing"] == "predicted"
+    assert run.data.tags["airflow_adaptive.feature_schema"] == "stage/2"
+    assert run.data.params["feature.colour"] == "red" and float(run.data.params["feature.requested_memory"]) > 0
 
 
 def test_invalid_quantity_is_a_clear_task_failure(run_dag):

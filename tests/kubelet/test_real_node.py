@@ -178,7 +178,7 @@ def test_the_monitor_grows_memory_in_place_and_the_kubelet_changes_the_cgroup(re
 
 
 def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_phases(real_node, node_api, node_namespace):
-    """A stage that loads (60 MiB for 14 s), trains (260 MiB for 8 s) and evaluates (60 MiB for 20 s), with a
+    """A stage that loads (60 MiB for 14 s), trains (260 MiB for 8 s) and evaluates (60 MiB for 30 s), with a
     profile that predicts those phases: the monitor (the real image, its phases counted from the
     workload's start, not its own) raises the limit before the training memory arrives (the limit
     alone), the Burstable pod's request follows the phases down, the fall is released, the kubelet
@@ -191,11 +191,11 @@ def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_ph
     # The workload's cgroup holds about 80 MiB while it keeps 60 MiB (Python and the package), and
     # 340 MiB for a moment when training starts (the 260 MiB are built before the 60 are freed).
     phases = (PhaseNeed(0, 14, 80 * MIB, 100 * MIB, 5 * MIB), PhaseNeed(14, 22, 300 * MIB, 350 * MIB, 5 * MIB),
-              PhaseNeed(22, 42, 80 * MIB, 100 * MIB, 5 * MIB))
+              PhaseNeed(22, 52, 80 * MIB, 100 * MIB, 5 * MIB))
     profile = PredictedProfile({"memory": ResourceEstimate(300 * MIB, 350 * MIB)}, coverage=0.9, phases={"memory": phases})
     core = client.CoreV1Api(node_api)
     pod = adaptive_pod("phased", real_node.images, ["-m", "airflow_adaptive.examples.workloads", "phases", "--plan",
-                                                     "60:14,260:8,60:20"],
+                                                     "60:14,260:8,60:30"],
                        memory_mib=130, request_mib=90, maximum=ResourceVector(cpu=1, memory=1024 * MIB),
                        profile_json=json.dumps(profile.to_dict()))
     core.create_namespaced_pod(node_namespace, pod)
@@ -227,9 +227,11 @@ def test_a_phased_stage_is_raised_before_its_rise_and_its_request_follows_the_ph
     assert released and released[-1].plan.requests.memory < 120 * MIB, story
     # The kubelet changed the cgroup each time. It lowers a memory limit only once its own usage
     # figures (refreshed every few seconds) are below the new limit: the release after training
-    # reaches the cgroup seconds after the monitor asked, hence the 20 s evaluation.
+    # reaches the cgroup seconds after the monitor asked, hence the 30 s evaluation (20 s were
+    # too few once in a full warm suite: the release was decided, the cgroup still at 320 MiB).
     top = next(i for i, v in enumerate(limits_seen) if v >= 385 * MIB)
-    assert min(limits_seen[:top]) < 130 * MIB and min(limits_seen[top:]) < 200 * MIB, (story, limits_seen[top::20])
+    assert min(limits_seen[:top]) < 130 * MIB and min(limits_seen[top:]) < 200 * MIB, "\n".join(
+        [*story, f"limits seen after the top (every 20th, MiB): {[v // MIB for v in limits_seen[top::20]]}"])
     final = core.read_namespaced_pod("phased", node_namespace)
     assert final.status.qos_class == "Burstable"
 
