@@ -46,6 +46,8 @@ class NodeCapacity:
     pod_count: int = 0
     #: Keys of NoSchedule/NoExecute taints: the scheduler keeps pods off unless they tolerate them.
     taints: tuple[str, ...] = ()
+    #: MIG slices (``nvidia.com/mig-<profile>``: NVIDIA's mixed strategy): (allocatable, requested).
+    mig: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def free(self) -> ResourceVector:
@@ -228,12 +230,20 @@ def fit(
     gpu_label_key: str = GPU_LABEL_KEY,
     *,
     overhead: ResourceVector = ResourceVector(),
+    gpu_resource: str = GPU_RESOURCE,
 ) -> FitResult:
     """Whether the stage's container (``requests``/``limits``) can be placed; see the module docstring.
 
     ``overhead``: what the rest of the pod adds (the monitor sidecar, pod overhead), counted on
-    the node and in quotas but not against the container's LimitRange bounds.
+    the node and in quotas but not against the container's LimitRange bounds. ``gpu_resource``:
+    what the GPU count is requested as; a MIG slice (``nvidia.com/mig-<profile>``) is counted
+    against the nodes' slices of that profile, not their ``nvidia.com/gpu``.
     """
+    tolerated = tolerated_taints(requests)
+    mig, slices = (gpu_resource, requests.gpu) if gpu_resource != GPU_RESOURCE and requests.gpu > 0 else (None, 0.0)
+    if mig:
+        requests, limits = ResourceVector(requests.cpu, requests.memory, 0.0, requests.gpu_memory), \
+            ResourceVector(limits.cpu, limits.memory, 0.0, limits.gpu_memory)
     requests, limits = with_defaults(requests, limits, limit_ranges)
     pod_req, pod_lim = requests + overhead, limits + overhead
     never = _limit_range_violations(requests, limits, pod_req, limit_ranges)
@@ -244,7 +254,6 @@ def fit(
     fitting: list[NodeCapacity] = []
     busy: list[tuple[float, NodeCapacity, str]] = []
     big_enough = 0
-    tolerated = tolerated_taints(requests)
     for node in nodes:
         untolerated = [t for t in node.taints if t not in tolerated]
         if untolerated:
@@ -252,6 +261,10 @@ def fit(
             continue
         if gpu_type and node.labels.get(gpu_label_key) != gpu_type:
             per_node[node.name] = f"not GPU type {gpu_type} ({gpu_label_key}={node.labels.get(gpu_label_key, 'unset')})"
+            continue
+        slices_allocatable, slices_requested = node.mig.get(mig, (0.0, 0.0)) if mig else (0.0, 0.0)
+        if mig and slices_allocatable < slices:
+            per_node[node.name] = f"has {slices_allocatable:g} {mig} (needs {slices:g})"
             continue
         too_small = _shortfall(pod_req, node.allocatable)
         if too_small:
@@ -266,6 +279,9 @@ def fit(
         if node.allocatable_pods is not None and node.pod_count >= node.allocatable_pods:
             per_node[node.name] = f"full: {node.pod_count} of {node.allocatable_pods} pods"
             busy.append((1.0 + _badness(short, pod_req), node, per_node[node.name]))
+        elif mig and slices_allocatable - slices_requested < slices:
+            per_node[node.name] = f"busy: {slices_allocatable - slices_requested:g} of {slices_allocatable:g} {mig} free"
+            busy.append((1.0 + _badness(short, pod_req), node, per_node[node.name]))
         elif short:
             per_node[node.name] = "busy: " + _describe(short, pod_req, node.free, "free")
             busy.append((_badness(short, pod_req), node, per_node[node.name]))
@@ -273,11 +289,14 @@ def fit(
             per_node[node.name] = "fits"
             fitting.append(node)
 
-    need_text = ", ".join(_named(r, getattr(pod_req, r)) for r in SCHEDULED if getattr(pod_req, r) > 0) or "nothing"
+    need_text = ", ".join([_named(r, getattr(pod_req, r)) for r in SCHEDULED if getattr(pod_req, r) > 0]
+                          + ([f"{slices:g} {mig}"] if mig else [])) or "nothing"
     where = f" of GPU type {gpu_type}" if gpu_type else ""
     if not big_enough:
         if not nodes:
             never.append("the cluster has no nodes")
+        elif mig and all(n.mig.get(mig, (0.0, 0.0))[0] < slices for n in nodes):
+            never.append(f"no node offers {slices:g} {mig} (MIG mixed strategy: the GPU operator's MIG profile on some node)")
         elif gpu_type and all(n.labels.get(gpu_label_key) != gpu_type for n in nodes):
             never.append(f"no node has the label {gpu_label_key}={gpu_type}")
         elif all(any(t not in tolerated for t in n.taints) for n in nodes):
@@ -316,10 +335,11 @@ def _largest(nodes: Sequence[NodeCapacity], need: ResourceVector, gpu_type: str 
 
 
 def fit_state(requests: ResourceVector, limits: ResourceVector, gpu_type: str | None, state: ClusterState,
-              gpu_label_key: str = GPU_LABEL_KEY, *, overhead: ResourceVector = ResourceVector()) -> FitResult:
+              gpu_label_key: str = GPU_LABEL_KEY, *, overhead: ResourceVector = ResourceVector(),
+              gpu_resource: str = GPU_RESOURCE) -> FitResult:
     """``fit`` over a :class:`ClusterState` (what the sensor and the trigger hold)."""
     return fit(requests, limits, gpu_type, state.nodes, state.quotas, state.limit_ranges, gpu_label_key,
-               overhead=overhead)
+               overhead=overhead, gpu_resource=gpu_resource)
 
 
 __all__ = ["ClusterState", "FitResult", "GPU_LABEL_KEY", "LimitRangeBounds", "NamespaceQuota", "NodeCapacity",

@@ -147,7 +147,7 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
     def check(self, context: Any) -> tuple[StagePlan, FitResult]:
         plan = self.stage_plan(context)
         result = fit_state(plan.size.requests, plan.size.limits, plan.size.gpu_type, self._cluster_state(),
-                           self.gpu_label_key, overhead=self._overhead())
+                           self.gpu_label_key, overhead=self._overhead(), gpu_resource=plan.size.gpu_resource)
         return plan, result
 
     # ------------------------------------------------------------------ sensor
@@ -179,7 +179,7 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
             requests=plan.size.requests.as_dict(), limits=plan.size.limits.as_dict(), gpu_type=plan.size.gpu_type,
             namespace=self.namespace, kubernetes_conn_id=self.kubernetes_conn_id, gpu_label_key=self.gpu_label_key,
             overhead=self._overhead().as_dict(), poll_interval=float(self.poke_interval),
-            deadline=time.time() + float(self.timeout), size=self.size_payload(plan),
+            deadline=time.time() + float(self.timeout), size=self.size_payload(plan), gpu_resource=plan.size.gpu_resource,
         )
         # The trigger's own deadline comes first, so its event can say why there is no room.
         self.defer(trigger=trigger, method_name="execute_complete",

@@ -22,7 +22,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_adaptive.domain.errors import UserError
-from airflow_adaptive.domain.resources import ResourceVector
+from airflow_adaptive.domain.resources import GPU_RESOURCE, ResourceVector
 from airflow_adaptive.logic.capacity import GPU_LABEL_KEY, ClusterState, FitResult, fit_state
 
 
@@ -39,7 +39,7 @@ class CapacityTrigger(BaseTrigger):
                  gpu_label_key: str = GPU_LABEL_KEY, overhead: dict[str, float] | None = None,
                  poll_interval: float = 60.0, deadline: float | None = None, size: dict[str, Any] | None = None,
                  config_file: str | None = None, cluster_context: str | None = None,
-                 in_cluster: bool | None = None) -> None:
+                 in_cluster: bool | None = None, gpu_resource: str = GPU_RESOURCE) -> None:
         super().__init__()
         self.requests = dict(requests)
         self.limits = dict(limits)
@@ -54,6 +54,7 @@ class CapacityTrigger(BaseTrigger):
         self.config_file = config_file
         self.cluster_context = cluster_context
         self.in_cluster = in_cluster
+        self.gpu_resource = gpu_resource  # nvidia.com/gpu, or a MIG slice nvidia.com/mig-<profile>
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -61,7 +62,7 @@ class CapacityTrigger(BaseTrigger):
             "namespace": self.namespace, "kubernetes_conn_id": self.kubernetes_conn_id,
             "gpu_label_key": self.gpu_label_key, "overhead": self.overhead, "poll_interval": self.poll_interval,
             "deadline": self.deadline, "size": self.size, "config_file": self.config_file,
-            "cluster_context": self.cluster_context, "in_cluster": self.in_cluster,
+            "cluster_context": self.cluster_context, "in_cluster": self.in_cluster, "gpu_resource": self.gpu_resource,
         }
 
     async def _cluster_state(self) -> ClusterState:
@@ -78,7 +79,8 @@ class CapacityTrigger(BaseTrigger):
 
     def check(self, state: ClusterState) -> FitResult:
         return fit_state(ResourceVector.from_dict(self.requests), ResourceVector.from_dict(self.limits), self.gpu_type,
-                         state, self.gpu_label_key, overhead=ResourceVector.from_dict(self.overhead))
+                         state, self.gpu_label_key, overhead=ResourceVector.from_dict(self.overhead),
+                         gpu_resource=self.gpu_resource)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         last = "the cluster was not read yet"

@@ -81,17 +81,36 @@ def pod_requests(pod: Mapping[str, Any]) -> ResourceVector:
     return total
 
 
+MIG_PREFIX = "nvidia.com/mig-"
+
+
+def pod_mig_requests(pod: Mapping[str, Any]) -> dict[str, float]:
+    """The MIG slices a pod's containers request (``nvidia.com/mig-<profile>``), summed."""
+    out: dict[str, float] = {}
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        for key, text in ((c.get("resources") or {}).get("requests") or {}).items():
+            if key.startswith(MIG_PREFIX):
+                out[key] = out.get(key, 0.0) + _amount(key, text, f"{c.get('name')}.resources.requests")
+    return out
+
+
 def node_capacity(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> NodeCapacity:
     """One node and the pods bound to it (ended pods are skipped here too)."""
     meta, status = node.get("metadata") or {}, node.get("status") or {}
     name = meta.get("name", "")
     allocatable = status.get("allocatable") or {}
     requested, count = ResourceVector(), 0
+    slices_used: dict[str, float] = {}
     for pod in pods:
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
         requested = requested + pod_requests(pod)
+        for key, amount in pod_mig_requests(pod).items():
+            slices_used[key] = slices_used.get(key, 0.0) + amount
         count += 1
+    mig = {k: (_amount(k, v, f"node {name} allocatable"), slices_used.get(k, 0.0))
+           for k, v in allocatable.items() if k.startswith(MIG_PREFIX)}
     max_pods = allocatable.get("pods")
     return NodeCapacity(
         name=name,
@@ -103,6 +122,7 @@ def node_capacity(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) ->
         pod_count=count,
         taints=tuple(t.get("key", "") for t in (node.get("spec") or {}).get("taints") or []
                      if t.get("effect") in ("NoSchedule", "NoExecute")),
+        mig=mig,
     )
 
 

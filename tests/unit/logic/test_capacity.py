@@ -242,3 +242,28 @@ def test_a_tainted_node_is_no_place_for_a_stage_that_does_not_tolerate_it():
     assert verdict.status == "never" and "tainted nvidia.com/gpu" in verdict.per_node["gpu"]
     gpu_stage = ResourceVector(cpu=16, memory=64 * 2**30, gpu=1)
     assert fit(gpu_stage, gpu_stage, None, [gpu_node, cpu_node]).node == "gpu"
+
+
+MIG = "nvidia.com/mig-1g.10gb"
+
+
+@pytest.mark.parametrize("case, nodes, status, words", [
+    ("a node with a free slice fits, though it has no whole GPU",
+     [node("mig", mig={MIG: (7.0, 3.0)})], "fits", "1 nvidia.com/mig-1g.10gb"),
+    ("every slice taken: wait", [node("mig", mig={MIG: (7.0, 7.0)})], "wait", "0 of 7 nvidia.com/mig-1g.10gb free"),
+    ("no node offers the profile: never (whole GPUs do not count)",
+     [node("whole", gpu=8), node("other", mig={"nvidia.com/mig-3g.40gb": (2.0, 0.0)})], "never", "no node offers 1 nvidia.com/mig-1g.10gb"),
+])
+def test_a_mig_slice_is_counted_against_the_nodes_slices_of_its_profile(case, nodes, status, words):
+    result = fit(req(1, 2, gpu=1), req(1, 2, gpu=1), None, nodes, gpu_resource=MIG)
+    assert result.status == status, (case, result)
+    assert words in result.message or any(words in why for why in result.per_node.values()), (case, result)
+
+
+def test_cluster_state_reads_mig_slices_and_the_pods_that_hold_them():
+    nodes = [{"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "8", "memory": "32Gi", MIG: "7"}}}]
+    holder = container("a", "1", "1Gi")
+    holder["resources"]["requests"][MIG] = "2"
+    pods = [{"spec": {"nodeName": "n1", "containers": [holder]}, "status": {"phase": "Running"}}]
+    (n1,) = cluster_state(nodes, pods, [], []).nodes
+    assert n1.mig == {MIG: (7.0, 2.0)} and n1.allocatable.gpu == 0
