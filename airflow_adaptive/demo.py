@@ -355,19 +355,20 @@ def _deep_report(seeds, runs, careful) -> dict[str, Any]:
             "adaptive_memory_saving_vs_static": (1 - adaptive / static) if static else None}
 
 
+def _arm_row(name: str, r: dict[str, Any]) -> str:
+    return (f"{name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
+            f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+
+
 def demo_table(report: dict[str, Any]) -> str:
     lines = [f"{'policy':<15} {'ok':<4} {'OOM kills':>9} {'resizes':>7} {'memory GiB-s':>12} {'CPU core-s':>10}"]
-    for name, r in report["runs"].items():
-        lines.append(f"{name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
-                     f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+    lines += [_arm_row(name, r) for name, r in report["runs"].items()]
     saving = report["adaptive_memory_saving_vs_static"]
     if saving is not None:
         lines.append(f"adaptive reserves {saving:.0%} fewer memory byte-seconds than the careful static baseline")
     single = report.get("single_task")
     if single:
-        for name, r in single["runs"].items():
-            lines.append(f"{'1-task ' + name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
-                         f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+        lines += [_arm_row("1-task " + name, r) for name, r in single["runs"].items()]
         if single["adaptive_memory_saving_vs_static"] is not None:
             lines.append(f"single task (phases in one process): adaptive reserves {single['adaptive_memory_saving_vs_static']:.0%} "
                          f"fewer memory byte-seconds than the careful static user; predicted memory phases: "
@@ -377,9 +378,7 @@ def demo_table(report: dict[str, Any]) -> str:
                          "byte-seconds than reactive (the constant profile, follow_phases=False)")
     deep = report.get("deep_learning")
     if deep:
-        for name, r in deep["runs"].items():
-            lines.append(f"{'DL ' + name:<15} {'yes' if r['succeeded'] else 'NO':<4} {r['oom_kills']:>9} {r['resizes']:>7} "
-                         f"{r['reserved_memory_byte_seconds'] / 2**30:>12.1f} {r['reserved_cpu_core_seconds']:>10.1f}")
+        lines += [_arm_row("DL " + name, r) for name, r in deep["runs"].items()]
         if deep["adaptive_memory_saving_vs_static"] is not None:
             lines.append(f"deep learning (ResNet + transformer, PyTorch): adaptive reserves "
                          f"{deep['adaptive_memory_saving_vs_static']:.0%} fewer memory byte-seconds than the careful static user")

@@ -20,13 +20,7 @@ import sys
 from types import SimpleNamespace
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[list[str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append([record.levelname, record.getMessage()])
+from log_collect import Collect  # noqa: E402 (beside this script: its folder is on sys.path)
 
 
 class _RunLog:
@@ -53,7 +47,7 @@ class _RunLog:
 
 def main() -> None:
     plan = json.loads(sys.argv[1])
-    collect = _Collect()
+    collect = Collect()
     logger = logging.getLogger("airflow_adaptive")
     logger.addHandler(collect)
     logger.setLevel(logging.INFO)

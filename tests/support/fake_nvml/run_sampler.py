@@ -22,18 +22,12 @@ import os
 import sys
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[list[str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append([record.levelname, record.getMessage()])
+from log_collect import Collect  # noqa: E402 (beside this script: its folder is on sys.path)
 
 
 def main() -> None:
     plan = json.loads(sys.argv[1])
-    collect = _Collect()
+    collect = Collect()
     for name in ("airflow_adaptive.adapters.nvml", "airflow_adaptive.runtime.gpu"):
         logger = logging.getLogger(name)
         logger.addHandler(collect)
