@@ -1,6 +1,6 @@
 """Scale of the Kubernetes path: 500 concurrent adaptive pods sized, started, resized in place and
 completed on a real control plane (etcd, kube-apiserver 1.37, controller-manager, scheduler) whose
-nodes are kwok's (``adapters/kubernetes/local_cluster.py``).
+nodes are kwok's (``harness/local_cluster.py``).
 
 | phase | what happens | what is reported |
 |---|---|---|
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # harness/ (the local control plane) lives at the repository root
 RESULTS = ROOT / "benchmarks" / "results" / "k8s-scale.json"
 GI = 2**30
 TARGET_P99_S = 1.0
@@ -267,7 +268,7 @@ def pod_bodies(namespace: str, n: int, run: str) -> list[tuple[dict, int]]:
     """The pods the operator would create: ``shape_pod`` on a KPO-like pod; (body, memory limit)."""
     from kubernetes import client as k8s
 
-    from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER
+    from harness.local_cluster import COMPLETE_AFTER
     from airflow_adaptive.adapters.kubernetes.pod_spec import MonitorSidecar, shape_pod
     from airflow_adaptive.domain.resources import ResourceVector
     from airflow_adaptive.logic.sizing import ContainerSize
@@ -295,7 +296,7 @@ def pod_bodies(namespace: str, n: int, run: str) -> list[tuple[dict, int]]:
 async def run_phases(cluster, args, result: dict, tracker_box: list) -> None:
     from kubernetes_asyncio import client as aclient
 
-    from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER
+    from harness.local_cluster import COMPLETE_AFTER
     from airflow_adaptive.adapters.kubernetes.resize import AsyncPodResizer
     from airflow_adaptive.domain.quantities import parse_quantity
     from airflow_adaptive.domain.signals import ResizeSignal
@@ -561,7 +562,7 @@ def main() -> None:
         watch_main(*args.watch)
         return
 
-    from airflow_adaptive.adapters.kubernetes.local_cluster import VERSIONS, LocalCluster, NodeShape
+    from harness.local_cluster import VERSIONS, LocalCluster, NodeShape
 
     class Cluster(LocalCluster):
         """``LocalCluster`` as is, or with kwok's pod stage parallelism (``--kwok-parallelism``) or the

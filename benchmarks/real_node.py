@@ -1,4 +1,4 @@
-"""The real node (kubelet 1.37, containerd, runc, CNI; ``adapters/kubernetes/local_node.py``):
+"""The real node (kubelet 1.37, containerd, runc, CNI; ``harness/local_node.py``):
 how long it takes to get one, and what in-place resizing costs on a real kubelet.
 
 | phase | what happens | what is reported |
@@ -83,7 +83,7 @@ def stage_pod(name: str, images: dict, args: list[str], memory_mib: int, monitor
     from kubernetes import client
     from kubernetes.client import ApiClient
 
-    from airflow_adaptive.adapters.kubernetes.local_node import NODE_NAME, TOLERATION
+    from harness.local_node import NODE_NAME, TOLERATION
     from airflow_adaptive.adapters.kubernetes.pod_spec import MonitorSidecar, shape_pod
     from airflow_adaptive.domain.resources import ResourceVector
     from airflow_adaptive.logic.sizing import ContainerSize
@@ -275,7 +275,7 @@ def main() -> None:
         sys.exit("the real node needs root")
     from kubernetes import client
 
-    from airflow_adaptive.adapters.kubernetes.local_node import RealNode
+    from harness.local_node import RealNode
 
     node_cache = Path(os.environ.get("AIRFLOW_ADAPTIVE_NODE_CACHE", Path.home() / ".cache" / "airflow-adaptive" / "node"))
     out = subprocess.run(["bash", str(ROOT / "tools" / "node" / "build.sh")], check=True, capture_output=True, text=True)

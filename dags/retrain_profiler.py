@@ -45,8 +45,8 @@ with DAG(
         except UserError as exc:
             log.warning("no usage series to learn phases from (%s): the profile stays constant over each run", exc)
             series = None
-        result = retrain_and_promote(loaded.table, params["model_name"], float(params["coverage"]), plot=False,
-                                     series=series)
+        result = retrain_and_promote(loaded.table, params["model_name"], float(params["coverage"]), plot=True,
+                                     series=series)  # plot: predicted against observed, on the version's run
         verb = "moved to" if result.promoted else "stays at"
         log.info("champion %s version %s: %s", verb, result.champion_after, result.reason)
         return result.to_dict()

@@ -127,9 +127,19 @@ def _profiler_from(args):
         import pickle
 
         path = Path(args.model_file)
-        if not path.is_file():
+        from airflow_adaptive.adapters.files import is_file
+
+        if not is_file(path):
             raise UserError(f"--model-file {path}: no such file; create one with `airflow-adaptive train --output`")
-        return pickle.loads(path.read_bytes()), str(path)
+        try:
+            profiler = pickle.loads(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001: unpickling arbitrary bytes raises anything (EOFError, KeyError, ...)
+            raise UserError(f"--model-file {path}: not a profiler saved by `airflow-adaptive train --output` "
+                            f"({type(exc).__name__})") from None
+        if not callable(getattr(profiler, "predict_profile", None)):
+            raise UserError(f"--model-file {path}: holds a {type(profiler).__name__}, not a profiler saved by "
+                            "`airflow-adaptive train --output`")
+        return profiler, str(path)
     from airflow_adaptive.adapters.mlflow.registry import load_profiler
 
     profiler, version = load_profiler(args.model)
@@ -138,13 +148,11 @@ def _profiler_from(args):
 
 def read_jobs(path: str) -> dict[str, dict[str, Any]]:
     """Stages from a job file: ``{"stages": {name: features}}``, a list, or one feature object."""
-    p = Path(path)
-    if not p.is_file():
+    from airflow_adaptive.adapters.files import is_file, parse_json, read_text
+
+    if not is_file(path):
         raise UserError(f"--job {path}: no such file")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--job {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    data = parse_json(read_text(path, f"--job {path}"), f"--job {path}")
     if isinstance(data, dict) and "stages" in data:
         stages = data["stages"]
         if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
@@ -255,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"airflow-adaptive: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named (--json, --output, --plot) that cannot be written or read
+        log.debug("file error", exc_info=True)
+        print(f"airflow-adaptive: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("airflow-adaptive: interrupted", file=sys.stderr)

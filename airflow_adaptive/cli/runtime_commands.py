@@ -21,16 +21,14 @@ log = logging.getLogger("airflow_adaptive.cli")
 
 def load_profile(source: str, stage: str | None = None, where: str = "--profile") -> PredictedProfile:
     """A profile from a file path or inline JSON: a bare profile, or ``predict``'s {stage: profile}."""
+    from airflow_adaptive.adapters.files import is_file, parse_json, read_text
+
     text = source
     if not source.lstrip().startswith("{"):
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"{where} {source}: no such file; write one with `airflow-adaptive predict`")
-        text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{where} {source[:80]}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        if not is_file(source):
+            raise UserError(f"{where} {source[:200]}: no such file; write one with `airflow-adaptive predict`")
+        text = read_text(source, f"{where} {source}")
+    data = parse_json(text, f"{where} {source[:80]}")
     if isinstance(data, dict) and "resources" not in data:
         stages = {k: v for k, v in data.items() if isinstance(v, dict)}
         if stage is None and len(stages) == 1:
@@ -41,14 +39,22 @@ def load_profile(source: str, stage: str | None = None, where: str = "--profile"
             raise UserError(f"{where}: holds stages {sorted(stages)}; pick one with --stage")
     try:
         return PredictedProfile.from_dict(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: float(10**400)
         raise UserError(f"{where}: not a predicted profile ({type(exc).__name__}: {exc}); "
                         "expected {\"coverage\": ..., \"resources\": {\"memory\": {\"median\": ..., \"upper\": ...}}}") from exc
 
 
+def _memory_bytes(text: str, flag: str) -> float:
+    """A memory flag in bytes, as a float: an amount past float range (1e1000) is a user's mistake."""
+    try:
+        return float(memory_bytes(text, flag))
+    except OverflowError:
+        raise UserError(f"{flag}: {text!r} is too large to be a memory amount") from None
+
+
 def _allocation(args, profile: PredictedProfile | None) -> tuple[float, float]:
     cpu = cpu_cores(args.cpu, "--cpu") if args.cpu is not None else None
-    memory = float(memory_bytes(args.memory, "--memory")) if args.memory is not None else None
+    memory = _memory_bytes(args.memory, "--memory") if args.memory is not None else None
     if profile is not None:
         if cpu is None and "cpu" in profile.resources:
             cpu = profile.resources["cpu"].upper
@@ -67,9 +73,9 @@ def _bounds(args):
 
     maximum = {
         "cpu": cpu_cores(args.max_cpu, "--max-cpu") if args.max_cpu else float(os.cpu_count() or 1),
-        "memory": float(memory_bytes(args.max_memory, "--max-memory")) if args.max_memory else _host_memory(),
+        "memory": _memory_bytes(args.max_memory, "--max-memory") if args.max_memory else _host_memory(),
     }
-    minimum = {"memory": float(memory_bytes(args.min_memory, "--min-memory"))} if args.min_memory else {}
+    minimum = {"memory": _memory_bytes(args.min_memory, "--min-memory")} if args.min_memory else {}
     if minimum and minimum["memory"] > maximum["memory"]:
         raise UserError(f"--min-memory {args.min_memory} is above --max-memory ({maximum['memory']:.0f} bytes)")
     return Bounds(minimum=minimum, maximum=maximum)
@@ -111,9 +117,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_monitor(args) -> int:
+    from airflow_adaptive.domain.monitor_protocol import WORKLOAD_ENV
     from airflow_adaptive.runtime.channels import channel_named
     from airflow_adaptive.runtime.gpu import workload_gpu_reader
-    from airflow_adaptive.runtime.sidecar import WORKLOAD_ENV, SidecarSpec, run_sidecar
+    from airflow_adaptive.runtime.sidecar import SidecarSpec, run_sidecar
 
     profile = load_profile(args.profile, args.stage) if args.profile else None
     cpu, memory = _allocation(args, profile)

@@ -86,7 +86,7 @@ class FeatureSchema:
         that names every offending field.
         """
         problems: list[str] = []
-        extra = sorted(set(job) - set(self.names))
+        extra = sorted(set(job) - set(self.names), key=str)  # key: names of mixed types (1, "a") do not sort
         if extra:
             problems.append(f"unknown feature(s) {extra}")
         out: dict[str, Any] = {}
@@ -98,7 +98,10 @@ class FeatureSchema:
                 elif isinstance(value, bool) or not isinstance(value, (int, float)):
                     problems.append(f"'{feat.name}' must be a number, got {value!r}")
                 else:
-                    out[feat.name] = float(value)
+                    try:
+                        out[feat.name] = float(value)
+                    except OverflowError:  # an int past float range (JSON allows one)
+                        problems.append(f"'{feat.name}' is too large to be a number ({value.bit_length()} bits)")
             else:
                 if value is None and feat.name in self.key:
                     problems.append(f"'{feat.name}' is required (a string or integer id): it names the workload")

@@ -39,6 +39,9 @@ USAGE_MARKER = "airflow-adaptive/usage"
 SUMMARY_MARKER = "airflow-adaptive/summary"
 KINDS = (SIGNAL_MARKER, USAGE_MARKER, SUMMARY_MARKER, STATUS_MARKER)
 MAX_LINE_CHARS = 8192  # a real line is under 1 KiB; longer is not the monitor's
+# The operator marks the workload container with this variable (=<container name>); the sidecar
+# finds the workload process by it (runtime/sidecar.py). Here because both sides must agree.
+WORKLOAD_ENV = "AIRFLOW_ADAPTIVE_WORKLOAD"
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,8 @@ def parse_with_boot(line: str) -> tuple[MonitorLine, str] | None:
         raise MalformedLine(f"a {len(text)}-character line (at most {MAX_LINE_CHARS})")
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedLine(f"not JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # also an int of 4300+ digits, or [[[[... nested past the stack
+        raise MalformedLine(f"not JSON ({getattr(exc, 'msg', None) or str(exc)[:80]})") from None
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         return None  # JSON that merely mentions a kind (the workload's own logging, say)
     version = data.get("v", 1)
@@ -141,7 +144,7 @@ def parse_with_boot(line: str) -> tuple[MonitorLine, str] | None:
         raise MalformedLine(f"boot {str(boot)[:70]!r} is not a short text")
     try:
         return _PARSERS[data["kind"]](data), boot
-    except (KeyError, TypeError, ValueError, UserError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, UserError) as exc:  # Overflow: float(10**400)
         raise MalformedLine(f"{data['kind']}: {exc}") from None
 
 

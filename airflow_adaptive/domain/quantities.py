@@ -241,8 +241,10 @@ class ParsedQuantity:
     @property
     def amount(self) -> Fraction:
         """The exact amount. Raises QuantityError past 10^1000 (see the module docstring)."""
+        if self.mantissa == 0:
+            return Fraction(0)  # "0e2000000000" is 0: never build 10**2000000000 to multiply it by 0
         mantissa, exponent = _strip_zeros(self.mantissa)
-        if mantissa and exponent + self.exponent > MAX_DECIMAL_EXPONENT:
+        if exponent + self.exponent > MAX_DECIMAL_EXPONENT:
             raise QuantityError(
                 f"{self.text!r} is too large to use (more than 10^{MAX_DECIMAL_EXPONENT})"
             )
@@ -335,6 +337,8 @@ def _coerce_text(text: object, field: str) -> str:
         return text
     # Kubernetes reads an unquoted JSON/YAML number as the quantity it spells.
     if isinstance(text, numbers.Integral) and not isinstance(text, bool):
+        if abs(int(text)).bit_length() > 4 * MAX_TEXT_LENGTH:  # str() refuses past 4300 digits (ValueError)
+            raise QuantityError(f"{field}: an integer of more than {MAX_TEXT_LENGTH} digits is not a Kubernetes quantity")
         return str(int(text))
     if isinstance(text, float) and math.isfinite(text):
         return repr(text)

@@ -51,6 +51,9 @@ class ResourceVector:
         Other resources (ephemeral-storage, hugepages, other devices) are ignored: we do not
         size them. A bad value raises QuantityError naming ``where.key``.
         """
+        if not isinstance(mapping, Mapping):
+            raise QuantityError(f"{where}: expected a mapping of resource name to quantity "
+                                f"(e.g. {{\"cpu\": \"500m\", \"memory\": \"2Gi\"}}), got {type(mapping).__name__}")
         cpu = memory = gpu = 0.0
         for key, text in mapping.items():
             field = f"{where}.{key}"

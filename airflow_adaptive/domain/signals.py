@@ -77,7 +77,7 @@ class ResizeSignal:
                 container=str(data.get("container", "")),
                 request=None if data.get("request") is None else float(data["request"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: int(1e999), float(10**400)
             raise UserError(f"malformed resize signal {dict(data)!r}: {exc}") from exc
 
 
@@ -88,7 +88,7 @@ def parse_signal_line(line: str) -> ResizeSignal | None:
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a 4300+ digit int, nested past the stack
         return None
     if not isinstance(data, dict) or data.get("kind") != SIGNAL_MARKER:
         return None

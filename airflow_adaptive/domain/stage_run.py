@@ -16,7 +16,8 @@ One MLflow run per stage *try*:
 | param | ``predicted.<resource>.median`` / ``.upper`` | operator | the prediction |
 | param | ``allocated.<resource>`` | operator | what the stage was given at start |
 | param | ``requested.<resource>`` | operator | the user's own request (the prior) |
-| metric | ``usage.<resource>`` | monitor | time series, ``step`` = sample number, timestamp = sample time |
+| metric | ``usage.<resource>`` | monitor | time series, ``step`` = whole seconds since the first sample (the MLflow UI's x axis), timestamp = sample time |
+| metric | ``usage.memory_mib`` | monitor | ``usage.memory`` in MiB, for the MLflow UI's charts |
 | metric | ``observed.<resource>.peak`` / ``.mean`` | monitor | summary at the end |
 | metric | ``stage.start_time`` / ``stage.end_time`` | monitor | Unix seconds |
 | metric | ``oom_kills`` | monitor / operator | kernel OOM kills seen in this try |
@@ -238,12 +239,12 @@ def deferred_sizes_from_json(text: str | None) -> dict[str, float]:
 
     try:
         data = json.loads(text) if text else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}
     return {r: float(v) for r, v in data.items()
-            if r in ("cpu", "memory") and isinstance(v, (int, float)) and math.isfinite(v) and v > 0}
+            if r in ("cpu", "memory") and isinstance(v, (int, float)) and _finite(v) and v > 0}
 
 
 def oom_events_from_json(text: str | None) -> list[OomEvent]:
@@ -252,14 +253,14 @@ def oom_events_from_json(text: str | None) -> list[OomEvent]:
 
     try:
         items = json.loads(text) if text else []
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     out = []
     for item in items if isinstance(items, list) else []:
         try:
             out.append(OomEvent(float(item["time"]), str(item["container"]), float(item["limit_bytes"]),
                                 int(item["try_number"]), str(item.get("kind", "kernel"))))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # Overflow: int(1e999), float(10**400)
             continue
     return out
 
@@ -317,6 +318,14 @@ def record_from_run(
         "requested": {r: _float_or_none(params.get(f"requested.{r}")) for r in schema.resources},
         "outcome": tags.get(TAG_OUTCOME, ""),
     }
+
+
+def _finite(value: int | float) -> bool:
+    """math.isfinite without its OverflowError on an int past float range (JSON allows one)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _float_or_none(raw: Any) -> float | None:

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any, Mapping
 
+from airflow_adaptive import metrics
 from airflow_adaptive.adapters.mlflow import store
 from airflow_adaptive.domain.errors import FeatureSchemaMismatch
 from airflow_adaptive.domain.profile import PredictedProfile
@@ -91,28 +92,40 @@ class ProfilerHook:
         Raises ``FeatureSchemaMismatch`` (features vs the model's schema), ``ModelNotFound`` /
         ``RegistryError`` (no such model or alias, MLflow does not answer).
         """
-        from dataclasses import replace
+        profiler, version = self.load()
+        profile = predict_with(profiler, version, self.model_uri, features, where)
+        metrics.record(metrics.profiler_version, self.model_uri, version)
+        return profile, version
 
+    def load(self) -> tuple[Any, str]:
+        """The profiler at ``model_uri`` and its version (alias resolved now, artifact cached)."""
         from airflow_adaptive.adapters.mlflow.registry import load_profiler
-        from airflow_adaptive.logic.usage_profile import with_phases
 
         previous = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         try:
-            profiler, version = load_profiler(self.model_uri)
+            return load_profiler(self.model_uri)
         finally:
             if previous is None:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = previous
-        if not isinstance(features, Mapping):
-            raise FeatureSchemaMismatch(f"{where}: features must be a mapping of feature name to value, got {type(features).__name__}")
-        coerced, new = known_features(profiler.schema_, coerce_features(profiler.schema_, features))
-        profile = profiler.predict_profile(coerced, where=where)
-        profile = with_phases(profile, getattr(profiler, "shapes_", None), coerced)
-        if new:
-            note = (f"feature(s) {', '.join(new)} not known to model version {version}: ignored until a retraining "
-                    "learns them from the stage runs that record them")
-            log.info("%s: %s", where, note)
-            profile = replace(profile, notes=(*profile.notes, note))
-        return replace(profile, model_uri=self.model_uri, model_version=version), version
+
+
+def predict_with(profiler: Any, version: str, model_uri: str, features: Mapping[str, Any], where: str) -> PredictedProfile:
+    """The profile of one stage from a loaded profiler (no I/O: the cluster policy's cached model uses it too)."""
+    from dataclasses import replace
+
+    from airflow_adaptive.logic.usage_profile import with_phases
+
+    if not isinstance(features, Mapping):
+        raise FeatureSchemaMismatch(f"{where}: features must be a mapping of feature name to value, got {type(features).__name__}")
+    coerced, new = known_features(profiler.schema_, coerce_features(profiler.schema_, features))
+    profile = profiler.predict_profile(coerced, where=where)
+    profile = with_phases(profile, getattr(profiler, "shapes_", None), coerced)
+    if new:
+        note = (f"feature(s) {', '.join(new)} not known to model version {version}: ignored until a retraining "
+                "learns them from the stage runs that record them")
+        log.info("%s: %s", where, note)
+        profile = replace(profile, notes=(*profile.notes, note))
+    return replace(profile, model_uri=model_uri, model_version=version)

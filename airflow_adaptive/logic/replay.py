@@ -101,15 +101,18 @@ def parse_default_request(text: str, flag: str = "--default-request") -> dict[st
         if resource in out:
             raise UserError(f"{flag}: {name} is given twice")
         where = f"{flag} {name}"
-        if resource == "cpu":
-            amount = cpu_cores(value, where)
-        elif resource == "memory":
-            amount = float(memory_bytes(value, where))
-        else:
-            whole = parse_quantity(value, where)
-            if whole.denominator != 1:
-                raise QuantityError(f"{where}: {value!r} is not a whole number of GPUs")
-            amount = float(whole)
+        try:
+            if resource == "cpu":
+                amount = cpu_cores(value, where)
+            elif resource == "memory":
+                amount = float(memory_bytes(value, where))
+            else:
+                whole = parse_quantity(value, where)
+                if whole.denominator != 1:
+                    raise QuantityError(f"{where}: {value!r} is not a whole number of GPUs")
+                amount = float(whole)
+        except OverflowError:  # float() of an exact amount such as 1e1000
+            raise QuantityError(f"{where}: {value!r} is too large to be a request") from None
         if not amount > 0:
             raise UserError(f"{where}: {value!r} is not more than zero; a default request sizes every job without one")
         out[resource] = amount

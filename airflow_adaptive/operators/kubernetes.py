@@ -26,6 +26,7 @@ from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCal
 from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from kubernetes.client import models as k8s
 
+from airflow_adaptive import metrics
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.domain.stage_run import OomEvent
@@ -111,6 +112,11 @@ class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
         # (the summary is its last line) before stopping it.
         current.stop_following(drain_s=DRAIN_S)
         current.record_outcome(pod, client)
+        # Sync mode only (a deferred try's peaks come in the trigger's event, see trigger_reentry).
+        summary = current.monitor.summary if current.monitor is not None else None
+        plan = getattr(operator, "_plan", None)
+        if summary is not None and plan is not None:
+            metrics.record(metrics.profile_vs_observed, plan.profile, summary.peak, current.dag_id, current.task_id)
 
     @staticmethod
     def on_pod_cleanup(*, pod: k8s.V1Pod, client, mode: str, operator=None, **kwargs) -> None:
@@ -131,8 +137,9 @@ class KubernetesTry:
     :param container: the workload container.
     """
 
-    def __init__(self, state: TryState, run_log, log: logging.Logger, container: str, task_id: str) -> None:
+    def __init__(self, state: TryState, run_log, log: logging.Logger, container: str, task_id: str, dag_id: str = "") -> None:
         self.state, self.run_log, self.log, self.container, self.task_id = state, run_log, log, container, task_id
+        self.dag_id = dag_id  # for the metrics' tags
         self.resizes: list[dict[str, Any]] = []
         self.statuses: list[MonitorStatus] = []
         self.monitor: MonitorLines | None = None  # the sync follower's; in deferrable mode the trigger writes
@@ -153,6 +160,7 @@ class KubernetesTry:
             self.log.info("resize %s %s -> %s: %s (%s)", signal.resource, signal.old, signal.new, outcome.status, outcome.message)
             self.resizes.append({**outcome.to_dict(), "time": time.time(), "resource": signal.resource, "old": signal.old,
                                  "new": signal.new, "reason": signal.reason})
+            metrics.record(metrics.resize_outcomes, self.resizes[-1:])
 
         self.monitor = monitor_lines(self.state)
         self._follower = SignalFollowerThread(client, namespace, name, MONITOR_CONTAINER, on_signal, monitor=self.monitor,
@@ -184,6 +192,7 @@ class KubernetesTry:
         """What the trigger did while the task was deferred (its event's extra keys)."""
         resizes = [r for r in event.get("resizes") or [] if isinstance(r, dict)]
         self.resizes.extend(resizes)
+        metrics.record(metrics.resize_outcomes, resizes)
         for r in resizes:
             self.log.info("resize %s: %s (%s)", r.get("resource"), r.get("status"), r.get("message"))
         if event.get("last_resize_sequence") is not None:
@@ -225,6 +234,7 @@ class KubernetesTry:
                 events.append(OomEvent(time.time(), container, self.killed_at("gpu_memory"), try_number, "gpu"))
         try:
             if events:
+                metrics.record(metrics.oom_kill, events[0].kind, self.dag_id, self.task_id)
                 run_log.record_oom(run_id, events)
                 self.log.warning("try %d of task '%s': %s out of memory, recorded in MLflow run %s for the next try",
                                  try_number, self.task_id, events[0].kind, run_id)
@@ -281,7 +291,7 @@ def monitor_image_message(image: str, problem: str) -> str:
 def wait_for_monitor(operator, pod: k8s.V1Pod) -> None:
     """Until the monitor sidecar runs (or the pod left Pending), within the startup timeout; an
     image that cannot be pulled fails the task with what to do."""
-    from airflow.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowException
 
     from airflow_adaptive.adapters.kubernetes.pod_spec import sidecar_start_problem, sidecar_started
 

@@ -85,6 +85,7 @@ def run_stage_locally(operator, context, plan: StagePlan, state: TryState, run_l
     report = run_local(spec, usage_log=usage, env={**os.environ, **_env(operator)})
     for r in report.resizes:
         log.info("resize %s %s -> %s: %s", r["resource"], r["old"], r["new"], r["reason"])
+    _emit_metrics(plan, report, usage, ti.dag_id, operator.task_id)
     summary = {
         "exit_code": report.exit_code, "oom_killed": report.oom_killed, "mode": report.mode,
         "peak_memory_bytes": report.peak_memory_bytes, "resizes": len(report.resizes),
@@ -105,6 +106,17 @@ def run_stage_locally(operator, context, plan: StagePlan, state: TryState, run_l
     if state.stage_run is not None and run_log is not None:
         _log_to_mlflow(operator.log, run_log, state.stage_run.run_id, usage, report, {"cpu": cpu, "memory": memory})
     return LocalResult(report.exit_code, report.oom_killed, format_memory(report.final_allocation.get("memory", memory)), summary)
+
+
+def _emit_metrics(plan: StagePlan, report, usage: _CapturedUsage, dag_id: str, task_id: str) -> None:
+    """The try's resizes, OOM kill and peaks against the prediction (``airflow_adaptive/metrics.py``)."""
+    from airflow_adaptive import metrics
+
+    metrics.record(metrics.resize_outcomes, report.resizes)
+    if report.oom_killed:
+        metrics.record(metrics.oom_kill, "kernel", dag_id, task_id)
+    peak = usage.summary.peak if usage.summary else {"memory": report.peak_memory_bytes}
+    metrics.record(metrics.profile_vs_observed, plan.profile, peak, dag_id, task_id)
 
 
 def _env(operator) -> dict[str, str]:

@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
+from airflow_adaptive.adapters.kubernetes.pod_spec import resources_from
 from airflow_adaptive.domain.errors import UserError
-from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity, check_feature_names
+from airflow_adaptive import metrics
 from airflow_adaptive.hooks.profiler import DEFAULT_CONN_ID, ProfilerHook
 from airflow_adaptive.links import ProfilerModelLink, StageRunLink, model_url, run_url
 from airflow_adaptive.logic.deviation import DeviationConfig
@@ -72,7 +73,7 @@ def adaptive_enabled() -> bool:
     value = os.environ.get(ENABLED_ENV)
     if value is None:
         try:
-            from airflow.configuration import conf
+            from airflow.sdk import conf
 
             value = conf.get("adaptive", "enabled", fallback="true")
         except Exception:  # noqa: BLE001 - no configuration available: enabled
@@ -87,23 +88,6 @@ def kubernetes_configured() -> bool:
     paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     paths.append(str(Path.home() / ".kube" / "config"))
     return any(Path(p).is_file() for p in paths)
-
-
-def resources_from(value: Any, where: str) -> tuple[ResourceVector, ResourceVector]:
-    """(requests, limits) from a ``V1ResourceRequirements`` or a ``{"requests", "limits"}`` dict."""
-    if value is None:
-        return ResourceVector(), ResourceVector()
-    if isinstance(value, k8s.V1ResourceRequirements):
-        requests, limits = value.requests or {}, value.limits or {}
-    elif isinstance(value, Mapping):
-        unknown = sorted(set(value) - {"requests", "limits"})
-        if unknown:
-            raise UserError(f"{where}: unknown key(s) {unknown}; expected 'requests' and 'limits'")
-        requests, limits = value.get("requests") or {}, value.get("limits") or {}
-    else:
-        raise UserError(f"{where}: expected V1ResourceRequirements or a dict with 'requests'/'limits', got {type(value).__name__}")
-    return (ResourceVector.from_kubernetes(requests, f"{where}.requests"),
-            ResourceVector.from_kubernetes(limits, f"{where}.limits"))
 
 
 class AdaptiveTrainingOperator(KubernetesPodOperator):
@@ -167,6 +151,18 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         callbacks = kwargs.pop("callbacks", None) or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         super().__init__(callbacks=[*callbacks, AdaptivePodCallbacks], **kwargs)
+        self.configure_sizing(
+            features=features, model_uri=model_uri, sizing_preset=sizing_preset, sizing_margin=sizing_margin,
+            min_resources=min_resources, max_resources=max_resources, gpu_types=gpu_types, elastic_gpus=elastic_gpus,
+            sizing_mode=sizing_mode, on_sizing_error=on_sizing_error, runner=runner, mlflow_conn_id=mlflow_conn_id,
+            experiment=experiment, monitor_image=monitor_image, monitor_interval=monitor_interval,
+            in_place_resize=in_place_resize, follow_phases=follow_phases)
+
+    def configure_sizing(self, *, features, model_uri, sizing_preset, sizing_margin, min_resources, max_resources,
+                         gpu_types, elastic_gpus, sizing_mode, on_sizing_error, runner, mlflow_conn_id, experiment,
+                         monitor_image, monitor_interval, in_place_resize, follow_phases) -> None:
+        """Validate and keep ``__init__``'s own arguments; the cluster policy (``airflow_adaptive.policy``)
+        calls it too, on an existing KubernetesPodOperator task it turns adaptive."""
         if on_sizing_error not in ON_ERROR:
             raise ValueError(f"{self.task_id}: on_sizing_error must be one of {ON_ERROR}, got {on_sizing_error!r}")
         if runner not in RUNNERS:
@@ -213,7 +209,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         if isinstance(features, str):  # a template that rendered to JSON text
             try:
                 features = json.loads(features)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: [[[[... nested past the stack
                 raise UserError(f"task '{self.task_id}': features rendered to text that is not a JSON object: {features[:200]!r}") from None
         if not isinstance(features, Mapping):
             raise UserError(f"task '{self.task_id}': features must be a mapping of feature name to value, got {type(features).__name__}")
@@ -252,6 +248,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             if self.on_sizing_error == "fail":
                 raise SizingFailed(f"task '{self.task_id}': cannot size the stage: {why}") from exc
             fallback = why
+            self._fallback_label = metrics.fallback_reason(exc)  # the decision metric's reason
             self.log.warning("cannot size task '%s' from the profiler, using the user's own request: %s", self.task_id, why)
         if profile is None and self._runner() == "kubernetes":
             # No prediction: a stage whose author gave no request gets the namespace's LimitRange
@@ -262,6 +259,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         if profile is not None and not _flag(self.follow_phases, f"task '{self.task_id}': follow_phases", UserError):
             profile = replace(profile, phases={}, notes=(*profile.notes, "phases: off (follow_phases=False)"))
         self.log.info("sizing took %.0f ms (model %s)", (time.perf_counter() - started) * 1000, self.model_uri)
+        metrics.record(metrics.sizing_duration, time.perf_counter() - started, profile is not None, identity.dag_id, identity.task_id)
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         deferred = self._earlier_deferred(hook.tracking_uri, identity)
         return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred,
@@ -352,7 +350,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
                 from airflow_adaptive.adapters.mlflow.stage_run_log import StageRunLog
 
                 run_log = StageRunLog(state.stage_run.tracking_uri, state.stage_run.experiment)
-        return KubernetesTry(state, run_log, self.log, self.base_container_name, self.task_id)
+        return KubernetesTry(state, run_log, self.log, self.base_container_name, self.task_id, self.dag_id)
 
     def _resume(self, context) -> None:
         """A deferred try resumes on a freshly parsed operator: its state comes back from XCom."""
@@ -374,11 +372,13 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             plan = self.plan(context)
             runner = self._runner()
         except UserError as exc:
-            from airflow.exceptions import AirflowFailException
+            from airflow.sdk.exceptions import AirflowFailException
 
             self.log.error("%s", exc)
             raise AirflowFailException(str(exc)) from None
         self._plan = plan
+        metrics.record(metrics.plan_decision, plan, context["ti"].dag_id, self.task_id,
+                       fallback=getattr(self, "_fallback_label", None), switched_off=not adaptive_enabled())
         stage_run = self._record_plan(context, plan)
         state = TryState.for_plan(plan, self._identity(context).try_number, stage_run)
         if runner == "local":
@@ -389,11 +389,11 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         return super().execute(context)
 
     def _execute_local(self, context, plan: StagePlan, state: TryState):
-        from airflow.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowException
 
         from airflow_adaptive.operators.local import run_stage_locally
 
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         try:
             result = run_stage_locally(self, context, plan, state, self._run_log if state.stage_run else None)
@@ -445,6 +445,10 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self._resume(context)
         if self.adaptive_try is not None:
             self.adaptive_try.reentered(event)
+            if event.get("observed_peak"):  # the pod ended: its peaks against the prediction in XCom
+                metrics.record(lambda: metrics.profile_vs_observed(
+                    (context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_PLAN) or {}).get("predicted"),
+                    event["observed_peak"], self.dag_id, self.task_id))
         return super().trigger_reentry(context, event)
 
 
@@ -470,4 +474,4 @@ def python_command(cmds: Sequence[str] | None, arguments: Sequence[str] | None) 
     return command
 
 
-__all__ = ["AdaptiveTrainingOperator", "SizingFailed", "adaptive_enabled", "kubernetes_configured", "resources_from"]
+__all__ = ["AdaptiveTrainingOperator", "SizingFailed", "adaptive_enabled", "kubernetes_configured"]

@@ -45,7 +45,7 @@ from typing import Callable
 from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
 from airflow_adaptive.adapters.cgroups.reader import CgroupReader, parse_flat_keyed
 from airflow_adaptive.domain.profile import PredictedProfile
-from airflow_adaptive.domain.monitor_protocol import status_line
+from airflow_adaptive.domain.monitor_protocol import WORKLOAD_ENV, status_line
 from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
 from airflow_adaptive.runtime.channels import SignalChannel
@@ -54,8 +54,6 @@ from airflow_adaptive.runtime.monitor import Monitor, UsageLog
 from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSampler, Sampler, WorkloadSampler
 
 log = logging.getLogger(__name__)
-
-WORKLOAD_ENV = "AIRFLOW_ADAPTIVE_WORKLOAD"
 
 
 @dataclass(frozen=True)

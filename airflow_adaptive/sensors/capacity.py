@@ -108,7 +108,7 @@ class PredictedResourcesFitSensor(BaseSensorOperator):
         """The size the stage would get now (the prediction made once per try, then reused)."""
         if self._plan is not None:
             return self._plan
-        from airflow_adaptive.operators.training import resources_from
+        from airflow_adaptive.adapters.kubernetes.pod_spec import resources_from
 
         requested, limited = resources_from(self.container_resources, f"task '{self.task_id}' container_resources")
         policy = self._policy()

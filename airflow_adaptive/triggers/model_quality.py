@@ -4,7 +4,8 @@
 calls it directly, :class:`ModelQualityTrigger` through ``asyncio.to_thread`` (the REST client
 is blocking urllib). The alias is resolved on every call (a promotion takes effect at once),
 over MLflow's REST API for an http(s) tracking URI and through ``MlflowClient`` for a local
-store (SQLite, files). The decision is the pure :func:`~airflow_adaptive.logic.model_quality.meets`.
+store (SQLite, files): the reads are :mod:`airflow_adaptive.adapters.mlflow.alias_metrics`.
+The decision is the pure :func:`~airflow_adaptive.logic.model_quality.meets`.
 
 | what happened | ``QualityCheck`` | sensor | trigger event |
 |---|---|---|---|
@@ -24,9 +25,6 @@ from typing import Any, Mapping
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_adaptive.logic.model_quality import QualityBar, meets
-
-#: MLflow error codes that mean "no such model / alias" (as the registry adapter reads them).
-MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -58,51 +56,9 @@ def alias_of(model_uri: str) -> tuple[str, str]:
     return name, alias
 
 
-def _missing(name: str, alias: str, tracking_uri: str) -> str:
-    return (f"model '{name}' has no alias '{alias}' in the registry at {tracking_uri} (yet): register a version and "
-            f"set the alias (the retraining DAG promotes one when it beats the champion)")
-
-
-def _read_rest(tracking_uri: str, name: str, alias: str) -> tuple[str, str | None, dict[str, float]] | str:
-    from airflow_adaptive.adapters.mlflow.rest import MlflowRequestError, MlflowRestClient
-
-    rest = MlflowRestClient(tracking_uri)
-    try:
-        found = rest.get_model_version_by_alias(name, alias)
-    except MlflowRequestError as exc:
-        if exc.error_code in MISSING_CODES:
-            return _missing(name, alias, rest.tracking_uri)
-        raise
-    if not found.get("version"):
-        return _missing(name, alias, rest.tracking_uri)
-    run_id = found.get("run_id") or None
-    metrics: dict[str, float] = {}
-    if run_id:
-        data = rest.get_run(run_id).get("data") or {}
-        metrics = {m["key"]: float(m["value"]) for m in data.get("metrics") or [] if "key" in m and "value" in m}
-    return str(found["version"]), run_id, metrics
-
-
-def _read_local(tracking_uri: str, name: str, alias: str) -> tuple[str, str | None, dict[str, float]] | str:
-    from mlflow.exceptions import MlflowException
-
-    from airflow_adaptive.adapters.mlflow import store
-
-    client = store.client(tracking_uri)
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in MISSING_CODES:
-            return _missing(name, alias, tracking_uri)
-        raise
-    run_id = mv.run_id or None
-    metrics = dict(client.get_run(run_id).data.metrics) if run_id else {}
-    return str(mv.version), run_id, metrics
-
-
 def check_quality(tracking_uri: str, model_uri: str, bar: QualityBar) -> QualityCheck:
     """The alias resolved now, its version's run metrics, and whether they meet ``bar``."""
-    from airflow_adaptive.adapters.mlflow import store
+    from airflow_adaptive.adapters.mlflow.alias_metrics import read_alias
     from airflow_adaptive.adapters.mlflow.rest import MlflowAuthError, MlflowUnavailable
 
     try:
@@ -110,7 +66,7 @@ def check_quality(tracking_uri: str, model_uri: str, bar: QualityBar) -> Quality
     except ValueError as exc:
         return QualityCheck(False, str(exc), fatal=True)
     try:
-        read = (_read_rest if store.is_remote(tracking_uri) else _read_local)(tracking_uri, name, alias)
+        read = read_alias(tracking_uri, name, alias)
     except MlflowAuthError as exc:
         return QualityCheck(False, str(exc), fatal=True)
     except (MlflowUnavailable, OSError) as exc:
@@ -119,11 +75,11 @@ def check_quality(tracking_uri: str, model_uri: str, bar: QualityBar) -> Quality
         return QualityCheck(False, f"cannot read {model_uri} from {tracking_uri}: {exc}")
     if isinstance(read, str):
         return QualityCheck(False, read)
-    version, run_id, metrics = read
-    ok, reason = meets(bar, metrics)
-    if not run_id:
+    ok, reason = meets(bar, read.metrics)
+    if not read.run_id:
         reason += " (the version has no run to read metrics from)"
-    return QualityCheck(ok, f"{name} version {version} (@{alias}): {reason}", version, run_id, metrics)
+    return QualityCheck(ok, f"{name} version {read.version} (@{alias}): {reason}", read.version, read.run_id,
+                        dict(read.metrics))
 
 
 class ModelQualityTrigger(BaseTrigger):

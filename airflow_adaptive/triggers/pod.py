@@ -3,7 +3,7 @@
 ``AdaptivePodTrigger`` wraps ``KubernetesPodTrigger.run`` rather than copying it: while the base
 trigger waits for the pod, a task follows the monitor sidecar's log and applies each resize
 signal through ``AsyncPodResizer`` (the same ``logic/resize_plan.py`` the sync path uses). The
-event the base trigger yields is passed on with two more keys:
+event the base trigger yields is passed on with these keys added:
 
 | key | value |
 |---|---|
@@ -11,6 +11,7 @@ event the base trigger yields is passed on with two more keys:
 | ``last_resize_sequence`` | the last signal sequence handled; hand it back when deferring again (``logging_interval``) so no signal is applied twice |
 | ``monitor_statuses`` | the monitor's status events (``unavailable`` with its reason) |
 | ``monitor_rejected`` | lines of the monitor's log refused by ``logic/monitor_trust.py``, counted by reason |
+| ``observed_peak`` | the monitor summary's peak per resource (empty until the pod ends): the operator's prediction metrics |
 
 With ``stage_run`` (tracking URI, experiment, run id) the trigger is the stage run's writer for
 what the monitor reports while the task is deferred: its usage samples every ``FLUSH_S`` (in a
@@ -91,7 +92,8 @@ class AdaptivePodTrigger(KubernetesPodTrigger):
                                     "last_resize_sequence": self.last_resize_sequence,
                                     "monitor_statuses": [{"event": s.event, "reason": s.reason, "time": s.time}
                                                          for s in monitor.statuses],
-                                    "monitor_rejected": dict(monitor.rejected)})
+                                    "monitor_rejected": dict(monitor.rejected),
+                                    "observed_peak": dict(monitor.summary.peak) if monitor.summary else {}})
         finally:
             await _stop(follower)
             await _stop(flusher)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import migrated_airflow_home
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -30,13 +32,11 @@ def test_every_dag_in_dags_imports(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def airflow(tmp_path, private_mlflow_server, cgroups_available):
-    home = tmp_path / "airflow"
+def airflow(tmp_path, private_mlflow_server, cgroups_available, migrated_airflow_db):
+    home = migrated_airflow_home(migrated_airflow_db, tmp_path / "airflow")
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLFLOW_TRACKING_URI": private_mlflow_server,
            "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive"), "AIRFLOW_ADAPTIVE_RUNNER": "local"}
-    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
 
     def dags_test(dag_id: str, conf: dict) -> str:
         done = subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=env, capture_output=True,

@@ -1,5 +1,5 @@
 """The real node: a kubelet, containerd, runc and CNI beside the control plane, in a network
-namespace of their own (``adapters/kubernetes/local_node.py``), started once per session and always
+namespace of their own (``harness/local_node.py``), started once per session and always
 torn down (every process stopped, every mount, cgroup, namespace and sysctl put back).
 
 These tests carry the ``kubelet`` marker. As root they never skip: a node that cannot start is a
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_adaptive.adapters.kubernetes.local_node import (
+from harness.local_node import (
     NODE_NAME, TOLERATION, HostEgressGuard, NodeError, NodeSandbox, RealNode, host_snapshot, namespace_routes,
 )
 

@@ -15,8 +15,8 @@ import sys
 import pytest
 from kubernetes import client
 
-from airflow_adaptive.adapters.kubernetes.local_node import NODE_NAME, TAINT_KEY
 from airflow_adaptive.domain.resources import ResourceVector
+from harness.local_node import NODE_NAME, TAINT_KEY
 
 from ..support.stage_records import stage_pods, stage_runs
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from airflow_adaptive.adapters.kubernetes.local_node import POD_CIDR, REFUSING_REGISTRY
 from airflow_adaptive.adapters.kubernetes.pod_spec import MonitorSidecar, shape_pod
 from airflow_adaptive.adapters.kubernetes.resize import PodResizer
 from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import ResizeSignal
 from airflow_adaptive.logic.sizing import ContainerSize
+from harness.local_node import POD_CIDR, REFUSING_REGISTRY
 
 from ..kubernetes.conftest import wait_for
 from .conftest import on_real_node

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_adaptive.adapters.kubernetes.local_cluster import ControlPlaneError, LocalCluster, default_bin_dir
+from harness.local_cluster import ControlPlaneError, LocalCluster, default_bin_dir
 
 
 class ExternalCluster:
@@ -106,7 +106,7 @@ def stage_pod(name: str, size, *, complete_after: str | None = "600s", exit_code
     with the emulation's annotations for how long it runs and how it ends."""
     from kubernetes.client import models as k8s
 
-    from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON
+    from harness.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON
     from airflow_adaptive.adapters.kubernetes.pod_spec import MonitorSidecar, shape_pod
 
     annotations = {}

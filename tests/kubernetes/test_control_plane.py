@@ -3,7 +3,7 @@
 import pytest
 from kubernetes import client
 
-from airflow_adaptive.adapters.kubernetes.local_cluster import DEFAULT_NODES, GPU_LABEL
+from harness.local_cluster import DEFAULT_NODES, GPU_LABEL
 
 pytestmark = [pytest.mark.kubernetes]
 

@@ -14,12 +14,12 @@ import time
 import pytest
 from kubernetes import client
 
-from airflow_adaptive.adapters.kubernetes.local_cluster import cri_log_line
 from airflow_adaptive.adapters.kubernetes.resize import PodResizer
 from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import ResizeSignal
 from airflow_adaptive.logic.sizing import ContainerSize
+from harness.local_cluster import cri_log_line
 
 from .conftest import wait_for
 

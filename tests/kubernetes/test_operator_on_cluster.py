@@ -18,9 +18,9 @@ import time
 import pytest
 from kubernetes import client
 
-from airflow_adaptive.adapters.kubernetes.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON, cri_log_line
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import ResizeSignal
+from harness.local_cluster import COMPLETE_AFTER, EXIT_CODE, EXIT_REASON, cri_log_line
 
 from ..support.stage_records import stage_pods, stage_runs
 

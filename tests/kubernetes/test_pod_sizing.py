@@ -70,7 +70,7 @@ def test_a_size_that_cannot_fit_is_refused_before_the_pod_exists_and_stays_pendi
 def test_an_invalid_quantity_never_reaches_the_api_server(emulated_cluster, admin_api, namespace):
     """A DAG's bad quantity is the user's error, named with its field, before any pod is made."""
     from airflow_adaptive.domain.errors import UserError
-    from airflow_adaptive.operators.training import resources_from
+    from airflow_adaptive.adapters.kubernetes.pod_spec import resources_from
 
     with pytest.raises(UserError) as err:
         resources_from({"requests": {"memory": "12 GB"}}, "task stage: container_resources")

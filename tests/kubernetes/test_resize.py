@@ -3,7 +3,7 @@
 What is real: the API server's validation, admission (its node-capacity check included), RBAC,
 resourceVersion conflicts and the pod's QoS class. What is emulated: the kubelet's actuation
 (``status.containerStatuses[].resources`` following the spec) and ``PodResizePending``/
-``Infeasible``, by the Stages in ``adapters/kubernetes/emulation``.
+``Infeasible``, by the Stages in ``harness/emulation``.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ if [ ${#need[@]} -gt 0 ]; then
     else
         log "installing ${need[*]} from Debian"
         t0=$SECONDS
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >&2
         log "packages installed in $((SECONDS - t0)) s"
     fi
 fi

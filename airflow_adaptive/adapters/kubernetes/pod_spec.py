@@ -31,11 +31,12 @@ from typing import Any, Mapping
 
 from kubernetes import client as k8s
 
+from airflow_adaptive.domain.errors import UserError
+from airflow_adaptive.domain.monitor_protocol import WORKLOAD_ENV
 from airflow_adaptive.domain.quantities import format_cpu, format_memory, parse, parse_quantity
 from airflow_adaptive.domain.resources import GPU_RESOURCE, ResourceVector
 from airflow_adaptive.logic.resize_plan import RESIZABLE, ResizeCondition, ResizeState
 from airflow_adaptive.logic.sizing import ContainerSize
-from airflow_adaptive.runtime.sidecar import WORKLOAD_ENV
 
 ANNOTATION_PREFIX = "airflow-adaptive/"
 ANNOTATION_SIZE = ANNOTATION_PREFIX + "size"
@@ -280,6 +281,24 @@ def resize_patch_body(container: str, requests: ResourceVector, limits: Resource
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}
     return body
+
+
+# --- the user's request: an operator's or sensor's container_resources -------------------
+def resources_from(value: Any, where: str) -> tuple[ResourceVector, ResourceVector]:
+    """(requests, limits) from a ``V1ResourceRequirements`` or a ``{"requests", "limits"}`` dict."""
+    if value is None:
+        return ResourceVector(), ResourceVector()
+    if isinstance(value, k8s.V1ResourceRequirements):
+        requests, limits = value.requests or {}, value.limits or {}
+    elif isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"requests", "limits"}, key=str)  # key: keys of mixed types do not sort
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {unknown}; expected 'requests' and 'limits'")
+        requests, limits = value.get("requests") or {}, value.get("limits") or {}
+    else:
+        raise UserError(f"{where}: expected V1ResourceRequirements or a dict with 'requests'/'limits', got {type(value).__name__}")
+    return (ResourceVector.from_kubernetes(requests, f"{where}.requests"),
+            ResourceVector.from_kubernetes(limits, f"{where}.limits"))
 
 
 # --- reading: a live pod as the resize plan's inputs ------------------------------------

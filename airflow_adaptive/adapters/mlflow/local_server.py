@@ -23,6 +23,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict[str, str]:
+    """The server's environment: no tracking URI of ours, and no MLflow job runner. MLflow 3 starts
+    eight huey worker processes (~240 MiB each) for its GenAI jobs by default; nothing here runs
+    such jobs, and they tripled a server's start-up cost on this 2-core machine."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
 class LocalMlflowServer:
     """``mlflow server`` on 127.0.0.1, its store and artifacts under ``folder``, its log in ``server.log``."""
 
@@ -42,7 +51,7 @@ class LocalMlflowServer:
                  "--backend-store-uri", f"sqlite:///{self.folder}/db.sqlite",
                  "--artifacts-destination", str(self.folder / "artifacts")],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True,
-                env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+                env=server_env(),
             )
         self.starts += 1
         deadline = time.monotonic() + timeout_s

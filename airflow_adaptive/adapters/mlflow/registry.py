@@ -128,6 +128,9 @@ def _download(client: Any, name: str, version: str, target: Path) -> None:
     """Fetch the version's ``artifacts/profiler.pkl`` into ``target`` (atomically)."""
     from mlflow.artifacts import download_artifacts
 
+    # One small file: MLflow's progress bar goes to stderr, which the Airflow UI shows as an
+    # ERROR line in the task log. A user's own setting is kept.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with _registry_errors(client.tracking_uri, name, version=version):
         root = client.get_model_version_download_uri(name, version)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from airflow_adaptive.domain.errors import UserError
 
+#: MLflow 3 opens an experiment without this tag in its GenAI view (traces, no run table or charts);
+#: ``custom_model_development`` is the UI's kind for classic ML training runs (values: MLflow's
+#: ``ExperimentKind`` in its UI bundle: genai_development, custom_model_development, ...).
+EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 
@@ -458,8 +463,8 @@ class MlflowRestClient:
             raise
 
     def create_experiment(self, name: str, artifact_location: str | None = None) -> str:
-        """A new experiment; returns its id."""
-        payload: dict[str, Any] = {"name": name}
+        """A new experiment (a classic-ML one: ``EXPERIMENT_KIND_TAGS``); returns its id."""
+        payload: dict[str, Any] = {"name": name, "tags": [{"key": k, "value": v} for k, v in EXPERIMENT_KIND_TAGS.items()]}
         if artifact_location:
             payload["artifact_location"] = artifact_location
         return str(self._call("POST", "/experiments/create", payload)["experiment_id"])

@@ -89,4 +89,7 @@ def ensure_experiment(mlflow_client: "MlflowClient", name: str) -> str:
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return mlflow_client.create_experiment(name, artifact_location=artifact_location(mlflow_client.tracking_uri))
+    from airflow_adaptive.adapters.mlflow.rest import EXPERIMENT_KIND_TAGS
+
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location(mlflow_client.tracking_uri),
+                                           tags=EXPERIMENT_KIND_TAGS)  # the classic-ML view, not GenAI

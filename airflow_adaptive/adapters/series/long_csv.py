@@ -18,6 +18,7 @@ import csv
 import gzip
 import io
 import math
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -91,7 +92,7 @@ def load_long_csv(path: str | Path) -> SeriesSet:
                 times.append(t)
                 values.append(value)
                 report.rows += 1
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:  # zlib: corrupt .gz
         raise TraceFormatError(f"{path}: cannot read it as a CSV ({type(exc).__name__}: {exc})") from None
     if not samples:
         raise TraceFormatError(f"{path}: no samples after the header; expected rows of {','.join(HEADER)}")
@@ -113,6 +114,9 @@ def write_long_csv(runs: SeriesSet | Iterable[UsageSeries], path: str | Path) ->
     rows = 0
     raw = io.StringIO(newline="")
     writer = csv.writer(raw, lineterminator="\n")
+    # With "\n" line ends Python's csv leaves a lone "\r" in a name unquoted, and every reader ends
+    # the line there: rows whose names hold one are written fully quoted.
+    quoted = csv.writer(raw, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(HEADER)
     for run in runs:
         for resource in SERIES_RESOURCES:
@@ -120,7 +124,8 @@ def write_long_csv(runs: SeriesSet | Iterable[UsageSeries], path: str | Path) ->
                 continue
             times, values = run.usage[resource]
             for t, v in zip(times, values):
-                writer.writerow([run.series, run.stage, repr(float(t)), resource, repr(float(v))])
+                row = [run.series, run.stage, repr(float(t)), resource, repr(float(v))]
+                (quoted if "\r" in run.series + run.stage else writer).writerow(row)
                 rows += 1
     data = raw.getvalue().encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ samples are left out and counted in the load report.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from airflow_adaptive.adapters.files import is_file, parse_json, read_text
 from airflow_adaptive.domain.errors import TraceFormatError
 from airflow_adaptive.domain.series import SeriesLoadReport, SeriesSet, UsageSeries
 
@@ -71,19 +71,22 @@ def _skip(report: SeriesLoadReport, reason: str, n: int = 1) -> None:
 
 def load_prometheus(path: str | Path) -> SeriesSet:
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise TraceFormatError(f"{path}: no such file (expected Prometheus range-query JSON)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"{path}: not JSON ({exc})") from None
+    data = parse_json(read_text(path, str(path), TraceFormatError), str(path), TraceFormatError)
     report = SeriesLoadReport(source=str(path))
     by_series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     stages: dict[str, str] = {}
     for r_index, response in enumerate(_responses(data, path)):
-        for i, result in enumerate(response.get("result") or []):
+        results = response.get("result") or []
+        if not isinstance(results, list):
+            raise TraceFormatError(f"{path}: response {r_index + 1}: 'result' is not a list of series")
+        for i, result in enumerate(results):
             where = f"{path}: response {r_index + 1}, result {i + 1}"
-            labels = result.get("metric") or {}
+            labels = result.get("metric") if isinstance(result, dict) else []  # [] : refused below
+            labels = {} if labels is None else labels
+            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+                raise TraceFormatError(f"{where}: not a series ({{\"metric\": {{label: text}}, \"values\": [...]}})")
             name = labels.get("__name__")
             if name is None:
                 raise TraceFormatError(f"{where} has no __name__ label: export the raw metric (for example "
@@ -127,8 +130,10 @@ def _samples(raw: Any, where: str, report: SeriesLoadReport) -> tuple[np.ndarray
     for j, pair in enumerate(raw):
         try:
             t, v = float(pair[0]), float(pair[1])
-        except (TypeError, ValueError, IndexError):
-            raise TraceFormatError(f"{where}: sample {j + 1} is {pair!r}, not a [time, \"value\"] pair") from None
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):  # Overflow: float(10**400)
+            raise TraceFormatError(f"{where}: sample {j + 1} is {str(pair)[:80]}, not a [time, \"value\"] pair") from None
+        if not math.isfinite(t):
+            raise TraceFormatError(f"{where}: sample {j + 1} is at time {pair[0]!r}, not a finite Unix time")
         if not math.isfinite(v):
             _skip(report, "NaN or infinite samples")
             continue

@@ -30,8 +30,8 @@ def guess_format(path: str) -> str:
     name = path.lower()
     if name.endswith((".swf", ".swf.gz")):
         return "swf"
-    from pathlib import Path
+    from airflow_adaptive.adapters.files import is_dir
 
-    if Path(path).is_dir():
+    if is_dir(path):
         return "pai"
     raise TraceFormatError(f"cannot tell the format of {path!r}: pass --format swf|pai|records")

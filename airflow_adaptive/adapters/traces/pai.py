@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from airflow_adaptive.adapters.files import is_dir, is_file
 from airflow_adaptive.domain.errors import TraceFormatError
 from airflow_adaptive.domain.features import Feature, FeatureSchema
 from airflow_adaptive.domain.records import JobTable, LoadedTrace, LoadReport
@@ -104,10 +105,13 @@ def _read_table(path: Path, table: str, report: LoadReport) -> pd.DataFrame:
     number of every row with the wrong number of fields or an unparsable number.
     """
     columns = COLUMNS[table]
-    raw = pd.read_csv(
-        path, header=None, names=["line"], sep="\x1f", dtype=str, quoting=csv.QUOTE_NONE,
-        keep_default_na=False, skip_blank_lines=False, encoding_errors="replace",
-    )["line"]
+    try:
+        raw = pd.read_csv(
+            path, header=None, names=["line"], sep="\x1f", dtype=str, quoting=csv.QUOTE_NONE,
+            keep_default_na=False, skip_blank_lines=False, encoding_errors="replace",
+        )["line"]
+    except pd.errors.ParserError as exc:  # a line holding the \x1f we split on: not a PAI table
+        raise TraceFormatError(f"{path}: cannot read it as a PAI table ({str(exc).strip()})") from None
     report.lines += len(raw)
     n_fields = raw.str.count(",") + 1
     ok = (n_fields == len(columns)).to_numpy()
@@ -132,10 +136,10 @@ def _read_table(path: Path, table: str, report: LoadReport) -> pd.DataFrame:
 
 def _check_files(directory: Path) -> dict[str, Path]:
     expected = ", ".join(f"{t}.csv" for t in REQUIRED)
-    if not directory.is_dir():
+    if not is_dir(directory):
         raise TraceFormatError(f"{directory}: no such PAI trace directory; expected a folder with {expected}")
     paths = {t: directory / f"{t}.csv" for t in REQUIRED}
-    missing = [p.name for p in paths.values() if not p.is_file()]
+    missing = [p.name for p in paths.values() if not is_file(p)]
     if missing:
         raise TraceFormatError(
             f"{directory}: missing {', '.join(missing)}; a PAI trace directory holds {expected} "

@@ -25,10 +25,13 @@ processor count (field 5), what the job ran on. The copy check above runs first,
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from airflow_adaptive.adapters.files import is_file
 from airflow_adaptive.domain.errors import TraceFormatError
 from airflow_adaptive.domain.features import Feature, FeatureSchema
 from airflow_adaptive.domain.records import JobTable, LoadedTrace, LoadReport
@@ -71,7 +74,7 @@ def _open_text(path: Path):
 def read_swf_fields(path: str | Path, report: LoadReport) -> np.ndarray:
     """The job lines as an (n, 18) float array; bad lines are counted in ``report``."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise TraceFormatError(f"{path}: no such trace file; pass --trace PATH to an SWF log (.swf or .swf.gz)")
     rows: list[list[float]] = []
     try:
@@ -86,10 +89,15 @@ def read_swf_fields(path: str | Path, report: LoadReport) -> np.ndarray:
                     report.bad_line(line_no, f"{len(parts)} fields, expected {N_FIELDS}")
                     continue
                 try:
-                    rows.append([float(p) for p in parts])
+                    row = [float(p) for p in parts]
                 except ValueError:
                     report.bad_line(line_no, "non-numeric field")
-    except (OSError, EOFError) as exc:  # truncated gzip, unreadable file
+                    continue
+                if not all(map(math.isfinite, row)):  # "nan", "inf", "1e999": ids and counts are finite
+                    report.bad_line(line_no, "non-finite field (nan or inf)")
+                    continue
+                rows.append(row)
+    except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip, unreadable file
         if not rows:
             raise TraceFormatError(f"{path}: cannot read SWF trace ({exc}); is it an SWF log?") from exc
         report.bad_line(-1, f"file ends early after {len(rows)} jobs ({exc})")

@@ -9,6 +9,7 @@ from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
+from airflow_adaptive.adapters.kubernetes.pod_spec import resources_from
 from airflow_adaptive.domain.errors import QuantityError, UserError
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.resources import ResourceVector
@@ -16,7 +17,7 @@ from airflow_adaptive.logic.sizing import SizingPolicy
 from airflow_adaptive.logic.stage_plan import plan_stage
 from airflow_adaptive.operators import AdaptiveTrainingOperator
 from airflow_adaptive.operators.kubernetes import MONITOR_CONTAINER, AdaptivePodCallbacks
-from airflow_adaptive.operators.training import adaptive_enabled, python_command, resources_from
+from airflow_adaptive.operators.training import adaptive_enabled, python_command
 from airflow_adaptive.operators.try_state import TryState
 from airflow_adaptive.triggers.pod import AdaptivePodTrigger
 

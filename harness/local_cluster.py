@@ -42,7 +42,7 @@ from airflow_adaptive.domain.quantities import parse_quantity
 log = logging.getLogger(__name__)
 
 VERSIONS = "k8s-v1.37.2-etcd-v3.7.3-kwok-v0.8.0-helm-v4.3.1"
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "control-plane" / "build.sh"
+BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "control-plane" / "build.sh"
 STAGES = Path(__file__).with_name("emulation") / "stages.yaml"
 START_TIMEOUT_S = 60
 
@@ -149,7 +149,7 @@ class LocalCluster:
         namespace); ``kwok=False`` leaves the nodes to real kubelets. Ports listed in
         ``host_ports`` (inner port -> host loopback port, filled before :meth:`start`) are what the
         host's clients use instead: the address of a cluster in a network namespace is not
-        reachable from the host (``adapters/kubernetes/netns_forward.py``)."""
+        reachable from the host (``harness/netns_forward.py``)."""
         self.workdir = Path(workdir)
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
         self.nodes = tuple(nodes)

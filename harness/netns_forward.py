@@ -7,7 +7,7 @@ connects to ``ADDRESS:PORT`` from where it runs (inside the namespace). So the t
 ``127.0.0.1`` and the node's addresses never leave its namespace: nothing is added to the
 host's interfaces or routes.
 
-    python -m airflow_adaptive.adapters.kubernetes.netns_forward FD=ADDRESS:PORT [FD=ADDRESS:PORT ...]
+    python harness/netns_forward.py FD=ADDRESS:PORT [FD=ADDRESS:PORT ...]
 
 A thread per connection direction; the traffic is the API server's and etcd's health checks,
 small next to what they cost the server.

@@ -13,7 +13,7 @@ Layout (all traffic stays on the host's loopback or inside the namespaces the no
 No address, link or route is added to the host: the node's addresses live on an interface in
 its own namespace, and the tests reach the API server (and etcd's health check) through
 listening sockets on the host's 127.0.0.1 that a forwarder running inside the namespace serves
-(``adapters/kubernetes/netns_forward.py``). The namespace has no route out, so nothing in it (a
+(``harness/netns_forward.py``). The namespace has no route out, so nothing in it (a
 pull of a mistyped image, a DNS lookup) can leave the machine; containerd's registry
 configuration also sends every pull to a loopback port that refuses it.
 
@@ -55,7 +55,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from airflow_adaptive.adapters.kubernetes.local_cluster import ControlPlaneError, LocalCluster, spawn
+from harness.local_cluster import ControlPlaneError, LocalCluster, spawn
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops
 SHARED_PATHS = (Path("/run/containerd"), Path("/run/netns"), Path("/var/log/containers"), Path("/var/lib/cni"),
                 Path("/var/lib/kubelet"))
 REFUSING_REGISTRY = "http://127.0.0.1:9"  # the discard port: nothing listens, every pull is refused at once
+# Run by path, not ``-m``: the forwarder needs only the stdlib, whatever the child's sys.path.
+NETNS_FORWARD = Path(__file__).with_name("netns_forward.py")
 NODE_START_TIMEOUT_S = 90
 # The node keeps the machine's 2 cores but only this much memory for pods (system-reserved takes
 # the rest): small enough that a test can fill it with requests and see the kubelet defer a resize.
@@ -449,7 +451,7 @@ class RealNode:
             specs.append(f"{sock.fileno()}={NODE_ADDR}:{inner}")
             self.cluster.host_ports[inner] = sock.getsockname()[1]
         try:
-            self._spawn("netns-forward", [sys.executable, "-m", "airflow_adaptive.adapters.kubernetes.netns_forward", *specs],
+            self._spawn("netns-forward", [sys.executable, str(NETNS_FORWARD), *specs],
                         pass_fds=[s.fileno() for s in listeners])
         finally:
             for sock in listeners:  # the forwarder holds them now
