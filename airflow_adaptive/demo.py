@@ -20,9 +20,15 @@
 6. **Series**: every finished stage run's usage over time, as the long CSV ``simulate`` reads
    (``pipeline-series.csv.gz`` next to the JSON report).
 
-Every pipeline run is ``DAG.test()`` in this process, which is what ``airflow dags test`` runs
-(one interpreter saves Airflow's import per run). The figures come back from the stage runs in
-MLflow, which is where the product itself keeps them.
+Every pipeline run is ``DAG.test(use_executor=True)`` in this process (what ``airflow dags test
+--use-executor`` runs; one interpreter saves Airflow's import per run) with the
+:class:`~airflow_adaptive.inline_executor.InlineExecutor`: each task runs under Airflow's own
+supervisor, which writes the task log where the Airflow UI reads it (``DAG.test()`` alone writes
+none). Each DAG run's note names its policy (``seed``, ``static``, ``optimistic``, ``adaptive``...),
+and so do its stage runs in MLflow (run name and tag ``airflow_adaptive.demo_policy``). The
+extra links point at ``AIRFLOW_ADAPTIVE_MLFLOW_UI_URL`` (default ``http://127.0.0.1:5000``), where
+the MLflow UI answers once started as the demo prints at the end (``<home>/demo/ui.env``). The
+figures come back from the stage runs in MLflow, which is where the product itself keeps them.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ DEEP = "deep_learning_pipeline"
 DEEP_SEEDS = ((8, 32, 64), (32, 64, 128), (64, 64, 256))
 DEEP_COMPARE = ((16, 48, 96), (48, 64, 192))
 DEEP_FIXED = {"steps": 3, "precision": "fp32", "optimizer": "adam", "seed": 0}
+#: Where the UIs answer once the user starts them after the demo (the commands it prints).
+AIRFLOW_UI_PORT, MLFLOW_UI_PORT = 8080, 5000
+TAG_POLICY = "airflow_adaptive.demo_policy"  # on the demo's stage runs in MLflow
+# Named here, not imported: importing Airflow before _setup's environment would set it up on the
+# wrong home (tests/unit/test_demo.py checks they match links.UI_URL_ENV, inline_executor.EXECUTOR).
+UI_URL_ENV = "AIRFLOW_ADAPTIVE_MLFLOW_UI_URL"
+EXECUTOR = "airflow_adaptive.inline_executor.InlineExecutor"
 
 
 def _setup(base: Path) -> dict[str, str]:
@@ -67,9 +80,13 @@ def _setup(base: Path) -> dict[str, str]:
         "AIRFLOW_HOME": str(base / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # INFO: the task logs (the sizing table) are written at this level; the demo's own console
+        # is quieted after Airflow starts (_quiet_console).
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
         "AIRFLOW_ADAPTIVE_HOME": str(base),
         "AIRFLOW_ADAPTIVE_RUNNER": "local",
+        UI_URL_ENV: os.environ.get(UI_URL_ENV) or f"http://127.0.0.1:{MLFLOW_UI_PORT}",
     }
     os.environ.update(env)
     airflow = Path(sys.executable).with_name("airflow")
@@ -77,6 +94,48 @@ def _setup(base: Path) -> dict[str, str]:
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{done.stderr[-2000:]}")
     return env
+
+
+def _quiet_console() -> None:
+    """Airflow's own INFO lines (each task's scheduling) off the demo's console; the tasks' forked
+    processes configure their logging afresh (``AIRFLOW__LOGGING__LOGGING_LEVEL``) and keep INFO."""
+    from airflow.sdk.log import configure_logging
+
+    configure_logging(log_level="WARNING")
+
+
+def ui_commands(base: Path, mlflow_ui_url: str) -> str:
+    """How to open what the demo left (written to ``<base>/ui.env`` and printed at the end)."""
+    airflow, mlflow = Path(sys.executable).with_name("airflow"), Path(sys.executable).with_name("mlflow")
+    from urllib.parse import urlsplit
+
+    port = urlsplit(mlflow_ui_url).port or MLFLOW_UI_PORT
+    return "\n".join([
+        f"export AIRFLOW_HOME={base / 'airflow'} AIRFLOW__CORE__DAGS_FOLDER={DAGS} AIRFLOW__CORE__LOAD_EXAMPLES=False",
+        "export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True  # the demo's UI without a login",
+        f"{airflow} api-server --port {AIRFLOW_UI_PORT} &  # Airflow UI: http://127.0.0.1:{AIRFLOW_UI_PORT}",
+        f"{mlflow} server --port {port} --backend-store-uri sqlite:///{base / 'mlflow'}/db.sqlite "
+        f"--artifacts-destination {base / 'mlflow' / 'artifacts'} &  # MLflow UI: {mlflow_ui_url}",
+    ])
+
+
+def _label(dag_id: str, run_id: str, label: str, stage_runs: list[dict[str, Any]]) -> None:
+    """The DAG run's note and its stage runs' names in MLflow say which policy ran it: the run ids
+    (``manual__<time>``) cannot."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_adaptive.adapters.mlflow import store
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if run is not None:
+            run.note = label
+    client = store.client()
+    for s in stage_runs:
+        client.set_tag(s["mlflow_run_id"], TAG_POLICY, label)
+        client.set_tag(s["mlflow_run_id"], "mlflow.runName", f"{label} | {s['task']} try {s['try']}")
 
 
 def _dag(dag_id: str):
@@ -89,11 +148,12 @@ def _dag(dag_id: str):
 
 
 def _run(dag, conf: dict[str, Any]) -> tuple[str, str]:
-    """One DAG run. Pass every param the run depends on: in one process, a param left out keeps
-    the value an earlier run's conf gave it."""
+    """One DAG run, each task under Airflow's supervisor (its log where the UI reads it). Pass
+    every param the run depends on: in one process, a param left out keeps the value an earlier
+    run's conf gave it."""
     import pendulum
 
-    dr = dag.test(logical_date=pendulum.now("UTC"), run_conf=conf)
+    dr = dag.test(logical_date=pendulum.now("UTC"), run_conf=conf, use_executor=True)
     return dr.run_id, str(dr.state)
 
 
@@ -146,12 +206,15 @@ def _deep_point(point: tuple[int, int, int]) -> dict[str, Any]:
     return {"batch_size": batch, "image_size": image, "sequence_length": sequence, **DEEP_FIXED}
 
 
-def _policy_runs(dag, sizes, conf_for, point_conf=lambda rows: {"data_rows": rows}) -> dict[str, Any]:
-    """``sizes``: the points the DAG runs at, ``point_conf`` their run conf (data rows by default)."""
+def _policy_runs(dag, sizes, conf_for, point_conf=lambda rows: {"data_rows": rows}, *, label: str) -> dict[str, Any]:
+    """``sizes``: the points the DAG runs at, ``point_conf`` their run conf (data rows by default);
+    ``label``: the policy, named on each run (``_label``)."""
     runs, stages = [], []
     for rows in sizes:
         run_id, state = _run(dag, {**point_conf(rows), **conf_for(rows)})
         tries = _stage_runs(run_id)
+        point = f"{rows:,} rows" if isinstance(rows, int) else "(batch, image, sequence) " + ", ".join(map(str, rows))
+        _label(dag.dag_id, run_id, f"{label}: {point}", tries)
         runs.append({"data_rows": rows, "run_id": run_id, "state": state})
         stages.extend({"data_rows": rows, **s} for s in tries)
     return {
@@ -198,20 +261,21 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
         setup_s = time.perf_counter() - t_setup
         started = time.perf_counter()
         pipeline = _dag(PIPELINE)
+        _quiet_console()
         user = _user_requests(pipeline)
         # The deep-learning and single-task seeds first: the profiler's hold-out window is the
         # newest seed runs, and it should stay the three-stage pipeline's, as it was before.
         deep = _dag(DEEP)
         deep_user = _user_requests(deep)
         print(f"[demo] seed runs of the deep-learning pipeline at (batch, image, sequence) {list(DEEP_SEEDS)}", flush=True)
-        deep_seeds = _policy_runs(deep, DEEP_SEEDS, lambda p: {"sizing_mode": "shadow", "resources": {}}, _deep_point)
+        deep_seeds = _policy_runs(deep, DEEP_SEEDS, lambda p: {"sizing_mode": "shadow", "resources": {}}, _deep_point, label="seed")
         single = _dag(SINGLE)
         single_user = _user_requests(single)
         print(f"[demo] seed runs of the single-task pipeline (phases in one process) at {list(seed_sizes)} rows", flush=True)
         single_seeds = _policy_runs(single, seed_sizes,
-                                    lambda rows: {"sizing_mode": "shadow", "resources": {}, "follow_phases": True})
+                                    lambda rows: {"sizing_mode": "shadow", "resources": {}, "follow_phases": True}, label="seed")
         print(f"[demo] seed runs at {list(seed_sizes)} rows (shadow mode, the author's requests)", flush=True)
-        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}})
+        seeds = _policy_runs(pipeline, seed_sizes, lambda rows: {"sizing_mode": "shadow", "resources": {}}, label="seed")
         bootstrap = _retrain()
         print(f"[demo] profiler: version {bootstrap['version']} ({bootstrap['profiler']}); champion -> "
               f"{bootstrap['champion_after']}: {bootstrap['reason']}", flush=True)
@@ -222,20 +286,20 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
                            ("optimistic", {"sizing_mode": "shadow", "resources": optimistic}),
                            ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
             print(f"[demo] {name}: {len(compare_sizes)} pipeline runs at {list(compare_sizes)} rows", flush=True)
-            runs[name] = _policy_runs(pipeline, compare_sizes, lambda rows, c=conf: c)
+            runs[name] = _policy_runs(pipeline, compare_sizes, lambda rows, c=conf: c, label=name)
         single_careful = static_resources(single_seeds["stages"], single_user, "max")
         single_runs = {}
         for name, conf in (("static", {"sizing_mode": "shadow", "resources": single_careful, "follow_phases": True}),
                            ("reactive", {"sizing_mode": "adaptive", "resources": {}, "follow_phases": False}),
                            ("adaptive", {"sizing_mode": "adaptive", "resources": {}, "follow_phases": True})):
             print(f"[demo] single task, {name}: {len(compare_sizes)} runs at {list(compare_sizes)} rows", flush=True)
-            single_runs[name] = _policy_runs(single, compare_sizes, lambda rows, c=conf: c)
+            single_runs[name] = _policy_runs(single, compare_sizes, lambda rows, c=conf: c, label=name)
         deep_careful = static_resources(deep_seeds["stages"], deep_user, "max")
         deep_runs = {}
         for name, conf in (("static", {"sizing_mode": "shadow", "resources": deep_careful}),
                            ("adaptive", {"sizing_mode": "adaptive", "resources": {}})):
             print(f"[demo] deep learning, {name}: {len(DEEP_COMPARE)} runs at {list(DEEP_COMPARE)}", flush=True)
-            deep_runs[name] = _policy_runs(deep, DEEP_COMPARE, lambda p, c=conf: c, _deep_point)
+            deep_runs[name] = _policy_runs(deep, DEEP_COMPARE, lambda p, c=conf: c, _deep_point, label=name)
         closed_loop = _retrain_dag()
         seconds = time.perf_counter() - started
         if series_out is None and json_out:
@@ -250,12 +314,17 @@ def run_demo(seed_sizes, compare_sizes, json_out: str | None = None, plot_out: s
     report["deep_learning"] = _deep_report(deep_seeds, deep_runs, deep_careful)
     if series is not None:
         report["series"] = series
+    commands = ui_commands(base, os.environ[UI_URL_ENV])
+    (base / "ui.env").write_text(commands + "\n")
+    report["ui"] = {"commands": commands, "airflow": f"http://127.0.0.1:{AIRFLOW_UI_PORT}", "mlflow": os.environ[UI_URL_ENV]}
     print(demo_table(report))
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=1))
     if plot_out:
         demo_plot(report, plot_out)
+    print(f"[demo] to look at the runs (task logs, extra links, the profiler's versions), start the UIs "
+          f"({base / 'ui.env'}):\n{report['ui']['commands']}")
     return report
 
 
@@ -297,12 +366,13 @@ def _retrain() -> dict[str, Any]:
 
     loaded = load_stage_runs(STAGE_EXPERIMENT)
     series = load_series(STAGE_EXPERIMENT, "mlflow")  # usage over time: the challenger learns the stages' phases
-    return retrain_and_promote(loaded.table, MODEL, plot=False, series=series).to_dict()
+    return retrain_and_promote(loaded.table, MODEL, plot=True, series=series).to_dict()
 
 
 def _retrain_dag() -> dict[str, Any]:
     dag = _dag(RETRAIN)
     run_id, state = _run(dag, {})
+    _label(RETRAIN, run_id, "closed loop: retraining on every run above", [])
     result = _xcom(RETRAIN, run_id, "retrain")
     return {"run_id": run_id, "state": state, **(result or {})}
 

@@ -104,8 +104,55 @@ def retrain_and_promote(table: JobTable, name: str, coverage: float = 0.99, *, h
     scored = {"challenger": challenger_phases[primary].to_dict()} if primary else None
     if scored and champion_phases and primary in champion_phases:
         scored["champion"] = champion_phases[primary].to_dict()
-    return RetrainResult(name, version, decision.promote, reason, champion_version, after,
-                         len(table), score.window, type(challenger).__name__, scored)
+    result = RetrainResult(name, version, decision.promote, reason, champion_version, after,
+                           len(table), score.window, type(challenger).__name__, scored)
+    describe_in_registry(result, metrics, plotted=plot_path is not None)
+    return result
+
+
+#: Model-version tags: what the MLflow UI's version page shows next to the description.
+TAG_DECISION = "airflow_adaptive.promotion"  # ``champion`` or ``not promoted``
+TAG_REASON = "airflow_adaptive.promotion_reason"
+MODEL_DESCRIPTION = ("Job profiler of airflow-adaptive: predicts each pipeline stage's resource profile (median and covering "
+                     "quantile of memory, CPU, GPU, duration; phases over the stage's life) from its features. The "
+                     "`champion` alias is the version AdaptiveTrainingOperator sizes stages with; each retraining "
+                     "registers a challenger and moves the alias only when it wins on the hold-out window.")
+
+
+def version_description(result: RetrainResult, metrics: Mapping[str, float], plotted: bool) -> str:
+    """What the MLflow UI shows on the version's page: what it is, how it scored, why (not) champion."""
+    verdict = ("**Champion**: promoted by the champion/challenger rule" if result.promoted
+               else f"**Not promoted** (champion stays version {result.champion_before})")
+    lines = [f"{result.profiler} fitted on {int(metrics.get('training_records', 0))} of {result.records} stage runs; "
+             f"hold-out window: {result.holdout_window}.",
+             "",
+             f"Hold-out: allocated/used {metrics.get('holdout_allocated_over_used', float('nan')):.2f}, "
+             f"under-provisioned fraction {metrics.get('holdout_under_provisioned_fraction', float('nan')):.3f} "
+             "(metrics `holdout_*` of the source run).",
+             "",
+             f"{verdict}: {result.reason}"]
+    if plotted:
+        lines += ["", "Predicted against observed on the hold-out: `holdout.png` in the source run's artifacts."]
+    return "\n".join(lines)
+
+
+def describe_in_registry(result: RetrainResult, metrics: Mapping[str, float], plotted: bool) -> None:
+    """Description and decision tags on the new version (and the model's description): never fatal,
+    the version and the alias are what matter."""
+    if result.version is None:
+        return
+    try:
+        from airflow_adaptive.adapters.mlflow import store
+
+        client = store.client()
+        client.update_model_version(result.model_name, result.version, description=version_description(result, metrics, plotted))
+        client.set_model_version_tag(result.model_name, result.version, TAG_DECISION, "champion" if result.promoted else "not promoted")
+        client.set_model_version_tag(result.model_name, result.version, TAG_REASON, result.reason[:5000])
+        if not client.get_registered_model(result.model_name).description:
+            client.update_registered_model(result.model_name, description=MODEL_DESCRIPTION)
+    except Exception as exc:  # noqa: BLE001 - a missing description must not undo a retraining
+        log.warning("cannot describe %s version %s in the model registry (%s): the version and alias are set",
+                    result.model_name, result.version, exc)
 
 
 def holdout_predictions(profiler, holdout: JobTable) -> dict[str, PredictedProfile]:

@@ -10,6 +10,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip uv
 .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test,dl]"
+# Headless Chromium for the browser tests (tests/browser): Debian's package, which Playwright drives
+# with executable_path=/usr/bin/chromium (no browser download at test time). Installed as root only.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium
+    else
+        echo "setup: /usr/bin/chromium is missing (the browser tests need it): as root, apt-get install chromium" >&2
+    fi
+fi
 # Byte-compile the environment once. Shells that set PYTHONDONTWRITEBYTECODE would otherwise
 # recompile scikit-learn, MLflow and Airflow in every fresh process: each pipeline stage and
 # each `airflow dags test` paid 4-7 s for it on this 2-core machine. compileall skips what is

@@ -40,6 +40,7 @@ def xdist_group(item, directory: str) -> str:
     return item.nodeid.split("::", 1)[0]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its own hook of the same name)
 def pytest_collection_modifyitems(config, items):
     tests = REPO / "tests"
     for item in items:

@@ -48,7 +48,9 @@ def test_hpc2n_copied_memory_is_dropped(tmp_path):
 
 @pytest.mark.parametrize(
     "content, match",
-    [(b"", "no job lines"), (b"; only a header\n", "no job lines"), (gzip.compress(GOOD.encode() * 50)[:40], "cannot read")],
+    [(b"", "no job lines"), (b"; only a header\n", "no job lines"),
+     (gzip.compress(GOOD.encode() * 50, mtime=0)[:40], "cannot read")],
+    ids=["empty", "header-only", "truncated-gzip"],  # ids the same in every xdist worker
 )
 def test_empty_or_truncated(tmp_path, content, match):
     path = tmp_path / "bad.swf.gz" if content[:2] == b"\x1f\x8b" else tmp_path / "bad.swf"
