@@ -11,4 +11,7 @@ AIRFLOW_ADAPTIVE_K8S_BIN="$(bash tools/control-plane/build.sh | tail -n 1)"
 export AIRFLOW_ADAPTIVE_K8S_BIN
 AIRFLOW_ADAPTIVE_NODE_IMAGES="$(bash tools/node/build.sh | tail -n 1)"
 export AIRFLOW_ADAPTIVE_NODE_IMAGES
-exec .venv/bin/python -m pytest -q "$@"
+# Two pytest-xdist workers by default (AIRFLOW_ADAPTIVE_TEST_WORKERS, or `-n 0` to run serially):
+# `--dist loadgroup` with the groups tests/conftest.py gives keeps the real node and the cgroup
+# tests in one worker, the control plane's tests in another, each module's servers in one.
+exec .venv/bin/python -m pytest -q -n "${AIRFLOW_ADAPTIVE_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -70,7 +70,7 @@ def test_the_extra_links_land_on_the_stage_run_and_the_profiler_version(ui_state
         shot(page, artifacts, "mlflow-stage-run")
     page.get_by_role("tab", name="Model metrics").click()
     page.get_by_placeholder("Search metric charts").fill("usage.")
-    try:  # usage over time: the charts' x axis is the step, seconds since the first sample
+    try:  # usage over time: the charts (x axis: Relative time, from the timestamps)
         expect(page.get_by_text("usage.memory_mib").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("final.memory")).to_have_count(0)  # filtered to the usage series
         page.wait_for_timeout(1500)  # the charts draw after their data arrives

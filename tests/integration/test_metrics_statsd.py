@@ -119,4 +119,6 @@ def test_a_sized_stage_emits_its_metrics_to_statsd(statsd_listener, airflow_home
     ratios = [v for t, v, k in named("prediction.ratio.memory") if k == "g" and t == stage]
     # Both tries used more memory than the champion's upper for 100 rows: the kill at ~1.1 x upper, the retry ~1.5 x.
     assert len(ratios) == 2 and all(r > 1.0 for r in ratios), ratios
-    assert named("prediction.under") == [({"resource": "memory", **stage}, 1.0, "c")] * 2
+    # memory was under-predicted on both tries (by design); cpu may be too, on a busy machine
+    under = [m for m in named("prediction.under") if m[0]["resource"] == "memory"]
+    assert under == [({"resource": "memory", **stage}, 1.0, "c")] * 2

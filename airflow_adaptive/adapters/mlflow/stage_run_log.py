@@ -105,7 +105,6 @@ class StageRunLog:
         self.backend = _RestBackend(self.tracking_uri) if store.is_remote(self.tracking_uri) else _ClientBackend(self.tracking_uri)
         self.experiment_name = experiment
         self._experiment_id: str | None = None
-        self._usage_start: dict[str, float] = {}  # run id -> its first sample's time (usage steps count from it)
 
     @property
     def experiment_id(self) -> str:
@@ -124,18 +123,16 @@ class StageRunLog:
         return run_id
 
     def log_usage(self, run_id: str, samples: Sequence[UsageSample]) -> None:
-        """``usage.<resource>`` with step = whole seconds since this run's first sample, so the MLflow
-        UI's charts (x axis: step) show usage over time; memory also as ``usage.memory_mib`` (the
-        UI prints raw bytes as 2.1e+8). Readers take the timestamps, not the steps."""
-        if samples:
-            self._usage_start.setdefault(run_id, min(s.time for s in samples))
-        start = self._usage_start.get(run_id, 0.0)
+        """``usage.<resource>`` at the sample's time (``timestamp``) with step = the monitor's sample
+        number, unique within a try whoever writes the batch (the operator, its trigger, a new
+        process): the MLflow UI charts it over time with the x axis set to *Relative time*. Memory
+        also as ``usage.memory_mib`` (the UI prints raw bytes as 2.1e+8)."""
         metrics = [
-            {"key": usage_metric(r), "value": v, "timestamp": int(s.time * 1000), "step": max(int(s.time - start), 0)}
+            {"key": usage_metric(r), "value": v, "timestamp": int(s.time * 1000), "step": s.step}
             for s in samples for r, v in s.values.items()
         ]
         metrics += [{"key": usage_metric("memory_mib"), "value": s.values["memory"] / 2**20, "timestamp": int(s.time * 1000),
-                     "step": max(int(s.time - start), 0)} for s in samples if "memory" in s.values]
+                     "step": s.step} for s in samples if "memory" in s.values]
         if metrics:
             self.backend.log(run_id, metrics=metrics)
 

@@ -72,7 +72,7 @@ def main() -> None:
             monitor_interval=float(plan.get("interval_s", 0.2)), base_container_name="base", env_vars=None,
         )
         xcom = {}
-        context = {"ti": SimpleNamespace(xcom_push=lambda key, value: xcom.__setitem__(key, value))}
+        context = {"ti": SimpleNamespace(dag_id="gpu_stages", xcom_push=lambda key, value: xcom.__setitem__(key, value))}
         state = TryState(try_number=1, stage_run=StageRunRef(f"run-{i}", "file:///unused", "stages"))
         run_log = _RunLog()
         result = run_stage_locally(operator, context, stage_plan, state, run_log)
