@@ -135,6 +135,23 @@ def spawn(name: str, argv: list[str], workdir: Path, pass_fds=()) -> _Process:
     return _Process(name, proc, log_path)
 
 
+def stop_process_groups(procs: list, *, timeout_s: float) -> None:
+    """SIGTERM the process group of each of ``procs`` (objects with ``.proc``), newest first, then wait
+    for each, SIGKILL whatever outlives ``timeout_s``; empties ``procs``."""
+    for p in reversed(procs):
+        try:
+            os.killpg(p.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for p in reversed(procs):
+        try:
+            p.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.proc.pid, signal.SIGKILL)
+            p.proc.wait()
+    procs.clear()
+
+
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok under ``workdir``.
 
@@ -222,18 +239,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every process, newest first (kwok before the API server, the API server before etcd)."""
-        for p in reversed(self._procs):
-            try:
-                os.killpg(p.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for p in reversed(self._procs):
-            try:
-                p.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.proc.pid, signal.SIGKILL)
-                p.proc.wait()
-        self._procs.clear()
+        stop_process_groups(self._procs, timeout_s=15)
 
     def kill_apiserver(self) -> None:
         """Make the API server go away abruptly (the fault tests); :meth:`restart_apiserver` brings it back."""

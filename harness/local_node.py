@@ -55,7 +55,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from harness.local_cluster import ControlPlaneError, LocalCluster, spawn
+from harness.local_cluster import ControlPlaneError, LocalCluster, spawn, stop_process_groups
 
 log = logging.getLogger(__name__)
 
@@ -392,18 +392,7 @@ class RealNode:
         return self
 
     def stop(self) -> None:
-        for p in reversed(self._daemons):
-            try:
-                os.killpg(p.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in reversed(self._daemons):
-            try:
-                p.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.proc.pid, signal.SIGKILL)
-                p.proc.wait()
-        self._daemons.clear()
+        stop_process_groups(self._daemons, timeout_s=10)
         self.cluster.stop()
         self.sandbox.clean()
 
