@@ -250,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="comma-separated data sizes (rows) of the compared runs")
     p.set_defaults(func=cmd_demo)
 
+    from airflow_adaptive.cli.follow_command import add_parser as add_follow_parser
     from airflow_adaptive.cli.runtime_commands import add_parsers
 
     add_parsers(sub)
+    add_follow_parser(sub)
     return parser
 
 

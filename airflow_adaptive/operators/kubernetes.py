@@ -146,7 +146,8 @@ class KubernetesTry:
         self._follower = None
 
     # -- sync mode: a thread follows the monitor's log while KPO waits for the pod
-    def follow(self, client, pod: k8s.V1Pod) -> None:
+    def follow(self, client, pod: k8s.V1Pod, on_handled=None) -> None:
+        """``on_handled(sequence)`` after each signal applied (the executor-pod follower keeps it on the pod)."""
         from airflow_adaptive.adapters.kubernetes.resize import PodResizer
         from airflow_adaptive.adapters.kubernetes.signal_follower import SignalFollowerThread
 
@@ -161,6 +162,8 @@ class KubernetesTry:
             self.resizes.append({**outcome.to_dict(), "time": time.time(), "resource": signal.resource, "old": signal.old,
                                  "new": signal.new, "reason": signal.reason})
             metrics.record(metrics.resize_outcomes, self.resizes[-1:])
+            if on_handled is not None:
+                on_handled(signal.sequence)
 
         self.monitor = monitor_lines(self.state)
         self._follower = SignalFollowerThread(client, namespace, name, MONITOR_CONTAINER, on_signal, monitor=self.monitor,

@@ -48,9 +48,10 @@ class AdaptivePolicy:
     """
 
     def __init__(self, selector: Selector, mode: str, sizing: Mapping[str, Any], *, shadow_monitor: bool,
-                 executor_pods: bool | str, executor_timeout_s: float, model_ttl_s: float) -> None:
+                 executor_pods: bool | str, executor_timeout_s: float, model_ttl_s: float,
+                 executor_follower: bool = False) -> None:
         self.selector, self.mode, self.sizing = selector, mode, dict(sizing)
-        self.shadow_monitor, self.executor_pods = shadow_monitor, executor_pods
+        self.shadow_monitor, self.executor_pods, self.executor_follower = shadow_monitor, executor_pods, executor_follower
         self._executor_timeout_s, self._model_ttl_s = executor_timeout_s, model_ttl_s
         self._sizer = None
         self.task_policy = _hook("task", self.apply_to_task)
@@ -137,15 +138,26 @@ class AdaptivePolicy:
         if self._sizer is None:
             from airflow_adaptive.hooks.profiler import ProfilerHook
             from airflow_adaptive.logic.sizing import policy_from
-            from airflow_adaptive.policy.executor import ExecutorPodSizer, ProfilerCache
+            from airflow_adaptive.policy.executor import EarlierTries, ExecutorPodSizer, ProfilerCache
 
             s = self.sizing
             cache = ProfilerCache(lambda: ProfilerHook(s["mlflow_conn_id"], s["model_uri"]).load(),
                                   timeout_s=self._executor_timeout_s, ttl_s=self._model_ttl_s)
             policy = policy_from(s["sizing_preset"], s["sizing_margin"], s["min_resources"], s["max_resources"], (),
                                  "adaptive_policy")
-            self._sizer = ExecutorPodSizer(cache, s["model_uri"], policy)
+            self._sizer = ExecutorPodSizer(cache, s["model_uri"], policy, follower=self.executor_follower,
+                                           monitor_image=s["monitor_image"], experiment=s["experiment"],
+                                           earlier=EarlierTries(self._earlier_tries, self._executor_timeout_s))
         return self._sizer
+
+    def _earlier_tries(self, identity):
+        """A retry's earlier OOM kills and deferred sizes, from the stage runs the follower wrote."""
+        from airflow_adaptive.adapters.mlflow.stage_run_log import STAGE_EXPERIMENT, StageRunLog
+        from airflow_adaptive.hooks.profiler import ProfilerHook
+
+        tracking = ProfilerHook(self.sizing["mlflow_conn_id"], self.sizing["model_uri"]).tracking_uri
+        run_log = StageRunLog(tracking, self.sizing["experiment"] or STAGE_EXPERIMENT)
+        return run_log.earlier_oom_kills(identity), run_log.earlier_deferred_sizes(identity)
 
     def install(self, namespace: dict) -> None:
         """``adaptive_policy(...).install(globals())`` in ``airflow_local_settings.py``."""
@@ -170,6 +182,7 @@ def adaptive_policy(
     executor_pods: bool | str = "auto",
     executor_timeout_s: float = 1.0,
     model_ttl_s: float = 300.0,
+    executor_follower: bool = False,
 ) -> AdaptivePolicy:
     """The cluster policy (see the module docstring).
 
@@ -181,13 +194,20 @@ def adaptive_policy(
         recorded too; the default leaves the pod exactly as written.
     :param executor_pods: mark selected non-KPO tasks for ``pod_mutation_hook``: ``auto`` when
         ``[core] executor`` includes the KubernetesExecutor.
-    :param executor_timeout_s: / ``model_ttl_s``: the executor path's model cache (``ProfilerCache``).
+    :param executor_timeout_s: / ``model_ttl_s``: the executor path's model cache (``ProfilerCache``);
+        ``executor_timeout_s`` also bounds a retry's read of its earlier OOM kills.
+    :param executor_follower: the executor-pod follower runs in the worker pods' namespace
+        (``airflow-adaptive follow-executor-pods``, the chart's ``executorFollower``): adaptive
+        executor pods then start at their plan's first size with the monitor sidecar and are resized
+        in place, and the follower writes their stage runs. False: sized once, at their peak.
 
     The other arguments are AdaptiveTrainingOperator's, for every task the policy sizes.
     """
     where = "adaptive_policy"
     if mode not in MODES:
         raise PolicyConfigError(f"{where}(mode={mode!r}): expected one of {MODES}")
+    if not isinstance(executor_follower, bool):
+        raise PolicyConfigError(f"{where}(executor_follower={executor_follower!r}): expected True or False")
     if executor_pods not in EXECUTOR_PODS:
         raise PolicyConfigError(f"{where}(executor_pods={executor_pods!r}): expected 'auto', True or False")
     for name, value in (("executor_timeout_s", executor_timeout_s), ("model_ttl_s", model_ttl_s)):
@@ -204,7 +224,8 @@ def adaptive_policy(
               "sizing_margin": sizing_margin, "min_resources": min_resources, "max_resources": max_resources,
               "monitor_image": monitor_image, "experiment": experiment}
     return AdaptivePolicy(selector, mode, sizing, shadow_monitor=shadow_monitor, executor_pods=executor_pods,
-                          executor_timeout_s=executor_timeout_s, model_ttl_s=model_ttl_s)
+                          executor_timeout_s=executor_timeout_s, model_ttl_s=model_ttl_s,
+                          executor_follower=executor_follower)
 
 
 def facts_of(task) -> TaskFacts:

@@ -120,11 +120,15 @@ def check_access(api, namespace: str, sa: str, table: list[tuple]) -> list[str]:
 # ----------------------------------------------------------------------------- lint
 
 
+FOLLOWER_VALUES = ["--set", "executorFollower.enabled=true", "--set", "executorFollower.image.repository=registry.example.com/airflow"]
+
+
 @pytest.mark.parametrize("values", [
     pytest.param([], id="defaults"),
     pytest.param(["--set", "mlflow.enabled=true"], id="mlflow-sqlite"),
     pytest.param(["--set", "mlflow.enabled=true", "--set", "mlflow.backendStore.existingSecret=mlflow-db",
                   "--set", "mlflow.image.tag=v3.17.2-full"], id="mlflow-postgresql"),
+    pytest.param(FOLLOWER_VALUES, id="executor-follower"),
     pytest.param(["--set", "rbac.nodeFit=false", "--set", "defaults.mlflowTrackingUri=https://mlflow.example.com",
                   "--set", "defaults.qualityBar.minTrainingRecords=null", "--set-json", "defaults.sizing.margin=0.25",
                   "--set-json", "defaults.qualityBar.maxAllocatedOverUsed=2.5"], id="no-node-fit-external-mlflow"),
@@ -149,6 +153,7 @@ BAD_VALUES = [
     (("--set", "mlflow.runAsUser=0"), "/mlflow/runAsUser", "minimum"),
     (("--set", "defaults.mlflowTrackingUri=sqlite:///mlflow.db"), "/defaults/mlflowTrackingUri", "does not match pattern"),  # pods cannot reach it
     (("--set", "mlflow.enable=true"), "/mlflow", "enable"),  # a typo is an error, not a value silently ignored
+    (("--set", "executorFollower.image.tag=latest"), "/executorFollower/image/tag", "'not' failed"),
 ]
 
 
@@ -186,6 +191,7 @@ def test_valid_quantities_in_every_form_pass_the_schema_and_the_api_server(helm,
                   "--set", "mlflow.persistence.storageClassName=fast", "--set", "mlflow.allowedHosts={mlflow.example.com}"],
                  id="mlflow-postgresql"),
     pytest.param(["--set", "rbac.nodeFit=false"], id="no-node-fit"),
+    pytest.param(FOLLOWER_VALUES, id="executor-follower"),
 ])
 def test_rendered_manifests_pass_a_server_side_dry_run(helm, kube_cluster, namespace, values):
     docs = manifests(helm, namespace, *values)
@@ -202,6 +208,8 @@ def test_rendered_manifests_pass_a_server_side_dry_run(helm, kube_cluster, names
         expected += ["ClusterRole", "ClusterRoleBinding"]
     if "mlflow.enabled=true" in values:
         expected += ["Deployment", "PersistentVolumeClaim", "Service", "ServiceAccount"]
+    if values == FOLLOWER_VALUES:
+        expected += ["Deployment", "Role", "RoleBinding", "ServiceAccount"]
     assert kinds == sorted(expected)
 
 
@@ -458,3 +466,29 @@ def test_training_account_may_do_nothing(install, kube_cluster, namespace):
         # The SubjectAccessReviews can say yes: the same questions about the worker get some.
         assert sar(api, namespace, WORKER, "get", "pods", namespace=namespace)
     assert not wrong, "\n".join(wrong)
+
+
+FOLLOWER = f"{RELEASE}-executor-follower"
+FOLLOWER_ROLE = {("", "pods", v) for v in ("get", "list", "watch", "patch")} | {("", "pods/log", "get"), ("", "pods/resize", "patch")}
+
+
+def test_the_executor_follower_may_follow_and_resize_pods_in_its_namespace_and_nothing_else(install, kube_cluster, namespace):
+    install(*FOLLOWER_VALUES)
+    table = [(verb, "pods", None, namespace, verb in ("get", "list", "watch", "patch")) for verb in ("get", "list", "watch", "patch", "create", "delete")]
+    table += [("get", "pods", "log", namespace, True), ("patch", "pods", "resize", namespace, True),
+              ("create", "pods", "exec", namespace, False), ("get", "secrets", None, namespace, False),
+              ("patch", "pods", "resize", OTHER, False), ("get", "pods", "log", OTHER, False), ("list", "nodes", None, None, True)]
+    with kube_cluster.api_client() as api:
+        wrong = check_access(api, namespace, FOLLOWER, table)
+        rbac = client.RbacAuthorizationV1Api(api)
+        assert granted(rbac.read_namespaced_role(FOLLOWER, namespace).rules) == FOLLOWER_ROLE
+        deployment = client.AppsV1Api(api).read_namespaced_deployment(FOLLOWER, namespace)
+    assert not wrong, "\n".join(wrong)
+    assert deployment.spec.replicas == 1 and deployment.spec.strategy.type == "Recreate"
+    (container,) = deployment.spec.template.spec.containers
+    assert container.command[:3] == ["airflow-adaptive", "-v", "follow-executor-pods"] and namespace in container.command
+
+
+def test_the_executor_follower_needs_the_workers_image(helm, namespace):
+    done = helm.run("template", RELEASE, str(CHART), "--namespace", namespace, "--set", "executorFollower.enabled=true")
+    assert done.returncode != 0 and "executorFollower.image.repository" in done.stderr, done.stderr

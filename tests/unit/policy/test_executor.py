@@ -197,3 +197,98 @@ def test_a_mark_keeps_only_scalar_features_with_identifier_names():
     mark = ExecutorMark.from_annotation(json.dumps({"mode": "shadow", "features": {
         "data_rows": 200, "algorithm": "grow", "bad name": 1, "nested": {"a": 1}, "flag": True}}), "pod p")
     assert mark == ExecutorMark("shadow", {"data_rows": 200, "algorithm": "grow"})
+
+
+def follower_sizer(loader, **kw):
+    from airflow_adaptive.policy.executor import EarlierTries
+
+    return ExecutorPodSizer(ProfilerCache(loader), "models:/job-profiler@champion",
+                            policy_from("burstable", 0.10, None, None, (), "test"), follower=True,
+                            monitor_image="registry.local/monitor:1", experiment="stages", **kw)
+
+
+def test_with_a_follower_the_pod_gets_the_monitor_and_the_follow_label(profiler):
+    from airflow_adaptive.policy.executor import FOLLOW_LABEL
+    from airflow_adaptive.policy.follower import SELECTOR, FollowPlan
+
+    pod = executor_pod(ExecutorMark("adaptive", {"algorithm": "grow", "data_rows": 200}), RESOURCES)
+    follower_sizer(lambda: (profiler, "3"))(pod)
+    assert pod.metadata.labels[FOLLOW_LABEL] == "true" and SELECTOR.startswith("kubernetes_executor=True")
+    (monitor,) = pod.spec.init_containers
+    assert monitor.image == "registry.local/monitor:1" and monitor.restart_policy == "Always"
+    env = {e.name: e.value for e in monitor.env}
+    assert env["AIRFLOW_ADAPTIVE_CONTAINER"] == "base" and "MLFLOW_TRACKING_URI" not in env
+    assert ResourceVector.from_kubernetes({"memory": env["AIRFLOW_ADAPTIVE_MAX_MEMORY"]}).memory == 4 * 2**30
+    # What the follower reads back: the identity from the executor's annotations, the plan from the hook's.
+    plan = FollowPlan.from_pod(pod)
+    assert (plan.identity.dag_id, plan.identity.task_id, plan.identity.try_number) == ("train", "fit", 1)
+    assert plan.resizable and plan.experiment == "stages" and plan.model_version == "3"
+    assert plan.features["data_rows"] == 200 and plan.features["requested_memory"] == 128 * MiB
+    assert plan.maximum["memory"] == 4 * 2**30 and plan.profile is not None
+    assert plan.start_limits["memory"] == pytest.approx(ResourceVector.from_kubernetes(base(pod).resources.limits).memory, abs=1)
+
+
+def test_without_a_prediction_a_followed_pod_keeps_the_request_and_is_still_monitored():
+    def fail():
+        raise ConnectionError("refused")
+
+    pod = executor_pod(ExecutorMark("adaptive", {"data_rows": 200}), RESOURCES)
+    follower_sizer(fail)(pod)
+    assert base(pod).resources.requests == {"cpu": "1", "memory": "128Mi"}
+    assert [c.name for c in pod.spec.init_containers] == ["adaptive-monitor"]
+    assert json.loads(pod.metadata.annotations[PLAN_ANNOTATION])["sizing"] == "fallback"
+
+
+def test_a_retry_after_an_oom_kill_is_escalated_from_the_earlier_try(profiler):
+    from airflow_adaptive.domain.stage_run import OomEvent
+    from airflow_adaptive.policy.executor import EarlierTries
+
+    first = executor_pod(ExecutorMark("adaptive", {"algorithm": "grow", "data_rows": 200}), RESOURCES)
+    follower_sizer(lambda: (profiler, "3"))(first)
+    killed_at = ResourceVector.from_kubernetes(base(first).resources.limits).memory
+    asked = []
+    earlier = EarlierTries(lambda identity: asked.append(identity) or ([OomEvent(1.0, "base", killed_at, 1, "kernel")], {}))
+    retry = executor_pod(ExecutorMark("adaptive", {"algorithm": "grow", "data_rows": 200}), RESOURCES, try_number=2)
+    follower_sizer(lambda: (profiler, "3"), earlier=earlier)(retry)
+    assert [(i.dag_id, i.task_id, i.run_id, i.try_number) for i in asked] == [("train", "fit", "manual__1", 2)]
+    assert ResourceVector.from_kubernetes(base(retry).resources.limits).memory > killed_at
+
+
+@pytest.mark.parametrize("answer", ["hang", "fail"])
+def test_a_retry_never_waits_on_mlflow_past_the_timeout(profiler, caplog, answer):
+    from airflow_adaptive.policy.executor import EarlierTries
+
+    release = threading.Event()
+
+    def read(identity):
+        if answer == "hang":
+            release.wait(10)
+        raise ConnectionError("refused")
+
+    retry = executor_pod(ExecutorMark("adaptive", {"algorithm": "grow", "data_rows": 200}), RESOURCES, try_number=2)
+    started = time.monotonic()
+    follower_sizer(lambda: (profiler, "3"), earlier=EarlierTries(read, timeout_s=0.2))(retry)
+    took = time.monotonic() - started
+    release.set()
+    assert took < 5  # bounded by the timeout, not by MLflow (loose: a loaded machine)
+    assert "is not escalated" in caplog.text and ("0.2 s" in caplog.text if answer == "hang" else "refused" in caplog.text)
+    assert 200 * MiB < ResourceVector.from_kubernetes(base(retry).resources.requests).memory  # still sized
+
+
+@pytest.mark.parametrize("plan, message", [
+    (None, "is missing"),
+    ("{", "not a plan the policy wrote"),
+    ('{"mode": "adaptive"}', "not a plan the policy wrote"),
+    ('{"mode": "adaptive", "sizing": "predicted", "predicted": {"resources": 3}}', "not a plan the policy wrote"),
+    ("x" * 200_000, "over"),
+])
+def test_the_follower_refuses_a_plan_it_did_not_write(plan, message):
+    from airflow_adaptive.domain.errors import UserError
+    from airflow_adaptive.policy.follower import FollowPlan
+
+    pod = executor_pod(None, RESOURCES)
+    pod.metadata.namespace = "airflow"
+    if plan is not None:
+        pod.metadata.annotations[PLAN_ANNOTATION] = plan
+    with pytest.raises(UserError, match=message):
+        FollowPlan.from_pod(pod)
