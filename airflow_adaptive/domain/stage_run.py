@@ -51,6 +51,7 @@ TAG_DAG = TAG_PREFIX + "dag_id"
 TAG_TASK = TAG_PREFIX + "task_id"
 TAG_RUN = TAG_PREFIX + "run_id"
 TAG_TRY = TAG_PREFIX + "try_number"
+TAG_MAP_INDEX = TAG_PREFIX + "map_index"  # a mapped task's instance (absent: not mapped)
 TAG_FEATURE_SCHEMA = TAG_PREFIX + "feature_schema"
 TAG_MODEL_URI = TAG_PREFIX + "model_uri"
 TAG_MODEL_VERSION = TAG_PREFIX + "model_version"
@@ -176,15 +177,19 @@ class StageIdentity:
     task_id: str
     run_id: str
     try_number: int
+    map_index: int = -1  # Airflow's: -1 for a task that is not mapped
 
     def tags(self) -> dict[str, str]:
-        return {
+        tags = {
             TAG_SCHEMA: SCHEMA_ID,
             TAG_DAG: self.dag_id,
             TAG_TASK: self.task_id,
             TAG_RUN: self.run_id,
             TAG_TRY: str(self.try_number),
         }
+        if self.map_index >= 0:
+            tags[TAG_MAP_INDEX] = str(self.map_index)
+        return tags
 
 
 @dataclass(frozen=True)

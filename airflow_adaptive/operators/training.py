@@ -202,7 +202,9 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
 
     def _identity(self, context) -> StageIdentity:
         ti = context["ti"]
-        return StageIdentity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number or 1))
+        map_index = getattr(ti, "map_index", -1)
+        return StageIdentity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number or 1),
+                             int(map_index) if map_index is not None else -1)
 
     def _stage_features(self, context) -> dict[str, Any]:
         features = self.features

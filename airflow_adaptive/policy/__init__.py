@@ -65,8 +65,16 @@ class AdaptivePolicy:
 
         from airflow_adaptive.operators.training import AdaptiveTrainingOperator
 
+        from airflow_adaptive.policy.operator import is_mapped
+
+        if is_mapped(task):  # .partial().expand(): its instances are built from operator_class
+            cls = task.operator_class
+            if (not isinstance(cls, type) or not issubclass(cls, KubernetesPodOperator)
+                    or issubclass(cls, AdaptiveTrainingOperator) or not self.selector.selects(facts_of(task))):
+                return None  # a mapped task under the KubernetesExecutor: its pod_override is per instance
+            return "kubernetes"
         if not isinstance(task, BaseOperator):
-            return None  # a mapped task (.expand): the worker unmaps it after the policy ran
+            return None
         if isinstance(task, AdaptiveTrainingOperator) or not self.selector.selects(facts_of(task)):
             return None
         if isinstance(task, KubernetesPodOperator):

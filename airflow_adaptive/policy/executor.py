@@ -281,6 +281,6 @@ def _identity(annotations: Mapping[str, str]) -> StageIdentity | None:
     """The try the executor built this pod for (``PodGenerator.construct_pod``'s annotations)."""
     try:
         return StageIdentity(str(annotations["dag_id"]), str(annotations["task_id"]), str(annotations.get("run_id", "")),
-                             int(annotations.get("try_number") or 1))
+                             int(annotations.get("try_number") or 1), int(annotations.get("map_index") or -1))
     except (KeyError, ValueError):
         return None

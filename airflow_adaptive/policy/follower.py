@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,7 +84,8 @@ class FollowPlan:
         try:
             data = json.loads(raw)
             identity = StageIdentity(str(annotations["dag_id"]), str(annotations["task_id"]),
-                                     str(annotations.get("run_id", "")), int(annotations.get("try_number") or 1))
+                                     str(annotations.get("run_id", "")), int(annotations.get("try_number") or 1),
+                                     int(annotations.get("map_index") or -1))
             profile = PredictedProfile.from_dict(data["predicted"]) if data.get("predicted") else None
             return cls(identity=identity, mode=str(data["mode"]), sizing=str(data["sizing"]),
                        reasons=tuple(str(r) for r in data.get("reasons") or ()), resizable=bool(data.get("resizable")),
@@ -100,7 +102,9 @@ class FollowPlan:
 def _numbers(values: Any) -> dict[str, float]:
     if not isinstance(values, Mapping):
         return {}
-    return {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # Finite, non-negative amounts only: a limit of NaN or -1 would bound nothing.
+    return {str(k): float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0}
 
 
 def pod_facts(pod, gone: bool = False) -> PodFacts:

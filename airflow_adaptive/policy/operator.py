@@ -10,7 +10,11 @@ in-place resizes, OOM retry escalation and the MLflow stage run.
 Why a class swap works in Airflow 3: the task policy runs wherever a DAG file is parsed into a
 DagBag, the DAG processor (what the scheduler and UI see, serialized, with the variant's name as
 the task type) and the worker (``task_runner.parse``: the task that runs is re-parsed there and
-swapped again). Mapped tasks (``.expand``) are not swapped: the worker unmaps them after the policy.
+swapped again). A mapped task (``.partial(...).expand(...)``) is a ``MappedOperator`` until the
+worker unmaps it: the policy swaps its ``operator_class`` for the variant and adds the sizing
+settings to its ``partial_kwargs`` (one key, :data:`SETTINGS_KWARG`), so each mapped instance is
+built adaptive, with the same settings, and sized as its own try (its features are the task's:
+the same for every instance of one run, so one prediction; each instance's usage is recorded).
 
 | policy mode | the pod | recorded |
 |---|---|---|
@@ -31,6 +35,9 @@ from airflow_adaptive.policy.features import derived_features, operator_name
 
 _variants: dict[type, type] = {}  # a cache of classes (one per KPO class), not configuration
 _lock = threading.Lock()
+#: The one ``partial_kwargs`` key the policy adds to a mapped task: the settings each mapped
+#: instance is configured with when the worker unmaps it.
+SETTINGS_KWARG = "airflow_adaptive_policy"
 
 
 class UnmonitoredTry(KubernetesTry):
@@ -49,6 +56,12 @@ class PolicyAdaptiveMixin:
     #: The task's own class (its ``operator`` feature), set on each variant.
     adaptive_source: type
     adaptive_shadow_monitor: bool = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        settings = kwargs.pop(SETTINGS_KWARG, None)  # a mapped instance, built by unmap()
+        super().__init__(*args, **kwargs)
+        if settings is not None:
+            configure(self, **settings)
 
     def _stage_features(self, context) -> dict[str, Any]:
         features = super()._stage_features(context)  # declared, then dag_id, task_id, requested_*
@@ -112,8 +125,31 @@ def _sizing_defaults() -> dict[str, Any]:
 
 def make_adaptive(task, *, sizing_mode: str, features: Mapping[str, Any], shadow_monitor: bool,
                   sizing: Mapping[str, Any]) -> None:
-    """Turn KPO task ``task`` adaptive in place. ``sizing``: AdaptiveTrainingOperator arguments."""
+    """Turn KPO task ``task`` adaptive in place. ``sizing``: AdaptiveTrainingOperator arguments.
+
+    A mapped task (``MappedOperator``) gets the variant as the class its instances are built
+    from, and the settings in its ``partial_kwargs``."""
+    settings = {"sizing_mode": sizing_mode, "features": dict(features), "shadow_monitor": bool(shadow_monitor),
+                "sizing": dict(sizing)}
+    if is_mapped(task):
+        variant = adaptive_variant(task.operator_class)
+        task.operator_class = variant
+        task.partial_kwargs = {**task.partial_kwargs, SETTINGS_KWARG: settings}
+        task.task_type = variant.__name__
+        return
     task.__class__ = adaptive_variant(type(task))
+    configure(task, **settings)
+
+
+def is_mapped(task) -> bool:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    return isinstance(task, MappedOperator)
+
+
+def configure(task, *, sizing_mode: str, features: Mapping[str, Any], shadow_monitor: bool,
+              sizing: Mapping[str, Any]) -> None:
+    """The sizing settings of an adaptive variant's instance, and its pod callbacks."""
     callbacks = list(task.callbacks or [])
     if AdaptivePodCallbacks not in callbacks:
         task.callbacks = [*callbacks, AdaptivePodCallbacks]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from airflow_adaptive.adapters.cgroups import CgroupUnavailable, ManagedCgroup, MemoryPressureWatch
+from airflow_adaptive.adapters.io_counters import IoReport, StageIoMeter, exited
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.quantities import format_cpu, format_memory
@@ -131,9 +132,12 @@ class RunReport:
     final_allocation: dict[str, float]
     oom_kills: int = 0
     loop_seconds: dict[str, float] = field(default_factory=dict)
+    #: disk, network and working-directory storage: top-level keys of ``to_dict`` (adapters/io_counters)
+    io: IoReport = field(default_factory=IoReport.not_sampled)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "io"}
+        return {**out, **self.io.to_dict()}
 
 
 class _Reservation:
@@ -260,15 +264,17 @@ class LocalRunner:
         else:
             primary = ProcfsSampler(proc.pid)
             channel = RecommendOnlyChannel()
+        v2_dir = self.group.paths.dirs.get("unified") if self.group else None
+        io = StageIoMeter(proc.pid, primary.pids, workdir=os.getcwd(), cgroup_v2_dir=v2_dir)
         monitor = Monitor(
-            WorkloadSampler(primary, self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory},
+            WorkloadSampler(io.alongside(primary), self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory},
             profile=spec.profile, config=spec.config, bounds=spec.bounds, usage_log=self.usage_log,
             container=spec.container, keep_samples=True, started=start, interval_s=spec.interval_s,
         )
         self._loop(proc, monitor)
-        returncode = proc.wait()
+        returncode = io.reap(proc)  # not proc.wait(): takes the root's final I/O counters first
         end = time.time()
-        return self._report(proc, returncode, monitor, start, end)
+        return self._report(proc, returncode, monitor, start, end, io.report())
 
     def _loop(self, proc: subprocess.Popen, monitor: Monitor) -> None:
         """Sample on the timer, react at once to the kernel, stop when the child exits.
@@ -286,7 +292,7 @@ class LocalRunner:
             poller = self._poller(pidfd)
             next_tick = time.monotonic()
             last_urgent = -math.inf
-            while proc.poll() is None:
+            while not exited(proc):  # unlike proc.poll(), leaves the child for io.reap
                 if self._rearm:
                     poller, self._rearm = self._poller(pidfd), False
                 timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
@@ -355,7 +361,7 @@ class LocalRunner:
                 log.warning("workload is paused at its memory limit and the limit cannot be raised: enabling the OOM killer")
                 self.group.set_oom_kill_disable(False)
 
-    def _report(self, proc, returncode: int, monitor: Monitor, start: float, end: float) -> RunReport:
+    def _report(self, proc, returncode: int, monitor: Monitor, start: float, end: float, io: IoReport) -> RunReport:
         oom_kills, kernel_peak = 0, None
         if self.group:
             try:
@@ -383,6 +389,7 @@ class LocalRunner:
             final_allocation={r: res.value for r, res in self._reserved.items()},
             oom_kills=oom_kills,
             loop_seconds=dict(monitor.times.total),
+            io=io,
         )
 
 

@@ -66,6 +66,11 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
 
     stage()
 '''
+MAPPED_DAG = COMMON + '''
+with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), tags=["ml"], params=PARAMS):
+    KubernetesPodOperator.partial(task_id="stage", name="train", cmds=["python", "-c"], **KW).expand(
+        arguments=[["print('lr 0.1')"], ["print('lr 0.01')"]])
+'''
 
 
 @pytest.fixture
@@ -230,3 +235,18 @@ def test_the_executor_pod_is_sized_by_pod_mutation_hook_and_admitted(
     # What the executor itself put there is intact.
     assert live.metadata.labels["kubernetes_executor"] == "True" and live.metadata.annotations["task_id"] == "stage"
     assert base.image == "apache/airflow:3.3.2" and live.spec.service_account_name == "airflow-worker"
+
+
+def test_each_instance_of_a_mapped_kpo_task_is_sized_and_recorded_on_its_own(run_dag, mlflow_uri, namespace):
+    core, _monitor_log, run = run_dag
+    code, log = run("policy_mapped", MAPPED_DAG, "adaptive")
+    assert code == 0, log[-4000:]
+    pods = stage_pods(core, namespace)
+    assert len(pods) == 2, [p.metadata.name for p in pods]
+    runs = stage_runs(mlflow_uri, "policy_mapped")
+    assert sorted(r.data.tags.get("airflow_adaptive.map_index") for r in runs) == ["0", "1"]
+    for pod, stage_run in zip(pods, runs):
+        assert [c.name for c in pod.spec.init_containers or []] == ["adaptive-monitor"]
+        assert ResourceVector.from_kubernetes(workload(pod).resources.requests).memory > 128 * MiB
+        assert stage_run.data.tags.get("airflow_adaptive.outcome") == "success", stage_run.data.tags
+    assert sorted(workload(p).args[0] for p in pods) == ["print('lr 0.01')", "print('lr 0.1')"]

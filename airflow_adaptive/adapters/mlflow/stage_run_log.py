@@ -21,7 +21,7 @@ from airflow_adaptive.adapters.mlflow import store
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.stage_run import (
-    OUTCOMES, TAG_DAG, TAG_DEFERRED_SIZES, TAG_TRY, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
+    OUTCOMES, TAG_DAG, TAG_DEFERRED_SIZES, TAG_TRY, TAG_MAP_INDEX, TAG_FEATURE_SCHEMA, TAG_MODEL_URI, TAG_MODEL_VERSION, TAG_OOM_EVENTS, TAG_OUTCOME, TAG_RUN,
     TAG_MONITOR, TAG_MONITOR_REASON, TAG_REJECTED_LINES, TAG_UNTRUSTED, TAG_SIZING, TAG_SIZING_REASON, TAG_TASK, ObservedSummary, OomEvent, StageIdentity,
     deferred_sizes_from_json, oom_events_from_json, resize_metric, sizing_params, usage_metric,
 )
@@ -118,7 +118,8 @@ class StageRunLog:
         """A RUNNING run holding the prediction and the size given; returns its id."""
         tags = {**identity.tags(), TAG_FEATURE_SCHEMA: schema_id, TAG_MODEL_URI: model_uri,
                 TAG_MODEL_VERSION: model_version or "", TAG_SIZING: sizing, TAG_SIZING_REASON: reason[:5000]}
-        run_id = self.backend.create_run(self.experiment_id, tags, f"{identity.task_id}-try{identity.try_number}")
+        mapped = f"-{identity.map_index}" if identity.map_index >= 0 else ""
+        run_id = self.backend.create_run(self.experiment_id, tags, f"{identity.task_id}{mapped}-try{identity.try_number}")
         self.backend.log(run_id, params=_kv(sizing_params(features, profile, allocated, requested)))
         return run_id
 
@@ -168,8 +169,12 @@ class StageRunLog:
 
     @staticmethod
     def _same_task(identity: StageIdentity) -> str:
-        return (f"tags.`{TAG_DAG}` = '{_quote(identity.dag_id)}' and tags.`{TAG_TASK}` = '{_quote(identity.task_id)}' "
+        """The same task instance in the same DAG run (a mapped instance: its own map index)."""
+        same = (f"tags.`{TAG_DAG}` = '{_quote(identity.dag_id)}' and tags.`{TAG_TASK}` = '{_quote(identity.task_id)}' "
                 f"and tags.`{TAG_RUN}` = '{_quote(identity.run_id)}'")
+        if identity.map_index >= 0:
+            same += f" and tags.`{TAG_MAP_INDEX}` = '{identity.map_index}'"
+        return same
 
     def log_metrics(self, run_id: str, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)

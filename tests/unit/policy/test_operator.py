@@ -185,3 +185,48 @@ def test_other_tasks_are_marked_for_the_executor_pod_hook_without_sharing_defaul
     assert json.loads(pod.metadata.annotations[MARK_ANNOTATION]) == {
         "mode": "shadow", "features": {"epochs": 3, "operator": "PythonOperator"}}
     assert shared.metadata.annotations is None and other.get_task("py").executor_config["pod_override"] is shared
+
+
+def mapped_dag(tags=("ml",)):
+    with DAG("sweep", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), tags=list(tags),
+             params={"data_rows": 200, "algorithm": "grow"}) as dag:
+        KubernetesPodOperator.partial(task_id="train", name="train", namespace="ml", image="python:3.11-slim",
+                                      cmds=["python", "-c"], container_resources=RESOURCES
+                                      ).expand(arguments=[["print(1)"], ["print(2)"]])
+    return dag
+
+
+@pytest.mark.parametrize("mode", ["adaptive", "shadow"])
+def test_a_mapped_kpo_task_builds_adaptive_instances(mode):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = mapped_dag()
+    mapped = applied(dag, mode=mode)["train"]
+    assert type(mapped).__name__ == "MappedOperator" and mapped.operator_class is adaptive_variant(KubernetesPodOperator)
+    # The DAG processor's view: the variant is the task type; the scheduler's copy deserializes.
+    back = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("train")
+    assert back.task_type == "AdaptiveKubernetesPodOperator"
+    # The worker unmaps each instance from the variant, configured as an unmapped task would be.
+    instance = mapped.unmap({"arguments": ["print(2)"]})
+    assert isinstance(instance, AdaptiveTrainingOperator) and isinstance(instance, KubernetesPodOperator)
+    assert instance.sizing_mode == mode and instance.runner == "kubernetes" and instance.arguments == ["print(2)"]
+    assert AdaptivePodCallbacks in instance.callbacks
+    # Re-applying the policy (the worker parses the file again) changes nothing twice.
+    applied(dag, mode=mode)
+    assert mapped.operator_class is adaptive_variant(KubernetesPodOperator)
+
+
+def test_a_mapped_task_the_selection_leaves_out_is_untouched():
+    mapped = applied(mapped_dag(tags=("etl",)), mode="adaptive")["train"]
+    assert mapped.operator_class is KubernetesPodOperator
+    assert "airflow_adaptive_policy" not in mapped.partial_kwargs
+
+
+def test_a_mapped_instance_is_its_own_stage_in_mlflow_tags_and_searches():
+    from airflow_adaptive.adapters.mlflow.stage_run_log import StageRunLog
+    from airflow_adaptive.domain.stage_run import TAG_MAP_INDEX, StageIdentity
+
+    plain, first = StageIdentity("d", "t", "r", 2), StageIdentity("d", "t", "r", 2, map_index=0)
+    assert TAG_MAP_INDEX not in plain.tags() and first.tags()[TAG_MAP_INDEX] == "0"
+    assert TAG_MAP_INDEX not in StageRunLog._same_task(plain)
+    assert f"tags.`{TAG_MAP_INDEX}` = '0'" in StageRunLog._same_task(first)
