@@ -9,10 +9,10 @@ on a virtio disk, root), with a child that writes 32 MiB and fsyncs, writes 32 M
 |---|---|---|---|
 | ``/proc/<pid>/io`` (per task) | ``read_bytes``: bytes fetched from storage; ``write_bytes``: bytes sent to storage, charged when a page is dirtied; ``syscr``/``syscw``: read/write system calls; a reaped child's counters are folded into its parent's | 32 MiB fsync'd: write_bytes 33,558,528 (32 MiB + one 4 KiB metadata block); O_DIRECT: 33,554,432; the read-back: read_bytes 33,554,432 | processes that exit between two samples and whose parent is outside the workload (reparented orphans); a file dirtied then deleted before writeback counts in ``cancelled_write_bytes`` (subtracted here); mmap'd file writes are charged to whoever dirtied the page |
 | ``wait4`` rusage of the stage's root (``ru_inblock``/``ru_oublock``, 512-byte blocks) | the same counters as the root's ``/proc/<pid>/io``, final, with every reaped descendant | 32 MiB fsync'd: ``ru_oublock`` x 512 = the root's write_bytes | only when the runner itself reaps the root |
-| cgroup v1 ``blkio.throttle.io_service_bytes`` / ``io_serviced`` | bytes and requests the block layer dispatched for the cgroup, per device | **all zero, for every cgroup, root included ("Total 0"), until a throttle rule was first written on the device**; after one rule (even one since removed, and in another cgroup) every cgroup counted: fsync'd 32 MiB -> 33,566,720, O_DIRECT -> 33,554,432 | blk-throttle is set up lazily per disk queue (Linux 6.10+): before the first rule the counters are not kept at all; buffered writes are charged to the cgroup of the task that writes the page back (often the flusher, the root cgroup) unless the cgroup is also in a writeback-capable memory hierarchy (v2 only) |
+| cgroup v1 ``blkio.throttle.io_service_bytes`` / ``io_serviced`` | bytes and requests the block layer dispatched for the cgroup, per device | **all zero, for every cgroup, root included ("Total 0"), until a throttle rule was first written on the device**; after one rule (even one since removed, and in another cgroup) every cgroup counted: fsync'd 32 MiB -> 33,566,720, O_DIRECT -> 33,554,432 | recent kernels set blk-throttle up per disk only at its first rule (this one is 6.18): before that the counters are not kept at all, and nothing in a cgroup's own files says so (the hierarchy root lists no device: ``v1_blkio_counting``); dirty pages written back by the kernel's flusher rather than by the stage's own fsync are charged to the flusher's cgroup on v1 |
 | cgroup v2 ``io.stat`` (``rbytes``/``wbytes``/``rios``/``wios``) | the same per device, kept by the io controller whether or not a limit is set; writeback charged to the page's owner | not testable here: no v2 io controller on this machine | present only where the ``io`` controller is enabled for the cgroup |
 | ``/proc/<pid>/stat`` field 42 ``delayacct_blkio_ticks`` | clock ticks the process's main thread waited for block I/O | 0 here: ``kernel.task_delayacct`` = 0 (delay accounting off) | off unless the host turns it on (a host-wide sysctl, never changed from here); other threads of a process are not in the main thread's field |
-| ``/proc/<pid>/net/dev`` | rx/tx bytes of every interface of the **network namespace** the process is in (``lo`` left out) | a local stage shares the runner's namespace here: it shows the host's counters, so nothing is reported | counters are the namespace's since it was created, not one process's; gone once the namespace is (the last reading is kept) |
+| ``/proc/<pid>/net/dev`` | rx/tx bytes of every interface of the **network namespace** the process is in (``lo`` left out) | a local stage shares the runner's namespace: it shows the host's counters, so nothing is reported; in a namespace of its own (``unshare -n``, a veth pair), 200 raw 1000-byte frames -> rx and tx 200,532 (with IPv6 neighbour discovery) | counters are the namespace's since it was created, not one process's; gone once the namespace is (the last reading is kept) |
 | ``os.scandir`` walk of the working directory (``st_blocks`` x 512) | space allocated to the files under the stage's working directory (one filesystem, no symlinks followed, hard links once) | 32 MiB fsync'd file: 33,558,528 bytes | a file written and deleted between two walks; anything outside the directory (``/tmp``); a tree too large to walk within the time bound |
 
 So the local runner takes disk figures per task (``/proc/<pid>/io`` summed over the workload's
@@ -219,9 +219,13 @@ def read_net_traffic(pid: int) -> tuple[int, int]:
     """(rx, tx) bytes over the interfaces of ``pid``'s network namespace, ``lo`` left out
     (traffic a stage has with itself is not network bandwidth)."""
     path = f"/proc/{pid}/net/dev"
-    counters = parse_net_dev(_read(path), path)
-    return (sum(rx for name, (rx, _) in counters.items() if name != "lo"),
-            sum(tx for name, (_, tx) in counters.items() if name != "lo"))
+    return traffic_outside_lo(parse_net_dev(_read(path), path))
+
+
+def traffic_outside_lo(interfaces: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+    """(rx, tx) summed over the interfaces other than the loopback."""
+    outside = [counters for name, counters in interfaces.items() if name != "lo"]
+    return sum(rx for rx, _ in outside), sum(tx for _, tx in outside)
 
 
 @dataclass(frozen=True)
@@ -495,9 +499,11 @@ class StageIoMeter:
         return _SamplingAlongside(primary, self)
 
     def sample(self) -> None:
+        # Any exception is caught here, not only OSError/ValueError: this runs inside the CPU and
+        # memory sampler's read, and a fault of the I/O figures must not cost those samples.
         try:
             pids = sorted(set(self.pids()) | {self.root})
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - see above (psutil's errors are not OSErrors)
             pids = [self.root]
             self._once("pids", exc)
         for name, step in (("disk", lambda: self.disk.update(pids)), ("network", lambda: self.network.update(pids)),
@@ -505,7 +511,7 @@ class StageIoMeter:
                            ("storage", self.storage.maybe_walk)):
             try:
                 step()
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - see above
                 self._once(name, exc)
 
     def reap(self, proc: subprocess.Popen) -> int:
@@ -620,4 +626,4 @@ def exited(proc: subprocess.Popen) -> bool:
 __all__ = ["CgroupIo", "DirectoryUsage", "IoReport", "ProcessTreeIo", "REPORT_KEYS", "StageIoMeter", "TaskIo",
            "delay_accounting_on", "directory_usage", "exited", "net_namespace", "parse_blkio_throttle", "parse_io_stat",
            "parse_net_dev", "parse_proc_io", "parse_proc_stat", "read_net_traffic", "read_task_io", "read_v1_blkio",
-           "read_v2_io_stat", "v1_blkio_counting"]
+           "read_v2_io_stat", "traffic_outside_lo", "v1_blkio_counting"]

@@ -154,7 +154,8 @@ class AdaptivePolicy:
             policy = policy_from(s["sizing_preset"], s["sizing_margin"], s["min_resources"], s["max_resources"], (),
                                  "adaptive_policy")
             self._sizer = ExecutorPodSizer(cache, s["model_uri"], policy, follower=self.executor_follower,
-                                           monitor_image=s["monitor_image"], experiment=s["experiment"],
+                                           monitor_image=s["monitor_image"], monitor_interval=s["monitor_interval"],
+                                           experiment=s["experiment"],
                                            earlier=EarlierTries(self._earlier_tries, self._executor_timeout_s))
         return self._sizer
 
@@ -185,6 +186,7 @@ def adaptive_policy(
     min_resources: Mapping[str, str] | None = None,
     max_resources: Mapping[str, str] | None = None,
     monitor_image: str | None = None,
+    monitor_interval: float = 1.0,
     shadow_monitor: bool = False,
     experiment: str | None = None,
     executor_pods: bool | str = "auto",
@@ -218,7 +220,8 @@ def adaptive_policy(
         raise PolicyConfigError(f"{where}(executor_follower={executor_follower!r}): expected True or False")
     if executor_pods not in EXECUTOR_PODS:
         raise PolicyConfigError(f"{where}(executor_pods={executor_pods!r}): expected 'auto', True or False")
-    for name, value in (("executor_timeout_s", executor_timeout_s), ("model_ttl_s", model_ttl_s)):
+    for name, value in (("executor_timeout_s", executor_timeout_s), ("model_ttl_s", model_ttl_s),
+                        ("monitor_interval", monitor_interval)):
         if not isinstance(value, (int, float)) or value <= 0:
             raise PolicyConfigError(f"{where}({name}={value!r}): expected a number of seconds > 0")
     selector = Selector.from_config(select, exclude, where)
@@ -230,7 +233,7 @@ def adaptive_policy(
         raise PolicyConfigError(str(exc)) from None
     sizing = {"model_uri": model_uri, "mlflow_conn_id": mlflow_conn_id, "sizing_preset": sizing_preset,
               "sizing_margin": sizing_margin, "min_resources": min_resources, "max_resources": max_resources,
-              "monitor_image": monitor_image, "experiment": experiment}
+              "monitor_image": monitor_image, "monitor_interval": monitor_interval, "experiment": experiment}
     return AdaptivePolicy(selector, mode, sizing, shadow_monitor=shadow_monitor, executor_pods=executor_pods,
                           executor_timeout_s=executor_timeout_s, model_ttl_s=model_ttl_s,
                           executor_follower=executor_follower)

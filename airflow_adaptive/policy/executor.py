@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import FEATURE_NAME, OomEvent, StageIdentity
+from airflow_adaptive.logic.deviation import DeviationConfig
 from airflow_adaptive.logic.sizing import SizingPolicy
 from airflow_adaptive.logic.stage_plan import MODES, StagePlan, plan_stage
 
@@ -164,7 +165,7 @@ class EarlierTries:
 
 def executor_plan(mark: ExecutorMark, requested: ResourceVector, limited: ResourceVector, predict, policy: SizingPolicy,
                   fallback: str | None, *, in_place: bool = False, earlier_ooms: Sequence[OomEvent] = (),
-                  deferred: Mapping[str, float] | None = None) -> StagePlan:
+                  deferred: Mapping[str, float] | None = None, config: DeviationConfig = DeviationConfig()) -> StagePlan:
     """The plan of an executor pod: the shared ``plan_stage``; resized in place only where a follower runs."""
     profile = None
     if predict is not None and not fallback:
@@ -172,8 +173,8 @@ def executor_plan(mark: ExecutorMark, requested: ResourceVector, limited: Resour
             profile = predict()
         except UserError as exc:
             fallback = str(exc)
-    return plan_stage(requested, limited, profile, policy, mark.mode, fallback, earlier_ooms, deferred=deferred,
-                      in_place=in_place)
+    return plan_stage(requested, limited, profile, policy, mark.mode, fallback, earlier_ooms, config=config,
+                      deferred=deferred, in_place=in_place)
 
 
 def plan_annotation(plan: StagePlan, *, features: Mapping[str, Any] | None = None, model_uri: str | None = None,
@@ -246,7 +247,8 @@ class ExecutorPodSizer:
         if self.earlier is not None and mark.mode == "adaptive" and identity is not None:
             earlier_ooms, deferred = self.earlier(identity, where)
         plan = executor_plan(mark, requested, limited, predict, self.policy, why, in_place=self.follower,
-                             earlier_ooms=earlier_ooms, deferred=deferred)
+                             earlier_ooms=earlier_ooms, deferred=deferred,
+                             config=DeviationConfig().for_interval(self.monitor_interval))
         self._apply(pod, container.name, plan, features)
         requests, limits = (plan.policy_size or plan.size).to_kubernetes()
         log.info("%s: %s (%s): %s requests %s, limits %s in %.0f ms%s", where, plan.sizing, plan.mode,

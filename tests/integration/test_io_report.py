@@ -148,3 +148,13 @@ def test_the_meter_on_a_process_tree_without_cgroups(tmp_path):
     report = meter.report().to_dict()
     assert 32 * MIB <= report["disk_write_bytes"] <= 32 * MIB + SLACK, report
     assert report["ephemeral_storage_peak_bytes"] >= 32 * MIB
+
+
+def test_a_report_built_without_the_meter_still_has_every_key():
+    from airflow_adaptive.runtime.local_runner import RunReport
+
+    report = RunReport(exit_code=0, oom_killed=False, resizes=[], peak_memory_bytes=0.0, reserved_memory_byte_seconds=0.0,
+                       reserved_cpu_core_seconds=0.0, samples=[], mode="monitor-only", duration_seconds=0.0,
+                       final_allocation={}).to_dict()
+    assert_every_key_present_and_each_null_explained(report)
+    assert "io" not in report

@@ -28,7 +28,8 @@ LOCAL_SETTINGS = '''
 from airflow_adaptive.policy import adaptive_policy
 
 _adaptive = adaptive_policy(select={{"tags": ["ml"]}}, mode="adaptive", mlflow_conn_id=None, executor_pods=False,
-                            monitor_image="{monitor_image}")
+                            monitor_image="{monitor_image}",
+                            monitor_interval=0.5)
 task_policy = _adaptive.task_policy
 pod_mutation_hook = _adaptive.pod_mutation_hook
 '''
@@ -71,7 +72,8 @@ def test_an_unchanged_kpo_dag_is_sized_resized_by_the_kubelet_and_recorded(real_
            "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home")}
     done = subprocess.run([AIRFLOW, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
     log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-6000:]
+    print(log[-30000:])  # shown by pytest when the test fails
+    assert done.returncode == 0, "airflow dags test failed: its output is in the captured stdout"
     (pod,) = stage_pods(core, node_namespace)
     (run,) = stage_runs(mlflow_uri, dag_id)
     features = {k.split(".", 1)[1]: v for k, v in run.data.params.items() if k.startswith("feature.")}

@@ -7,8 +7,9 @@ workload's real cgroup changes) and writes the stage run to a real ``mlflow serv
 
 Stand-ins, because no scheduler runs here: the script below plays the scheduler's ``run_next``
 (the same calls, the same pod), and the worker pod's command is the example ``grow`` workload
-instead of ``execute_workload`` (the stage image has no Airflow; what the test is about is the
-memory the task uses, which the workload produces for real)."""
+instead of ``execute_workload`` (the stage image has no Airflow, and its entrypoint is ``python3``, so the args are
+``-m airflow_adaptive.examples.workloads grow ...``; what the test is about is the memory the task
+uses, which the workload produces for real)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ LOCAL_SETTINGS = '''
 from airflow_adaptive.policy import adaptive_policy
 
 _adaptive = adaptive_policy(select={{"tags": ["ml"]}}, mode="adaptive", mlflow_conn_id=None, executor_pods=True,
-                            executor_timeout_s=30, executor_follower=True, monitor_image="{monitor_image}")
+                            executor_timeout_s=30, executor_follower=True, monitor_image="{monitor_image}",
+                            monitor_interval=0.5)
 task_policy = _adaptive.task_policy
 pod_mutation_hook = _adaptive.pod_mutation_hook
 '''
@@ -63,6 +65,7 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
 RUN_NEXT = '''
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import create_unique_id
 from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
 from airflow.serialization.serialized_objects import DagSerialization
 from kubernetes import client, config
@@ -75,7 +78,7 @@ dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id]))
 ti = dag.get_task("stage")
 base = k8s.V1Pod(metadata=k8s.V1ObjectMeta(), spec=k8s.V1PodSpec(restart_policy="Never", containers=[k8s.V1Container(name="base")]))
 pod = PodGenerator.construct_pod(
-    namespace=namespace, scheduler_job_id="1", pod_id=f"{dag_id}-stage", dag_id=dag_id, task_id="stage",
+    namespace=namespace, scheduler_job_id="1", pod_id=create_unique_id(dag_id, "stage"), dag_id=dag_id, task_id="stage",
     kube_image=image, try_number=1, map_index=-1, date=None, run_id="manual__1", args=json.loads(command),
     pod_override_object=PodGenerator.from_obj(ti.executor_config), base_worker_pod=base, with_mutation_hook=True)
 api = client.CoreV1Api(config.new_client_from_config(kubeconfig))
@@ -84,6 +87,19 @@ for c in pod.spec.init_containers or []:
 created = api.create_namespaced_pod(namespace, pod)
 print("POD " + created.metadata.name)
 '''
+
+
+def pod_story(core, namespace: str) -> str:
+    """Each pod's container states and log tails: what a failure message needs."""
+    lines = []
+    for pod in core.list_namespaced_pod(namespace).items:
+        for status in list(pod.status.init_container_statuses or []) + list(pod.status.container_statuses or []):
+            lines.append(f"--- {pod.metadata.name}[{status.name}]: {status.state}")
+            try:
+                lines.append(core.read_namespaced_pod_log(pod.metadata.name, namespace, container=status.name, tail_lines=30))
+            except Exception as exc:  # noqa: BLE001 - the log may be gone
+                lines.append(f"(no log: {exc})")
+    return "\n".join(lines)
 
 
 def base_limits(pod, where: str) -> ResourceVector:
@@ -113,7 +129,7 @@ def test_an_executor_pod_is_resized_in_place_by_the_follower_and_its_stage_run_r
          str(real_node.kubeconfig), "--tracking-uri", mlflow_uri, "--resync-s", "5"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
-        command = ["python3", "-m", "airflow_adaptive.examples.workloads", "grow", "--to-mib", "240", "--rate-mib-s", "10",
+        command = ["-m", "airflow_adaptive.examples.workloads", "grow", "--to-mib", "240", "--rate-mib-s", "10",
                    "--hold-s", "6"]
         done = subprocess.run([sys.executable, str(tmp_path / "run_next.py"), str(dags), dag_id, node_namespace,
                                str(real_node.kubeconfig), real_node.images["stage"]["ref"], json.dumps(command)],
@@ -144,6 +160,8 @@ def test_an_executor_pod_is_resized_in_place_by_the_follower_and_its_stage_run_r
         except subprocess.TimeoutExpired:
             follower.kill()
             out, _ = follower.communicate()
+        print(f"--- the follower's output:\n{out[-6000:]}")  # shown by pytest when the test fails
+        print(pod_story(core, node_namespace))
     assert follower.returncode == 0, out[-4000:]
     status = next(s for s in ended.status.container_statuses if s.name == "base")
     assert status.state.terminated.exit_code == 0, out[-4000:]
@@ -190,11 +208,15 @@ def test_a_restarted_follower_resumes_a_pod_without_a_second_run_or_resize(
         process.terminate()
         out, _ = process.communicate(timeout=30)
         outputs.append(out)
+        print(f"--- follower {len(outputs)}'s output:\n{out[-6000:]}")  # shown by pytest when the test fails
         assert process.returncode == 0, out[-3000:]
 
     first = follow()
-    command = ["python3", "-m", "airflow_adaptive.examples.workloads", "grow", "--to-mib", "240", "--rate-mib-s", "10",
-               "--hold-s", "8"]
+    # Slower growth than the other test: the next raise must come after the new follower has started
+    # (a Python process with Airflow's imports, about 4 s here). A pod that needs a raise inside that
+    # gap is OOM-killed and its retry escalated (seen here at 10 MiB/s): a restart is not free.
+    command = ["-m", "airflow_adaptive.examples.workloads", "grow", "--to-mib", "240", "--rate-mib-s", "4",
+               "--hold-s", "4"]
     done = subprocess.run([sys.executable, str(tmp_path / "run_next.py"), str(dags), dag_id, node_namespace,
                            str(real_node.kubeconfig), real_node.images["stage"]["ref"], json.dumps(command)],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -209,7 +231,7 @@ def test_a_restarted_follower_resumes_a_pod_without_a_second_run_or_resize(
         second = follow()
         ended = wait_for(lambda: core.read_namespaced_pod(name, node_namespace),
                          lambda p: (p.metadata.annotations or {}).get("airflow-adaptive/recorded") == "true",
-                         timeout_s=90, what="the second follower to record the pod's outcome")
+                         timeout_s=150, what="the second follower to record the pod's outcome")
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:

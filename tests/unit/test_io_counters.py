@@ -11,7 +11,7 @@ import pytest
 from airflow_adaptive.adapters.io_counters import (
     REPORT_KEYS, WALK_GIVE_UP_AFTER, IoReport, ProcessTreeIo, StageIoMeter, TaskIo, delay_accounting_on, directory_usage,
     net_namespace, parse_blkio_throttle, parse_io_stat, parse_net_dev, parse_proc_io, parse_proc_stat, read_net_traffic,
-    read_proc_stat, read_task_io, read_v1_blkio, read_v2_io_stat, v1_blkio_counting,
+    read_proc_stat, read_task_io, read_v1_blkio, read_v2_io_stat, traffic_outside_lo, v1_blkio_counting,
 )
 
 MIB = 2**20
@@ -106,11 +106,17 @@ def test_this_process_counters_are_readable_and_grow(tmp_path):
 
 
 def test_the_hosts_network_counters_parse_and_lo_is_left_out():
-    rx, tx = read_net_traffic(os.getpid())
     with open("/proc/self/net/dev") as f:
         everything = parse_net_dev(f.read())
-    assert (rx, tx) == (sum(r for n, (r, _) in everything.items() if n != "lo"), sum(t for n, (_, t) in everything.items() if n != "lo"))
+    rx, tx = read_net_traffic(os.getpid())  # read second: the host's counters only grow meanwhile
+    assert rx >= sum(r for n, (r, _) in everything.items() if n != "lo")
+    assert tx >= sum(t for n, (_, t) in everything.items() if n != "lo")
     assert net_namespace(os.getpid()) == net_namespace() and net_namespace().startswith("net:[")
+
+
+def test_loopback_traffic_is_not_network_traffic():
+    assert traffic_outside_lo(parse_net_dev(NET_DEV)) == (4028046276, 4953936)
+    assert traffic_outside_lo({"lo": (5, 5)}) == (0, 0)
 
 
 def test_delay_accounting_reads_the_sysctl(tmp_path):
@@ -191,3 +197,18 @@ def test_the_report_always_has_every_key_and_a_reason_for_each_null():
     assert all(report[k] is None for k in REPORT_KEYS) and set(report["unmeasured"]) == set(REPORT_KEYS)
     measured = IoReport(disk_read_bytes=0, disk_write_bytes=5, unmeasured={"disk_write_bytes": "stale", "io_wait_seconds": "off"})
     assert measured.to_dict()["unmeasured"] == {"io_wait_seconds": "off"}  # a reason only where the value is null
+
+
+def test_a_failing_process_list_costs_only_the_io_figures_it_cannot_get(tmp_path, caplog):
+    """The meter runs inside the CPU/memory sampler's read: whatever the process list raises
+    (psutil's errors are not OSErrors) must not escape; the root alone is still read."""
+    def broken_pids():
+        raise RuntimeError("process table unreadable")
+
+    meter = StageIoMeter(os.getpid(), broken_pids, workdir=str(tmp_path))
+    meter.sample()
+    meter.sample()
+    assert meter.disk.readings == 2
+    assert "process table unreadable" in caplog.text and caplog.text.count("process table unreadable") == 1
+    report = meter.report().to_dict()
+    assert report["disk_write_ops"] > 0 and report["ephemeral_storage_peak_bytes"] == 0
