@@ -57,6 +57,8 @@ WALK_GIVE_UP_AFTER = 3
 #: The walk after the stage exited may take longer: the workload no longer competes for CPU.
 FINAL_WALK_SECONDS = 2.0
 
+#: ``NamespaceTraffic(own_namespace=POD_NAMESPACE)``: no namespace is the runner's, every one read is the stage's.
+POD_NAMESPACE = "pod: the stage's own"
 #: The report's keys, always present (``None`` where unmeasured, with the reason in ``unmeasured``).
 REPORT_KEYS = ("disk_read_bytes", "disk_write_bytes", "disk_read_ops", "disk_write_ops", "io_wait_seconds",
                "network_rx_bytes", "network_tx_bytes", "ephemeral_storage_peak_bytes")
@@ -470,6 +472,10 @@ class IoReport:
     def not_sampled(cls, why: str = "the run was not sampled") -> "IoReport":
         return cls(unmeasured={key: why for key in REPORT_KEYS})
 
+    def measured(self) -> dict[str, float]:
+        """The figures that were measured (the stage run's ``observed.<name>`` metrics)."""
+        return {key: float(getattr(self, key)) for key in REPORT_KEYS if getattr(self, key) is not None}
+
     def to_dict(self) -> dict:
         out = {key: getattr(self, key) for key in REPORT_KEYS}
         out["unmeasured"] = {key: self.unmeasured[key] for key in REPORT_KEYS if out[key] is None and key in self.unmeasured}
@@ -483,12 +489,17 @@ class StageIoMeter:
     reported as unmeasured, with the reason."""
 
     def __init__(self, root_pid: int, pids: Callable[[], list[int]], workdir: str | None = None,
-                 cgroup_v2_dir: str | None = None) -> None:
+                 cgroup_v2_dir: str | None = None, *, in_pod: bool = False) -> None:
+        """``in_pod``: the meter runs in the stage's pod (the monitor sidecar): the pod's network
+        namespace is the stage's own, so its counters are measured although the meter shares it;
+        the working-directory walk is off (a pod's ephemeral storage is its writable layer and
+        emptyDirs, which the sidecar does not see)."""
         self.root = root_pid
         self.pids = pids
         self.cgroup_v2_dir = cgroup_v2_dir
+        self.in_pod = in_pod
         self.disk = ProcessTreeIo()
-        self.network = NamespaceTraffic()
+        self.network = NamespaceTraffic(own_namespace=POD_NAMESPACE if in_pod else None)
         self.io_wait = BlockIoWait() if delay_accounting_on() else None
         self.storage = WorkingDirectoryPeak(workdir or os.getcwd())
         self.rusage: TaskIo | None = None
@@ -508,7 +519,7 @@ class StageIoMeter:
             self._once("pids", exc)
         for name, step in (("disk", lambda: self.disk.update(pids)), ("network", lambda: self.network.update(pids)),
                            ("io wait", lambda: self.io_wait and self.io_wait.update(pids)),
-                           ("storage", self.storage.maybe_walk)):
+                           ("storage", lambda: None if self.in_pod else self.storage.maybe_walk())):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - see above
@@ -532,7 +543,7 @@ class StageIoMeter:
     def report(self) -> IoReport:
         """The run's figures, after one more walk of the working directory (call it once the
         stage has ended: what it left behind counts, and a short stage may never have been walked)."""
-        if self.storage.cut_short < WALK_GIVE_UP_AFTER:
+        if self.storage.cut_short < WALK_GIVE_UP_AFTER and not self.in_pod:
             self.storage.walk(FINAL_WALK_SECONDS)
         unmeasured: dict[str, str] = {}
         values: dict[str, float | int | None] = {}
@@ -543,7 +554,11 @@ class StageIoMeter:
                                              "waiting for I/O (turning it on is a host-wide sysctl, left to the host)")
         else:
             values["io_wait_seconds"] = self.io_wait.seconds()
-        if self.storage.complete_walks:
+        if self.in_pod:
+            unmeasured["ephemeral_storage_peak_bytes"] = (
+                "in a pod, ephemeral storage is the container's writable layer and its emptyDir volumes, which the "
+                "monitor sidecar does not see (the kubelet's stats summary would need nodes/proxy)")
+        elif self.storage.complete_walks:
             values["ephemeral_storage_peak_bytes"] = self.storage.peak
         else:
             unmeasured["ephemeral_storage_peak_bytes"] = self.storage.error or (

@@ -258,17 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"airflow-adaptive: error: {exc}", file=sys.stderr)
+        # One line, whatever the user typed: a file name with a newline is shown escaped.
+        print(f"airflow-adaptive: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file the user named (--json, --output, --plot) that cannot be written or read
         log.debug("file error", exc_info=True)
-        print(f"airflow-adaptive: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
+        print(_one_line(f"airflow-adaptive: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}"),
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

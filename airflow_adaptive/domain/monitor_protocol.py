@@ -7,7 +7,7 @@ the monitor needs no MLflow address, credentials, network or spool.
 |---|---|---|
 | ``airflow-adaptive/resize`` | ``ResizeSignal`` (``sequence`` 0, 1, 2, ...) | a few a minute |
 | ``airflow-adaptive/usage`` | ``seq``, ``time``, ``source``, ``values`` (resource -> amount) | one per sampling interval |
-| ``airflow-adaptive/summary`` | ``start_time``, ``end_time``, ``peak``, ``mean``, ``oom_kills`` | one per try |
+| ``airflow-adaptive/summary`` | ``start_time``, ``end_time``, ``peak``, ``mean``, ``oom_kills``, ``io`` (optional: I/O totals, ``IO_TOTALS``) | one per try |
 | ``airflow-adaptive/monitor-status`` | ``event``, ``reason``, ``time`` | a handful |
 
 Every line carries ``"v": PROTOCOL_VERSION`` and ``"boot"``, an id the monitor draws when it
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from airflow_adaptive.domain.errors import UserError
@@ -57,17 +57,19 @@ class SummaryLine:
     peak: Mapping[str, float]
     mean: Mapping[str, float]
     oom_kills: int
+    io: Mapping[str, float] = field(default_factory=dict)
 
 
 def summary_metrics(summary: "SummaryLine | None") -> dict[str, float] | None:
     """The monitor's summary as the stage run's metrics (times, peaks, means); None without one."""
-    from airflow_adaptive.domain.stage_run import METRIC_END, METRIC_START, observed_metric
+    from airflow_adaptive.domain.stage_run import METRIC_END, METRIC_START, io_metrics, observed_metric
 
     if summary is None:
         return None
     metrics = {METRIC_START: summary.start_time, METRIC_END: summary.end_time}
     metrics.update({observed_metric(r, "peak"): v for r, v in summary.peak.items()})
     metrics.update({observed_metric(r, "mean"): v for r, v in summary.mean.items()})
+    metrics.update(io_metrics(summary.io))
     return metrics
 
 
@@ -102,9 +104,12 @@ def usage_line(seq: int, sample: UsageSample, boot: str = "") -> str:
 
 
 def summary_line(start_time: float, end_time: float, peak: Mapping[str, float], mean: Mapping[str, float],
-                 oom_kills: int, boot: str = "") -> str:
-    return _dump({"kind": SUMMARY_MARKER, "v": PROTOCOL_VERSION, "boot": boot, "start_time": start_time,
-                  "end_time": end_time, "peak": dict(peak), "mean": dict(mean), "oom_kills": oom_kills})
+                 oom_kills: int, boot: str = "", io: Mapping[str, float] | None = None) -> str:
+    data = {"kind": SUMMARY_MARKER, "v": PROTOCOL_VERSION, "boot": boot, "start_time": start_time,
+            "end_time": end_time, "peak": dict(peak), "mean": dict(mean), "oom_kills": oom_kills}
+    if io:
+        data["io"] = dict(io)
+    return _dump(data)
 
 
 def _dump(data: dict[str, Any]) -> str:
@@ -184,8 +189,14 @@ def _summary(data: Mapping[str, Any]) -> SummaryLine:
     kills = data.get("oom_kills", 0)
     if isinstance(kills, bool) or not isinstance(kills, int) or kills < 0:
         raise ValueError(f"oom_kills must be an integer >= 0, got {kills!r}")
+    from airflow_adaptive.domain.stage_run import IO_TOTALS  # stage_run imports this module's neighbours
+
+    io = data.get("io", {})
+    if not isinstance(io, dict) or any(k not in IO_TOTALS for k in io):
+        raise ValueError(f"io must be an object of {IO_TOTALS}")
     return SummaryLine(_number(data["start_time"], "start_time"), _number(data["end_time"], "end_time"),
-                       _amounts(data.get("peak", {}), "peak"), _amounts(data.get("mean", {}), "mean"), kills)
+                       _amounts(data.get("peak", {}), "peak"), _amounts(data.get("mean", {}), "mean"), kills,
+                       {k: _number(v, f"io.{k}") for k, v in io.items()})
 
 
 def _status(data: Mapping[str, Any]) -> MonitorStatus:

@@ -212,7 +212,8 @@ class OomEvent:
 
 @dataclass
 class ObservedSummary:
-    """The monitor's summary of one try: peaks and means per resource, times, outcome."""
+    """The monitor's summary of one try: peaks and means per resource, times, outcome, and the
+    try's I/O totals (``IO_TOTALS``; only those measured)."""
 
     start_time: float
     end_time: float
@@ -220,10 +221,14 @@ class ObservedSummary:
     peak: dict[str, float] = field(default_factory=dict)
     mean: dict[str, float] = field(default_factory=dict)
     oom_events: list[OomEvent] = field(default_factory=list)
+    io: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        unknown = [k for k in self.io if k not in IO_TOTALS]
+        if unknown:
+            raise ValueError(f"unknown I/O totals {unknown}; known: {IO_TOTALS}")
 
     def metrics(self) -> dict[str, float]:
         out = {METRIC_START: self.start_time, METRIC_END: self.end_time, METRIC_OOM_KILLS: float(len(self.oom_events))}
@@ -231,7 +236,18 @@ class ObservedSummary:
             out[observed_metric(r, "peak")] = float(v)
         for r, v in self.mean.items():
             out[observed_metric(r, "mean")] = float(v)
+        out.update(io_metrics(self.io))
         return out
+
+
+#: A try's disk, network and working-directory storage figures (``adapters/io_counters``), logged
+#: as ``observed.<name>``: totals over the try, the storage figure a peak. Not yet predicted.
+IO_TOTALS = ("disk_read_bytes", "disk_write_bytes", "disk_read_ops", "disk_write_ops", "io_wait_seconds",
+             "network_rx_bytes", "network_tx_bytes", "ephemeral_storage_peak_bytes")
+
+
+def io_metrics(io: Mapping[str, float]) -> dict[str, float]:
+    return {f"observed.{k}": float(v) for k, v in io.items() if k in IO_TOTALS}
 
 
 def resize_metric(resource: str) -> str:

@@ -374,7 +374,7 @@ class LocalRunner:
         events = [OomEvent(end, self.spec.container, self._reserved["memory"].value, self.spec.try_number)] if oom_killed else []
         outcome = "oom_killed" if oom_killed else ("success" if returncode == 0 else "failed")
         extra = {"memory": kernel_peak} if kernel_peak else {}
-        summary = monitor.summary(outcome, events, extra_peak=extra)
+        summary = monitor.summary(outcome, events, extra_peak=extra, io=io.measured())
         monitor.finish(summary)
         return RunReport(
             exit_code=exit_code,

@@ -149,13 +149,15 @@ class Monitor:
     def allocation(self, resource: str) -> float | None:
         return self.state.allocation.get(resource)
 
-    def summary(self, outcome: str, oom_events: list[OomEvent] | None = None, extra_peak: dict[str, float] | None = None) -> ObservedSummary:
+    def summary(self, outcome: str, oom_events: list[OomEvent] | None = None, extra_peak: dict[str, float] | None = None,
+                io: dict[str, float] | None = None) -> ObservedSummary:
+        """``io``: the try's measured I/O totals (``domain/stage_run.IO_TOTALS``), if any."""
         peak = dict(self.usage.peak)
         for r, v in (extra_peak or {}).items():
             peak[r] = max(peak.get(r, 0.0), v)
         return ObservedSummary(
             start_time=self.start_time, end_time=time.time(), outcome=outcome,
-            peak=peak, mean=self.usage.mean(), oom_events=list(oom_events or []),
+            peak=peak, mean=self.usage.mean(), oom_events=list(oom_events or []), io=dict(io or {}),
         )
 
     def finish(self, summary: ObservedSummary, timeout_s: float = 10.0) -> None:

@@ -44,6 +44,7 @@ from typing import Callable
 
 from airflow_adaptive.adapters.cgroups.layout import CgroupUnavailable, cgroup_of
 from airflow_adaptive.adapters.cgroups.reader import CgroupReader, parse_flat_keyed
+from airflow_adaptive.adapters.io_counters import StageIoMeter
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.monitor_protocol import WORKLOAD_ENV, status_line
 from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
@@ -218,7 +219,10 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
     except Exception:  # noqa: BLE001 - the GPUs are extra: never lose cpu/memory monitoring over them
         log.exception("cannot set up GPU sampling for workload pid %d; its GPU usage is not recorded", pid)
         gpu = None
-    monitor = Monitor(WorkloadSampler(sampler, gpu), channel, dict(spec.allocation), profile=spec.profile,
+    # Disk and network I/O beside cpu and memory: in a pod (the workload found by its marker) the
+    # network namespace is the stage's own; a --pid target shares the host's, so it is not counted.
+    io = StageIoMeter(pid, sampler.pids, in_pod=spec.target_pid is None)
+    monitor = Monitor(WorkloadSampler(io.alongside(sampler), gpu), channel, dict(spec.allocation), profile=spec.profile,
                       config=spec.config, bounds=spec.bounds, usage_log=usage_log, container=spec.container,
                       started=process_start_time(pid), interval_s=spec.interval_s)
     next_tick = time.monotonic()
@@ -229,7 +233,10 @@ def run_sidecar(spec: SidecarSpec, channel: SignalChannel, *, usage_log: UsageLo
             time.sleep(min(0.2, max(0.0, next_tick - time.monotonic())))
     # The sidecar cannot see the exit code; the operator records the real outcome of the try.
     ooms = max(0, _read_oom_counter(oom_fd, sampler) - oom_before)
-    monitor.finish(monitor.summary("oom_killed" if ooms else "success"))
+    report = io.report()  # the workload is gone: its last sampled counters are the totals
+    for key, why in report.unmeasured.items():
+        log.info("%s not measured: %s", key, why)
+    monitor.finish(monitor.summary("oom_killed" if ooms else "success", io=report.measured()))
     close_reader(gpu)
     log.info("workload pid %d ended; monitor exits after %d samples and %d resize signals", pid, monitor.usage.count, len(monitor.signals))
     return 0

@@ -132,7 +132,7 @@ class StdoutUsageLog:
         from airflow_adaptive.domain.monitor_protocol import summary_line
 
         self._write(summary_line(summary.start_time, summary.end_time, summary.peak, summary.mean, len(summary.oom_events),
-                                 self.boot))
+                                 self.boot, io=summary.io))
         return True
 
     def close(self, timeout_s: float = 10.0) -> bool:

@@ -105,6 +105,11 @@ def test_adaptive_stage_is_sized_by_the_champion_and_resized_in_place(run_dag, g
     assert 300 * MiB < upper < 600 * MiB
     assert run.data.metrics["observed.memory.peak"] > 250 * MiB
     assert "predicted median" in log and "sizing: predicted (adaptive)" in log
+    # The run's I/O totals reach the stage run: the workload's read system calls (python's start-up),
+    # its working directory; the shared network namespace is left out (unmeasured, never 0).
+    assert run.data.metrics["observed.disk_read_ops"] > 100, run.data.metrics
+    assert "observed.ephemeral_storage_peak_bytes" in run.data.metrics
+    assert "observed.network_rx_bytes" not in run.data.metrics
 
 
 def test_adaptive_growth_beyond_the_prediction_is_resized_not_killed(run_dag, grow_profiler, private_mlflow_server, monkeypatch):

@@ -179,6 +179,10 @@ def test_an_executor_pod_is_resized_in_place_by_the_follower_and_its_stage_run_r
     assert len(history) >= 10 and max(m.value for m in history) > 200 * MiB, len(history)
     assert "airflow_adaptive.untrusted" not in run.data.tags
     assert "following its monitor" in out
+    # The monitor also read the workload's I/O: its read system calls (python's own start-up), and
+    # the pod's network namespace, which is the stage's own.
+    assert run.data.metrics.get("observed.disk_read_ops", 0) > 100, run.data.metrics
+    assert run.data.metrics.get("observed.network_rx_bytes", -1) >= 0 and "observed.ephemeral_storage_peak_bytes" not in run.data.metrics
 
 
 def test_a_restarted_follower_resumes_a_pod_without_a_second_run_or_resize(

@@ -160,6 +160,7 @@ def command_lines(draw):
 @example(["train", "--trace", "a" * 300 + ".swf"])  # regression: OSError (file name too long)
 @example(["replay", "--trace", "TRACE", "--target-under", "nan"])
 @example(["train", "--trace", "TRACE", "--coverage", "7"])
+@example(["predict", "--job", "\n"])  # regression: a newline in a file name split the error over two lines
 @fuzz(120)
 def test_any_command_line(capsys, files, tmp_path_factory, argv):
     out = tmp_path_factory.mktemp("out")
