@@ -55,5 +55,6 @@ def add_parser(sub) -> None:
     p.add_argument("--kubeconfig", help="a kubeconfig file (default: the in-cluster service account)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--experiment", help="stage-run experiment when the pod's plan names none (default airflow-adaptive-stages)")
-    p.add_argument("--resync-s", type=float, default=30.0, help="seconds between full lists of the pods (default 30)")
+    p.add_argument("--resync-s", type=float, default=10.0,
+                   help="seconds between full lists of the pods, and the most a stop waits (default 10)")
     p.set_defaults(func=cmd_follow_executor_pods)

@@ -25,7 +25,7 @@ following new pods; pods already started keep their size.
 
 | knob | default | why |
 |---|---|---|
-| ``resync_s`` | 30 | a watch is re-opened (after a full list) at least this often: a missed event cannot stall a pod for longer |
+| ``resync_s`` | 10 | a watch is re-opened (after a full list) at least this often: a missed event cannot stall a pod for longer, and a SIGTERM is acted on within it (a list of the labelled pods is cheap) |
 | ``drain_s`` | 15 | at most, to read an ended pod's monitor log to its end (its summary is the last line) |
 """
 
@@ -132,7 +132,7 @@ class ExecutorPodFollower:
     """Follows the adaptive executor pods of one namespace (see the module docstring)."""
 
     def __init__(self, core, namespace: str, tracking_uri: str, *, experiment: str | None = None,
-                 resync_s: float = 30.0, drain_s: float | None = None) -> None:
+                 resync_s: float = 10.0, drain_s: float | None = None) -> None:
         from airflow_adaptive.operators.kubernetes import DRAIN_S
 
         self.core, self.namespace, self.tracking_uri, self.experiment = core, namespace, tracking_uri, experiment
@@ -176,6 +176,8 @@ class ExecutorPodFollower:
     def resync(self, pods: list) -> None:
         """A full list: observe each pod; a followed pod missing from it is gone."""
         seen = {p.metadata.uid for p in pods}
+        with self._lock:  # a pod no longer listed is gone for good: forget it (the set stays bounded)
+            self.finished.intersection_update(seen)
         for pod in pods:
             self.observe(pod)
         for uid, followed in list(self.followed.items()):
