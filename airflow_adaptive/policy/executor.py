@@ -243,7 +243,7 @@ class ExecutorPodSizer:
             profiler, version = loaded
             predict = lambda: predict_with(profiler, version, self.model_uri, features, where)  # noqa: E731
         earlier_ooms, deferred = [], {}
-        identity = _identity(annotations)
+        identity = pod_identity(annotations)
         if self.earlier is not None and mark.mode == "adaptive" and identity is not None:
             earlier_ooms, deferred = self.earlier(identity, where)
         plan = executor_plan(mark, requested, limited, predict, self.policy, why, in_place=self.follower,
@@ -279,7 +279,7 @@ class ExecutorPodSizer:
         pod.metadata.annotations = {**(pod.metadata.annotations or {}), **annotations}
 
 
-def _identity(annotations: Mapping[str, str]) -> StageIdentity | None:
+def pod_identity(annotations: Mapping[str, str]) -> StageIdentity | None:
     """The try the executor built this pod for (``PodGenerator.construct_pod``'s annotations)."""
     try:
         return StageIdentity(str(annotations["dag_id"]), str(annotations["task_id"]), str(annotations.get("run_id", "")),

@@ -43,7 +43,7 @@ from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.stage_run import STAGE_FEATURES, StageIdentity
 from airflow_adaptive.logic.follow_decision import PodFacts, follow_action
-from airflow_adaptive.policy.executor import EXECUTOR_LABEL, FOLLOW_LABEL, PLAN_ANNOTATION, WORKLOAD
+from airflow_adaptive.policy.executor import EXECUTOR_LABEL, FOLLOW_LABEL, PLAN_ANNOTATION, WORKLOAD, pod_identity
 
 log = logging.getLogger("airflow_adaptive.follower")
 
@@ -83,9 +83,9 @@ class FollowPlan:
             raise UserError(f"{where}: annotation {PLAN_ANNOTATION} is {'missing' if not raw else f'over {MAX_PLAN} characters'}")
         try:
             data = json.loads(raw)
-            identity = StageIdentity(str(annotations["dag_id"]), str(annotations["task_id"]),
-                                     str(annotations.get("run_id", "")), int(annotations.get("try_number") or 1),
-                                     int(annotations.get("map_index") or -1))
+            identity = pod_identity(annotations)
+            if identity is None:
+                raise KeyError("the executor's dag_id/task_id/try_number annotations")
             profile = PredictedProfile.from_dict(data["predicted"]) if data.get("predicted") else None
             return cls(identity=identity, mode=str(data["mode"]), sizing=str(data["sizing"]),
                        reasons=tuple(str(r) for r in data.get("reasons") or ()), resizable=bool(data.get("resizable")),

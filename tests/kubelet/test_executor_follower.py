@@ -110,32 +110,57 @@ def base_limits(pod, where: str) -> ResourceVector:
     return ResourceVector.from_kubernetes(res.limits, where)
 
 
+class ExecutorStage:
+    """One unchanged DAG with the policy installed, and what the tests do with it: start a follower
+    (the CLI, its own process) and have the scheduler's ``run_next`` create the worker pod."""
+
+    def __init__(self, real_node, core, namespace: str, airflow_home, mlflow_uri: str, tmp_path, dag_id: str) -> None:
+        self.real_node, self.core, self.namespace, self.tmp_path, self.dag_id = real_node, core, namespace, tmp_path, dag_id
+        (airflow_home / "config").mkdir(exist_ok=True)
+        (airflow_home / "config" / "airflow_local_settings.py").write_text(
+            LOCAL_SETTINGS.format(monitor_image=real_node.images["monitor"]["ref"]))
+        self.dags = tmp_path / "dags"
+        self.dags.mkdir()
+        (self.dags / f"{dag_id}.py").write_text(DAG.format(dag_id=dag_id, taint=TAINT_KEY, node=NODE_NAME))
+        (tmp_path / "run_next.py").write_text(RUN_NEXT)
+        self.env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                    "MLFLOW_TRACKING_URI": mlflow_uri, "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home")}
+        self.follower_argv = [AIRFLOW_ADAPTIVE, "-v", "follow-executor-pods", "--namespace", namespace, "--kubeconfig",
+                              str(real_node.kubeconfig), "--tracking-uri", mlflow_uri, "--resync-s", "5"]
+
+    def follow(self) -> subprocess.Popen:
+        return subprocess.Popen(self.follower_argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, cwd=self.tmp_path)
+
+    def create_pod(self, command: list[str]) -> str:
+        """The worker pod, as the scheduler builds and creates it; its name."""
+        done = subprocess.run([sys.executable, str(self.tmp_path / "run_next.py"), str(self.dags), self.dag_id, self.namespace,
+                               str(self.real_node.kubeconfig), self.real_node.images["stage"]["ref"], json.dumps(command)],
+                              env=self.env, capture_output=True, text=True, timeout=300, cwd=self.tmp_path)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        return next(line[4:] for line in done.stdout.splitlines() if line.startswith("POD "))
+
+
+@pytest.fixture
+def executor_stage(real_node, node_api, node_namespace, airflow_home, mlflow_uri, tmp_path, grow_profiler):
+    """``executor_stage(dag_id)``: the champion registered for it (about 30 + 1.1 x 100 MiB), the DAG ready."""
+
+    def make(dag_id: str) -> ExecutorStage:
+        grow_profiler(mlflow_uri, dag_id)
+        return ExecutorStage(real_node, client.CoreV1Api(node_api), node_namespace, airflow_home, mlflow_uri, tmp_path, dag_id)
+
+    return make
+
+
 def test_an_executor_pod_is_resized_in_place_by_the_follower_and_its_stage_run_recorded(
-        real_node, node_api, node_namespace, airflow_home, mlflow_uri, tmp_path, grow_profiler):
-    core = client.CoreV1Api(node_api)
-    dag_id = "executor_follow"
-    grow_profiler(mlflow_uri, dag_id)  # predicts about 30 + 1.1 x 100 MiB: the workload grows to 240
-    (airflow_home / "config").mkdir(exist_ok=True)
-    (airflow_home / "config" / "airflow_local_settings.py").write_text(
-        LOCAL_SETTINGS.format(monitor_image=real_node.images["monitor"]["ref"]))
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / f"{dag_id}.py").write_text(DAG.format(dag_id=dag_id, taint=TAINT_KEY, node=NODE_NAME))
-    (tmp_path / "run_next.py").write_text(RUN_NEXT)
-    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "MLFLOW_TRACKING_URI": mlflow_uri, "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home")}
-    follower = subprocess.Popen(
-        [AIRFLOW_ADAPTIVE, "-v", "follow-executor-pods", "--namespace", node_namespace, "--kubeconfig",
-         str(real_node.kubeconfig), "--tracking-uri", mlflow_uri, "--resync-s", "5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        real_node, node_namespace, mlflow_uri, executor_stage):
+    stage = executor_stage("executor_follow")  # the workload grows to 240 MiB, past the prediction
+    core, dag_id = stage.core, stage.dag_id
+    follower = stage.follow()
     try:
         command = ["-m", "airflow_adaptive.examples.workloads", "grow", "--to-mib", "240", "--rate-mib-s", "10",
                    "--hold-s", "6"]
-        done = subprocess.run([sys.executable, str(tmp_path / "run_next.py"), str(dags), dag_id, node_namespace,
-                               str(real_node.kubeconfig), real_node.images["stage"]["ref"], json.dumps(command)],
-                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-        name = next(line[4:] for line in done.stdout.splitlines() if line.startswith("POD "))
+        name = stage.create_pod(command)
         created = core.read_namespaced_pod(name, node_namespace)
         start_limit = base_limits(created, "spec").memory
         assert start_limit < 240 * MiB, start_limit  # sized by the champion, below what the task grows to
@@ -185,28 +210,12 @@ def test_an_executor_pod_is_resized_in_place_by_the_follower_and_its_stage_run_r
     assert run.data.metrics.get("observed.network_rx_bytes", -1) >= 0 and "observed.ephemeral_storage_peak_bytes" not in run.data.metrics
 
 
-def test_a_restarted_follower_resumes_a_pod_without_a_second_run_or_resize(
-        real_node, node_api, node_namespace, airflow_home, mlflow_uri, tmp_path, grow_profiler):
+def test_a_restarted_follower_resumes_a_pod_without_a_second_run_or_resize(node_namespace, mlflow_uri, executor_stage):
     """The follower is stopped while the pod runs (a rollout) and a new one takes over from the
     pod's annotations: one stage run, each signal applied once, the outcome recorded."""
-    core = client.CoreV1Api(node_api)
-    dag_id = "executor_restart"
-    grow_profiler(mlflow_uri, dag_id)
-    (airflow_home / "config").mkdir(exist_ok=True)
-    (airflow_home / "config" / "airflow_local_settings.py").write_text(
-        LOCAL_SETTINGS.format(monitor_image=real_node.images["monitor"]["ref"]))
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / f"{dag_id}.py").write_text(DAG.format(dag_id=dag_id, taint=TAINT_KEY, node=NODE_NAME))
-    (tmp_path / "run_next.py").write_text(RUN_NEXT)
-    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "MLFLOW_TRACKING_URI": mlflow_uri, "AIRFLOW_ADAPTIVE_HOME": str(tmp_path / "adaptive-home")}
-    argv = [AIRFLOW_ADAPTIVE, "-v", "follow-executor-pods", "--namespace", node_namespace, "--kubeconfig",
-            str(real_node.kubeconfig), "--tracking-uri", mlflow_uri, "--resync-s", "5"]
+    stage = executor_stage("executor_restart")
+    core, dag_id, follow = stage.core, stage.dag_id, stage.follow
     outputs = []
-
-    def follow():
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
 
     def stop(process):
         process.terminate()
@@ -221,11 +230,7 @@ def test_a_restarted_follower_resumes_a_pod_without_a_second_run_or_resize(
     # gap is OOM-killed and its retry escalated (seen here at 10 MiB/s): a restart is not free.
     command = ["-m", "airflow_adaptive.examples.workloads", "grow", "--to-mib", "240", "--rate-mib-s", "4",
                "--hold-s", "4"]
-    done = subprocess.run([sys.executable, str(tmp_path / "run_next.py"), str(dags), dag_id, node_namespace,
-                           str(real_node.kubeconfig), real_node.images["stage"]["ref"], json.dumps(command)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    name = next(line[4:] for line in done.stdout.splitlines() if line.startswith("POD "))
+    name = stage.create_pod(command)
     second = None
     try:
         wait_for(lambda: core.read_namespaced_pod(name, node_namespace),
