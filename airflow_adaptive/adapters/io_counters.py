@@ -422,6 +422,7 @@ class WorkingDirectoryPeak:
         self.path = path
         self.clock = clock
         self.peak = 0
+        self.latest: int | None = None  # the size at the last complete walk
         self.complete_walks = 0
         self.cut_short = 0
         self.error: str | None = None
@@ -445,6 +446,7 @@ class WorkingDirectoryPeak:
         self.peak = max(self.peak, usage.bytes)  # a cut-short walk is still a lower bound of the peak
         if usage.complete:
             self.complete_walks += 1
+            self.latest = usage.bytes
         else:
             self.cut_short += 1
             if self.cut_short == WALK_GIVE_UP_AFTER:
@@ -504,6 +506,7 @@ class StageIoMeter:
         self.storage = WorkingDirectoryPeak(workdir or os.getcwd())
         self.rusage: TaskIo | None = None
         self._failures: set[str] = set()
+        self._last_counters: tuple[float, dict[str, float]] | None = None
 
     def alongside(self, primary):
         """``primary`` (a sampler of ``runtime/sampling``) that also samples I/O on each read."""
@@ -524,6 +527,33 @@ class StageIoMeter:
                 step()
             except Exception as exc:  # noqa: BLE001 - see above
                 self._once(name, exc)
+
+    def rates(self, now: float) -> dict[str, float]:
+        """The latest sample's I/O as resources (``BANDWIDTH_RESOURCES`` in bytes/s since the
+        previous call, ``ephemeral_storage`` the working directory's size at its last complete
+        walk). A figure that is not measured, and every bandwidth on the first call, is absent."""
+        counters = self._counters()
+        last, self._last_counters = self._last_counters, (now, counters)
+        out: dict[str, float] = {}
+        if last is not None and now > last[0]:
+            dt = now - last[0]
+            for name, value in counters.items():
+                if name in last[1]:  # counters never go down; max() guards a cancelled write
+                    out[name] = max(0.0, value - last[1][name]) / dt
+        if not self.in_pod and self.storage.latest is not None:
+            out["ephemeral_storage"] = float(self.storage.latest)
+        return out
+
+    def _counters(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.disk.readings or self.rusage is not None:
+            total = self.disk.total
+            out["disk_read"] = float(total.read_bytes)
+            out["disk_write"] = float(max(0, total.write_bytes - total.cancelled_write_bytes))
+        traffic = self.network.totals()
+        if traffic is not None:
+            out["network_rx"], out["network_tx"] = float(traffic[0]), float(traffic[1])
+        return out
 
     def reap(self, proc: subprocess.Popen) -> int:
         """Wait for the stage's root and return its exit code as ``Popen.wait`` would, taking its
@@ -612,8 +642,10 @@ class StageIoMeter:
 
 
 class _SamplingAlongside:
-    """A sampler (``runtime/sampling.Sampler``) that also takes an I/O sample on each read; the
-    samples' values stay the primary's (I/O is in the run's report only, for now)."""
+    """A sampler (``runtime/sampling.Sampler``) that also takes an I/O sample on each read and
+    adds it to the sample: disk and network bandwidth, working-directory storage. Neither I/O
+    step raises, so an I/O fault never costs the CPU and memory figures; the counters are taken
+    even when the primary's read fails (the next rate then spans both intervals)."""
 
     def __init__(self, primary, meter: StageIoMeter) -> None:
         self.primary, self.meter = primary, meter
@@ -621,7 +653,13 @@ class _SamplingAlongside:
 
     def read(self, now: float) -> dict[str, float]:
         self.meter.sample()
-        return self.primary.read(now)
+        values = self.primary.read(now)
+        try:
+            io = self.meter.rates(now)
+        except Exception as exc:  # noqa: BLE001 - as in StageIoMeter.sample: never cost the primary's figures
+            self.meter._once("rates", exc)
+            io = {}
+        return {**io, **values}
 
     def pids(self) -> list[int]:
         return self.primary.pids()

@@ -16,9 +16,10 @@ One MLflow run per stage *try*:
 | param | ``predicted.<resource>.median`` / ``.upper`` | operator | the prediction |
 | param | ``allocated.<resource>`` | operator | what the stage was given at start |
 | param | ``requested.<resource>`` | operator | the user's own request (the prior) |
-| metric | ``usage.<resource>`` | monitor | time series, ``step`` = whole seconds since the first sample (the MLflow UI's x axis), timestamp = sample time |
+| metric | ``usage.<resource>`` | monitor | time series, ``step`` = whole seconds since the first sample (the MLflow UI's x axis), timestamp = sample time; bandwidths (``disk_read``, ``disk_write``, ``network_rx``, ``network_tx``) are bytes/s since the previous sample |
 | metric | ``usage.memory_mib`` | monitor | ``usage.memory`` in MiB, for the MLflow UI's charts |
-| metric | ``observed.<resource>.peak`` / ``.mean`` | monitor | summary at the end |
+| metric | ``observed.<resource>.peak`` / ``.mean`` | monitor | summary at the end (a bandwidth's peak: its fastest sampling interval) |
+| metric | ``observed.<io total>`` | monitor | ``IO_TOTALS``: the try's disk and network bytes and operations, I/O wait, storage peak |
 | metric | ``stage.start_time`` / ``stage.end_time`` | monitor | Unix seconds |
 | metric | ``oom_kills`` | monitor / operator | kernel OOM kills seen in this try |
 | artifact | ``oom_events.json`` | monitor / operator | list of {time, container, limit_bytes, try_number, kind} |
@@ -132,7 +133,7 @@ def stage_schema(declared: Mapping[str, str] | None = None) -> FeatureSchema:
         version=2,
         description="Features of an Airflow pipeline stage known before it runs (open: base features + declared ones).",
         key=("dag_id", "task_id"),
-        resources=("cpu", "memory", "gpu", "gpu_memory"),
+        resources=RESOURCES,
         levels=STAGE_LEVELS,
         features=(*BASE_STAGE_FEATURES, *extra),
     )
@@ -198,7 +199,10 @@ class OomEvent:
     container: str
     limit_bytes: float
     try_number: int
-    kind: str = "kernel"  # "kernel" (cgroup OOM kill) or "gpu" (CUDA out of memory in the log)
+    #: "kernel" (cgroup OOM kill), "gpu" (CUDA out of memory in the log) or "ephemeral_storage"
+    #: (the kubelet evicted the pod for passing its ephemeral-storage limit, ``limit_bytes``; the
+    #: try's outcome is then ``oom_killed`` too: it ended at a limit, not at its need).
+    kind: str = "kernel"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,7 +245,9 @@ class ObservedSummary:
 
 
 #: A try's disk, network and working-directory storage figures (``adapters/io_counters``), logged
-#: as ``observed.<name>``: totals over the try, the storage figure a peak. Not yet predicted.
+#: as ``observed.<name>``: totals over the try, the storage figure a peak. What is predicted are
+#: the resources of the samples (``disk_read`` ... bytes/s, ``ephemeral_storage`` bytes): their
+#: ``observed.<resource>.peak`` like cpu's and memory's.
 IO_TOTALS = ("disk_read_bytes", "disk_write_bytes", "disk_read_ops", "disk_write_ops", "io_wait_seconds",
              "network_rx_bytes", "network_tx_bytes", "ephemeral_storage_peak_bytes")
 

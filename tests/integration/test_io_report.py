@@ -73,7 +73,29 @@ def test_disk_writes_of_the_stage_are_its_totals(tmp_path, cgroups_available, wr
     if not delay_accounting_on():
         assert report["io_wait_seconds"] is None
         assert "kernel.task_delayacct is off" in report["unmeasured"]["io_wait_seconds"]
-    assert all(key not in sample["values"] for sample in report["samples"] for key in REPORT_KEYS)  # report only, for now
+    assert all(key not in sample["values"] for sample in report["samples"] for key in REPORT_KEYS)  # totals: the report's
+
+
+def test_the_samples_carry_the_stages_bandwidth_and_storage(tmp_path, cgroups_available):
+    """Per sample: bytes/s since the previous sample, so the rates summed over their intervals
+    give back the bytes written; the working directory's size as ``ephemeral_storage``."""
+    proc, report = run_cli(tmp_path, """
+        import time
+        time.sleep(0.6)  # a few samples first: the first rate needs a previous sample
+        write('a.bin', 16)
+        time.sleep(0.4)
+        write('b.bin', 16)
+        time.sleep(1.2)  # sampled after the writes, and walked (every 5th sample)
+    """)
+    samples = report["samples"]
+    rated = [(b["time"] - a["time"], b["values"]["disk_write"]) for a, b in zip(samples, samples[1:])
+             if "disk_write" in b["values"]]
+    assert len(rated) >= len(samples) - 2, samples  # all but the first (and the reaper's own)
+    written = sum(dt * rate for dt, rate in rated)
+    assert 32 * MIB <= written <= 32 * MIB + SLACK, (written, report["disk_write_bytes"])
+    assert max(rate for _, rate in rated) > 16 * MIB  # 16 MiB within one 0.2 s interval, at least
+    assert max(s["values"].get("ephemeral_storage", 0) for s in samples) >= 32 * MIB
+    assert not any("network_rx" in s["values"] for s in samples)  # the host's namespace: not the stage's
 
 
 def test_a_read_that_misses_the_page_cache_is_counted(tmp_path, cgroups_available):

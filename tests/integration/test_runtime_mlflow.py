@@ -98,3 +98,31 @@ def test_sidecar_with_an_unknown_run_id_logs_it_and_keeps_monitoring(tmp_path, m
     assert "f" * 32 in monitor.stderr and "Traceback" not in monitor.stderr
     spooled = (tmp_path / "spool" / f"{'f' * 32}.jsonl").read_text().splitlines()
     assert len(spooled) >= 3
+
+
+def test_disk_bandwidth_and_storage_reach_the_stage_run_and_its_training_record(tmp_path, mlflow_server, stage_run, cgroups_available):
+    """A real 24 MiB fsync'd write: ``usage.disk_write`` (bytes/s) per sample, its peak and the
+    storage peak in the summary, and the record retraining reads back carries both."""
+    from mlflow.tracking import MlflowClient
+
+    from airflow_adaptive.domain.stage_run import STAGE_FEATURES, record_from_run
+
+    script = ("import os, time\ntime.sleep(0.8)\nfd = os.open('out.bin', os.O_WRONLY | os.O_CREAT, 0o644)\n"
+              "os.write(fd, os.urandom(24 << 20))\nos.fsync(fd)\nos.close(fd)\ntime.sleep(1.5)\n")
+    proc, report = _run(tmp_path, mlflow_server, stage_run, "--cpu", "1", "--memory", "256Mi", "--interval", "0.2", "--",
+                        sys.executable, "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(mlflow_server)
+    rated = [s for s in report["samples"] if "disk_write" in s["values"]]
+    history = client.get_metric_history(stage_run, "usage.disk_write")
+    assert {m.step: m.value for m in history} == {s["step"]: s["values"]["disk_write"] for s in rated}
+    run = client.get_run(stage_run)
+    peak = max(s["values"]["disk_write"] for s in rated)
+    assert peak > 24 * MIB / 0.5  # the write fell within one or two 0.2 s intervals
+    assert run.data.metrics["observed.disk_write.peak"] == pytest.approx(peak)
+    assert run.data.metrics["observed.ephemeral_storage.peak"] >= 24 * MIB
+    assert run.data.metrics["observed.disk_write_bytes"] >= 24 * MIB  # the try's total, beside the rate
+    record = record_from_run(STAGE_FEATURES, stage_run, run.data.tags, run.data.params, run.data.metrics)
+    assert record["used"]["disk_write"] == pytest.approx(peak)
+    assert record["used"]["ephemeral_storage"] >= 24 * MIB
+    assert record["used"]["network_rx"] is None  # not measured (the host's namespace): unknown, not 0

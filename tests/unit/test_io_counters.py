@@ -212,3 +212,22 @@ def test_a_failing_process_list_costs_only_the_io_figures_it_cannot_get(tmp_path
     assert "process table unreadable" in caplog.text and caplog.text.count("process table unreadable") == 1
     report = meter.report().to_dict()
     assert report["disk_write_ops"] > 0 and report["ephemeral_storage_peak_bytes"] == 0
+
+
+def test_rates_are_bytes_per_second_since_the_previous_call(tmp_path):
+    """This process as the stage: a 4 MiB fsync'd write between two calls two (clock) seconds
+    apart is ~2 MiB/s; the first call has no rate; storage is the last complete walk's size."""
+    meter = StageIoMeter(os.getpid(), lambda: [], workdir=str(tmp_path))
+    meter.sample()  # the first sample walks the directory (empty)
+    first = meter.rates(100.0)
+    assert "disk_write" not in first and first["ephemeral_storage"] == 0
+    with open(tmp_path / "data.bin", "wb") as f:
+        f.write(os.urandom(4 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    meter.sample()
+    second = meter.rates(102.0)
+    assert 2 << 20 <= second["disk_write"] <= (2 << 20) + (1 << 20), second
+    assert second["ephemeral_storage"] == 0  # not walked on this sample (every fifth)
+    assert "network_rx" not in second  # this process shares the runner's namespace
+    assert meter.rates(102.0).get("disk_write") is None  # no time passed: no rate, never a division by zero

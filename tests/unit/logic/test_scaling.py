@@ -237,3 +237,26 @@ def test_the_profile_carries_the_stage_s_learned_gpu_speed_up():
     scaling = profiler.predict_profile(dl_features("resnet", "resnet50", 64)).gpu_scaling
     assert scaling is not None and scaling.alpha == pytest.approx(1.0, abs=0.05) and scaling.counts == (1, 2, 4)
     assert profiler.predict_profile({**dl_features("resnet", "resnet50", 64), "task_id": "other"}).gpu_scaling is None
+
+
+def test_disk_bandwidth_and_ephemeral_storage_are_learned_like_memory_and_unmeasured_network_is_not_guessed():
+    """Stage runs whose samples carried disk bandwidth and storage (network unmeasured: the
+    host's namespace): both follow the data size, so a larger run is predicted by its law; the
+    network has no record and no prediction (the user's request stays in charge of it)."""
+    rng = np.random.default_rng(1)
+    rows, t = [], 1e9
+    for i, n in enumerate((50_000, 100_000, 200_000, 400_000)):
+        for task in STAGES:
+            read = 40.0 * n * (1 + 0.03 * rng.standard_normal())  # bytes/s: reads its input faster when larger
+            scratch = 300.0 * n if task == "load" else 4096.0  # load spills to its working directory
+            rows.append({"job_id": f"{task}-{i}", "submit": t, "end": t + 5, "run_time": 5.0, "features": features(task, n),
+                         "used": {"memory": 1e8 + 150.0 * n, "disk_read": read, "ephemeral_storage": scratch}, "requested": {}})
+            t += 10
+    profiler = ScalingProfiler().fit(JobTable.from_rows(STAGE_FEATURES, rows).sorted_by_submit())
+    profile = profiler.predict_profile(features("load", 800_000))
+    assert profile.resources["disk_read"].median == pytest.approx(40.0 * 800_000, rel=0.1)
+    assert profile.resources["disk_read"].upper >= profile.resources["disk_read"].median
+    assert profile.resources["ephemeral_storage"].median == pytest.approx(300.0 * 800_000, rel=0.05)
+    assert "network_rx" not in profile.resources and "network_tx" not in profile.resources
+    evaluate = profiler.predict_profile(features("evaluate", 800_000))
+    assert evaluate.resources["ephemeral_storage"].median == pytest.approx(4096.0, rel=0.05)  # constant: no law in size
