@@ -18,6 +18,11 @@ Rules of the replay (what makes the comparison fair):
   policy (the user's allocation, the baselines' cold start, the adaptive policy's prior), job by
   job, and the report counts those jobs. The ``requested_*`` *features* stay unknown: the model
   must not learn that a default is what the user asked for.
+* Bandwidths (``BANDWIDTH_RESOURCES``: disk and network bytes/s) are replayed when the trace has
+  their usage, like CPU: compressible (an under-sized job is throttled, not killed). Traces rarely
+  carry a bandwidth request (PAI has none), so their jobs are left out ("no ... request in the
+  trace") unless ``--default-request`` names one (``network_rx=10Mi``: bytes/s); the report still
+  lists their population, so an unreplayed bandwidth says why.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from airflow_adaptive.domain.errors import QuantityError, UserError
+from airflow_adaptive.domain.features import BANDWIDTH_RESOURCES
 from airflow_adaptive.domain.quantities import cpu_cores, memory_bytes, parse_quantity
 from airflow_adaptive.domain.records import JobTable
 from airflow_adaptive.logic import conformal
@@ -57,7 +63,15 @@ DEFAULT_PRICE = 100.0
 UNKNOWN_DURATION = 3600.0  # a job with no run-time history and no requested time
 USER_OOM_FACTOR = 2.0  # a user whose job was OOM-killed doubles the request
 #: ``--default-request`` names (as Kubernetes writes them) and the replay's resource for each.
-DEFAULT_REQUEST_NAMES = {"cpu": "cpu", "memory": "memory", "nvidia.com/gpu": "gpu"}
+DEFAULT_REQUEST_NAMES = {"cpu": "cpu", "memory": "memory", "nvidia.com/gpu": "gpu",
+                         **{r: r for r in BANDWIDTH_RESOURCES}}  # bandwidths: bytes/s, e.g. 10Mi
+#: Decaying-histogram range of the VPA-style baseline for bandwidths (bytes/s): VPA itself has
+#: none; CPU's buckets (0.01 to 1000) would cap every estimate at 1000 B/s.
+FIRST_BUCKET_BANDWIDTH = 1e4
+MAX_BANDWIDTH = 1e12
+#: Unit of the adaptive policy's cost weight for bandwidths: MiB/s (x hours), which puts a
+#: typical stage's weight on the scale of a GiB of memory or a core.
+BANDWIDTH_COST_UNIT = float(2**20)
 #: Pooled history before the first fit is scaled by this feature when the trace has it: a
 #: parallel job's memory and cores grow with its processors (LANL-CM5 memory: log used memory
 #: spreads 4.2 from p50 to p99 over all jobs, 2.1 per processor).
@@ -74,7 +88,8 @@ class ReplayConfig:
     max_train_rows: int = 15000
     max_iter: int = 50
     learning_rate: float = 0.1
-    resources: tuple[str, ...] = ("memory", "cpu")
+    #: Replayed when the trace has their usage (bandwidths need a request: see the module doc).
+    resources: tuple[str, ...] = ("memory", "cpu", *BANDWIDTH_RESOURCES)
     random_state: int = 0
     #: resource -> amount (cores, bytes, GPUs) for jobs whose trace gives no request; empty: such
     #: jobs are excluded. Parse ``cpu=1,memory=1Gi`` with ``parse_default_request``.
@@ -104,7 +119,7 @@ def parse_default_request(text: str, flag: str = "--default-request") -> dict[st
         try:
             if resource == "cpu":
                 amount = cpu_cores(value, where)
-            elif resource == "memory":
+            elif resource == "memory" or resource in BANDWIDTH_RESOURCES:  # bytes, or bytes/s
                 amount = float(memory_bytes(value, where))
             else:
                 whole = parse_quantity(value, where)
@@ -237,6 +252,8 @@ def _margin_policy(name: str, base: np.ndarray, request: np.ndarray, default_mar
 def vpa_policy(keys, submit, end, used, request, resource: str) -> PolicyRun:
     memory = resource in ("memory", "gpu_memory")
     first, max_value = (FIRST_BUCKET_MEMORY, MAX_MEMORY) if memory else (FIRST_BUCKET_CPU, MAX_CPU)
+    if resource in BANDWIDTH_RESOURCES:
+        first, max_value = FIRST_BUCKET_BANDWIDTH, MAX_BANDWIDTH
     base = history_estimates(keys, submit, end, used, lambda: VpaState(first, max_value))
     return _margin_policy("vpa", base, request, VPA_MARGIN, lambda a, rows: oom_bump(a))
 
@@ -356,7 +373,7 @@ def adaptive_policy(table: JobTable, resource: str, config: ReplayConfig, progre
 
     # Cost weight in fixed units (GiB or cores, times hours), from past runs only: a
     # normalisation over the whole trace would let future jobs move today's sizes.
-    unit = 2.0**30 if resource in ("memory", "gpu_memory") else 1.0
+    unit = 2.0**30 if resource in ("memory", "gpu_memory") else BANDWIDTH_COST_UNIT if resource in BANDWIDTH_RESOURCES else 1.0
     weight = np.exp(median) / unit * _expected_duration(table) / 3600.0
     risk = 1 - conformal.QUANTILES
     alloc = np.empty((n, len(PRICES)))
@@ -439,7 +456,7 @@ def replay(table: JobTable, config: ReplayConfig, progress: Callable[[str, int],
             autopilot_policy(keys, sub.submit, sub.end, used, req, resource),
             adaptive_policy(sub, resource, config, tick, request=req, defaulted=defaulted),
         ]
-        compressible = resource == "cpu"
+        compressible = resource == "cpu" or resource in BANDWIDTH_RESOURCES  # throttled, not killed
         for run in runs:
             sim = simulate(run.alloc, used, rt, run.escalate, compressible)
             summary = summarise(sim, used, rt)

@@ -20,14 +20,35 @@ Units (trace README), all converted to the record units (cores, bytes, GPUs):
 | ``plan_cpu``, sensor ``cpu_usage`` | percent of one core (600 = 6 cores) | / 100 -> cores |
 | ``plan_gpu``, sensor ``gpu_wrk_util`` | percent of one GPU (50 = half, GPUs are shared) | / 100 -> GPUs |
 | ``plan_mem``, sensor ``max_mem``, ``max_gpu_wrk_mem`` | "GB", in fact GiB (30000 MiB = 29.296875) | x 2**30 -> bytes |
+| sensor ``read``, ``write`` | bytes of *network* input/output, lifetime average (see below) | bytes/s, as is -> ``network_rx``, ``network_tx`` |
 | ``start_time``, ``end_time`` | seconds, shifted by a constant | ``submit``, ``end`` |
 
 ``plan_*`` are per instance (every instance of a task inherits them) and sensor rows are per
 instance (averages over its lifetime, except ``max_mem``/``max_gpu_wrk_mem``, maxima). A task's
 ``used`` is the **maximum over its instances** of each sensor value, because a size must cover the
 hungriest instance: cpu from ``cpu_usage`` (a lifetime average), memory from ``max_mem``, gpu from
-``gpu_wrk_util``, gpu_memory from ``max_gpu_wrk_mem``. The trace has no GPU-memory request, so
-``requested.gpu_memory`` is NaN.
+``gpu_wrk_util``, gpu_memory from ``max_gpu_wrk_mem``, network_rx from ``read`` and network_tx from
+``write``. The trace has no GPU-memory and no bandwidth request, so ``requested.gpu_memory``,
+``requested.network_rx`` and ``requested.network_tx`` are NaN.
+
+**Network columns.** The trace README (``cluster-trace-gpu-v2020/README.md``, section
+``pai_sensor_table``) says: "``read``: Bytes of network input." / "``write``: Bytes of network
+output." / "``read_count``: Number of times of network read input." / "``write_count``: Number of
+times of network write output.", and: "all the sensor metrics (CPU, GPU, Memory, I/O) in this table
+are collected for each *instance* (indexed by ``worker_name``) but *not task*, taking the average of
+all data in the instance's lifetime (except for ``max_mem`` and ``max_gpu_wrk_mem`` being the
+maximum)". So they are *network* traffic, not disk (``disk_read``/``disk_write`` stay unknown), and
+they are lifetime **averages of the sampled rate, not totals** (the README's example, read
+21271328.384615384 = 276527269/13, is no whole number of bytes): they are not divided by the run
+time. The README gives no sampling interval; the loader takes a sample to be bytes per second (a
+sampled network counter's rate) and keeps the value as is. ``read_count``/``write_count`` (network
+operations) have no resource and are not read.
+
+A ``read``/``write`` value that is blank (or ``nan``/``null``), negative or not a finite number
+is unknown (NaN) for that instance, counted in the report (``excluded``, one count per sensor row
+and reason); the row is kept, so its task keeps its other usage. A task whose instances all lack
+it has an unknown bandwidth (NaN); otherwise the maximum of the known ones, as for the other
+sensor columns.
 
 Only tasks with status ``Terminated`` (the trace's only successful status), start and end times,
 a job row and at least one sensor row are kept; the others are counted in the report by reason.
@@ -51,7 +72,7 @@ PAI_SCHEMA = FeatureSchema(
     version=1,
     description="Tasks of Alibaba PAI ML jobs (cluster-trace-gpu-v2020, NSDI 2022).",
     key=("user", "group"),
-    resources=("cpu", "memory", "gpu", "gpu_memory"),
+    resources=("cpu", "memory", "gpu", "gpu_memory", "network_rx", "network_tx"),
     features=(
         Feature("user", "categorical", description="job owner (pai_job_table.user)"),
         Feature("group", "categorical", description="hash of the entry script/command: the recurring workload"),
@@ -91,6 +112,9 @@ NUMERIC: dict[str, tuple[str, ...]] = {
     "pai_sensor_table": ("cpu_usage", "gpu_wrk_util", "max_mem", "max_gpu_wrk_mem"),
     "pai_group_tag_table": (),
 }
+#: Columns read leniently: a bad value is unknown (NaN) and counted, its line is kept. Per table:
+#: column -> the resource it becomes (named in the report's reasons).
+LENIENT: dict[str, dict[str, str]] = {"pai_sensor_table": {"read": "network_rx", "write": "network_tx"}}
 #: The tables ``load_pai`` reads.
 REQUIRED = ("pai_task_table", "pai_sensor_table", "pai_job_table", "pai_group_tag_table")
 
@@ -131,7 +155,21 @@ def _read_table(path: Path, table: str, report: LoadReport) -> pd.DataFrame:
         df[name] = values.astype(float)
     for label in df.index[bad.to_numpy()]:
         report.bad_line(int(label) + 1, f"{path.name}: unparsable number")
-    return df[~bad.to_numpy()]
+    df = df[~bad.to_numpy()].copy()
+    for name, resource in LENIENT.get(table, {}).items():
+        df[name] = _lenient_number(df[name], f"{table}.{name} ({resource})", report)
+    return df
+
+
+def _lenient_number(text: pd.Series, what: str, report: LoadReport) -> pd.Series:
+    """Floats of ``text``; a blank, negative or non-finite value is NaN, counted per reason."""
+    values = pd.to_numeric(text, errors="coerce").astype(float)
+    missing = text.str.lower().isin(_MISSING)
+    not_finite = ~missing & ~np.isfinite(values)
+    negative = values < 0
+    for failing, reason in ((missing, "missing"), (not_finite, "not a finite number"), (negative, "negative")):
+        report.exclude(f"{what} {reason}: taken as unknown, row kept", int(failing.sum()))
+    return values.where(~(missing | not_finite | negative))
 
 
 def _check_files(directory: Path) -> dict[str, Path]:
@@ -156,7 +194,7 @@ def load_pai(directory: str | Path) -> LoadedTrace:
     tasks, sensors, jobs, tags = (_read_table(paths[t], t, report) for t in REQUIRED)
 
     # Sensor rows -> per-task maxima over instances.
-    sensor_cols = ["cpu_usage", "max_mem", "gpu_wrk_util", "max_gpu_wrk_mem"]
+    sensor_cols = ["cpu_usage", "max_mem", "gpu_wrk_util", "max_gpu_wrk_mem", "read", "write"]
     usage = sensors.groupby(["job_name", "task_name"])[sensor_cols].max()
     usage["n_sensor_rows"] = sensors.groupby(["job_name", "task_name"]).size()
     jobs = jobs.drop_duplicates("job_name").set_index("job_name")[["inst_id", "user"]]
@@ -225,12 +263,16 @@ def load_pai(directory: str | Path) -> LoadedTrace:
             "memory": num("max_mem", GIB),
             "gpu": num("gpu_wrk_util", 0.01),
             "gpu_memory": num("max_gpu_wrk_mem", GIB),
+            "network_rx": num("read"),  # lifetime-average bytes/s (see the module docstring)
+            "network_tx": num("write"),
         },
         requested={
             "cpu": plan_cpu.copy(),
             "memory": plan_mem.copy(),
             "gpu": plan_gpu.copy(),
             "gpu_memory": np.full(len(df), np.nan),
+            "network_rx": np.full(len(df), np.nan),
+            "network_tx": np.full(len(df), np.nan),
         },
     )
     report.kept = len(table)

@@ -64,6 +64,77 @@ def test_used_is_the_maximum_over_a_tasks_instances(loaded):
     assert np.isnan(t.used["gpu"][ps]) and np.isnan(t.used["gpu_memory"][ps])
 
 
+def test_network_columns_are_bytes_per_second_maximum_over_instances(loaded):
+    """sensor ``read``/``write`` are the README's "Bytes of network input/output", lifetime
+    averages (not totals): kept as bytes/s, never divided by the run time (38 s here)."""
+    t = loaded.table
+    i = _row(loaded, f"{fx.KNOWN_JOB}/worker")
+    # Instance 0 reads 21271328.38 B/s and writes 16376189.82; instance 1 reads 35e6 and writes
+    # 900000.5: the task needs the faster of each, from different instances.
+    assert t.used["network_rx"][i] == 35_000_000.0
+    assert t.used["network_tx"][i] == pytest.approx(16_376_189.815384615, rel=1e-12)
+    assert t.used["network_rx"][i] != pytest.approx(35e6 / 38)  # not a total over the run
+    # The ps received nothing: a measured zero, which is not unknown.
+    ps = _row(loaded, f"{fx.KNOWN_JOB}/ps")
+    assert (t.used["network_rx"][ps], t.used["network_tx"][ps]) == (0.0, 123456.75)
+    # The trace has no bandwidth request, and no disk columns at all.
+    assert np.isnan(t.requested["network_rx"]).all() and np.isnan(t.requested["network_tx"]).all()
+    assert "disk_read" not in t.used and "disk_write" not in t.used
+
+
+def test_random_jobs_network_is_near_their_groups_rate(loaded):
+    t = loaded.table
+    random_jobs = ~np.char.startswith(t.job_id.astype(str), fx.KNOWN_JOB)
+    rx, tx = t.used["network_rx"][random_jobs], t.used["network_tx"][random_jobs]
+    assert len(rx) == N_JOBS
+    # Each value is one of the groups' rates give or take 10% (the loader neither scales nor sums).
+    for values, rates in ((rx, fx.GROUP_RX), (tx, fx.GROUP_TX)):
+        ratio = values[:, None] / np.array(rates)[None, :]
+        assert np.all(np.any((ratio >= 0.9) & (ratio <= 1.1), axis=1)), values
+
+
+def test_bad_network_values_are_unknown_and_counted_row_kept(loaded):
+    t, r = loaded.table, loaded.report
+    i = _row(loaded, f"{fx.KNOWN_JOB}/evaluator")
+    # read: "", "-3.0", "750000.0", "null" -> only 750000 is known; write: "1500000.0", "12MB",
+    # "inf", "-0.5" -> only 1.5e6 is.
+    assert t.used["network_rx"][i] == 750_000.0
+    assert t.used["network_tx"][i] == 1_500_000.0
+    assert t.used["cpu"][i] == pytest.approx(0.9)  # the rows' other usage is kept
+    for reason, n in fx.EXPECTED_NET_UNKNOWN.items():
+        assert r.excluded[reason] == n, reason
+    assert r.malformed == fx.N_MALFORMED  # a bad bandwidth does not make a bad line
+
+
+def test_a_task_with_no_known_bandwidth_is_kept_with_nan(trace_dir):
+    path = trace_dir / "pai_sensor_table.csv"
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    n_rows = 0
+    for fields in rows:
+        if len(fields) == 16:
+            fields[12], fields[13] = "", "NaN"  # read, write
+            n_rows += 1
+    path.write_text("".join(",".join(f) + "\n" for f in rows))
+    loaded = load_pai(trace_dir)
+    t, r = loaded.table, loaded.report
+    assert len(t) == fx.expected_kept(N_JOBS)
+    assert np.isnan(t.used["network_rx"]).all() and np.isnan(t.used["network_tx"]).all()
+    assert np.all(t.used["cpu"] > 0)
+    assert r.excluded["pai_sensor_table.read (network_rx) missing: taken as unknown, row kept"] == n_rows
+    assert r.excluded["pai_sensor_table.write (network_tx) missing: taken as unknown, row kept"] == n_rows
+    assert r.malformed == fx.N_MALFORMED
+
+
+def test_unparsable_cpu_still_makes_a_bad_line_even_with_good_network(trace_dir):
+    """The strict columns stay strict: only the network columns are read leniently."""
+    path = trace_dir / "pai_sensor_table.csv"
+    lines = path.read_text().splitlines()
+    fields = lines[0].split(",")
+    fields[9] = "2GB"  # max_mem
+    path.write_text("\n".join([",".join(fields)] + lines[1:]) + "\n")
+    assert load_pai(trace_dir).report.malformed == fx.N_MALFORMED + 1
+
+
 def test_features_come_from_job_and_group_tag_tables(loaded):
     t = loaded.table
     i = _row(loaded, f"{fx.KNOWN_JOB}/worker")
@@ -106,7 +177,7 @@ def test_unparsable_sensor_value_is_a_bad_line(trace_dir):
 
 def test_exclusions_are_counted_with_reasons(loaded):
     r = loaded.report
-    assert dict(r.excluded) == fx.EXPECTED_EXCLUDED
+    assert dict(r.excluded) == {**fx.EXPECTED_EXCLUDED, **fx.EXPECTED_NET_UNKNOWN}
     assert r.kept == len(loaded.table) == fx.expected_kept(N_JOBS)
     assert r.to_dict()["kept"] == r.kept
 
@@ -114,7 +185,7 @@ def test_exclusions_are_counted_with_reasons(loaded):
 def test_schema_key_and_resources():
     assert PAI_SCHEMA.id == "pai/1"
     assert PAI_SCHEMA.key == ("user", "group")
-    assert PAI_SCHEMA.resources == ("cpu", "memory", "gpu", "gpu_memory")
+    assert PAI_SCHEMA.resources == ("cpu", "memory", "gpu", "gpu_memory", "network_rx", "network_tx")
     numeric = {f.name for f in PAI_SCHEMA.features if f.kind == "numeric"}
     assert numeric == {"inst_num", "plan_cpu", "plan_mem", "plan_gpu"}
     assert set(PAI_SCHEMA.names) - numeric == {"user", "group", "workload", "task_name", "gpu_type_spec"}
