@@ -10,7 +10,7 @@ def replay_table(report: dict[str, Any]) -> str:
     lines = [
         f"trace: {report['trace']}   jobs: {report['jobs']}   seconds: {report['seconds']}",
         "",
-        f"{'resource':<9} {'policy':<25} {'under@default':>13} {'A/U@default':>11} {'slack':>7} {'attempts':>8}"
+        f"{'resource':<10} {'policy':<25} {'under@default':>13} {'A/U@default':>11} {'slack':>7} {'attempts':>8}"
         f" {'A/U@' + format(target, '.1%'):>10}",
     ]
     for resource in report["population"]:
@@ -21,19 +21,19 @@ def replay_table(report: dict[str, Any]) -> str:
             at = e["at_target"]
             star = "" if at["reached"] else f" (closest: {at['under_provisioned_fraction']:.2%})"
             lines.append(
-                f"{resource:<9} {policy:<25} {e['under_provisioned_fraction']:>13.2%} {e['allocated_over_used']:>11.3f}"
+                f"{resource:<10} {policy:<25} {e['under_provisioned_fraction']:>13.2%} {e['allocated_over_used']:>11.3f}"
                 f" {e['relative_slack']:>7.1%} {e['attempts_per_job']:>8.3f} {at['allocated_over_used']:>10.3f}{star}"
             )
         pop = report["population"][resource]
-        lines.append(f"{'':<9} population: {pop['kept']} jobs kept; excluded: {pop['excluded'] or 'none'}")
+        lines.append(f"{'':<10} population: {pop['kept']} jobs kept; excluded: {pop['excluded'] or 'none'}")
         if pop.get("default_request_jobs"):
             amount = report.get("settings", {}).get("default_request", {}).get(resource)
-            lines.append(f"{'':<9} default request ({_quantity(resource, amount)}) for {pop['default_request_jobs']} jobs"
+            lines.append(f"{'':<10} default request ({_quantity(resource, amount)}) for {pop['default_request_jobs']} jobs"
                          f" with no {resource} request in the trace")
         cold = report["policies"]["adaptive"].get(resource, {}).get("cold_start")
         if cold and cold.get("jobs"):
             lines.append(
-                f"{'':<9} adaptive cold-start jobs: {cold['jobs']}, under-provisioned {cold['under_provisioned_fraction']:.2%}"
+                f"{'':<10} adaptive cold-start jobs: {cold['jobs']}, under-provisioned {cold['under_provisioned_fraction']:.2%}"
                 f" at the default knob, A/U {cold['allocated_over_used']:.3f}"
             )
     return "\n".join(lines)
