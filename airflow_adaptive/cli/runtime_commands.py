@@ -68,6 +68,31 @@ def _allocation(args, profile: PredictedProfile | None) -> tuple[float, float]:
     return cpu, memory
 
 
+#: Bandwidths beyond this are a mistake (the kernel's rule files hold a u64; 2**62 B/s is 4 EiB/s).
+MAX_BANDWIDTH = 2**62
+
+
+def _bandwidth(text: str, flag: str) -> float:
+    """A disk bandwidth flag in bytes/s: a Kubernetes quantity of bytes, "/s" optional (8Mi, 8Mi/s, 500k)."""
+    amount = memory_bytes(text[:-2] if text.endswith("/s") else text, flag)
+    if amount > MAX_BANDWIDTH:
+        raise UserError(f"{flag}: {text!r} is too large to be a disk bandwidth (bytes/s)")
+    if amount < 1:
+        raise UserError(f"{flag}: {text!r} must be at least 1 byte/s (e.g. 8Mi for 8 MiB/s)")
+    return float(amount)
+
+
+def _disk_limits(args) -> dict[str, float]:
+    """``--disk-read-limit`` / ``--disk-write-limit`` (run only): resource -> bytes/s."""
+    out = {}
+    for r, flag, attr in (("disk_read", "--disk-read-limit", "disk_read_limit"),
+                          ("disk_write", "--disk-write-limit", "disk_write_limit")):
+        text = getattr(args, attr, None)
+        if text is not None:
+            out[r] = _bandwidth(text, flag)
+    return out
+
+
 def _bounds(args):
     from airflow_adaptive.logic.deviation import Bounds
 
@@ -78,6 +103,17 @@ def _bounds(args):
     minimum = {"memory": _memory_bytes(args.min_memory, "--min-memory")} if args.min_memory else {}
     if minimum and minimum["memory"] > maximum["memory"]:
         raise UserError(f"--min-memory {args.min_memory} is above --max-memory ({maximum['memory']:.0f} bytes)")
+    start = _disk_limits(args)
+    for r, flag, attr in (("disk_read", "--max-disk-read", "max_disk_read"), ("disk_write", "--max-disk-write", "max_disk_write")):
+        text = getattr(args, attr, None)
+        if text is None:
+            continue
+        limit_flag = flag.replace("--max-", "--") + "-limit"
+        if r not in start:
+            raise UserError(f"{flag} bounds the raises of {limit_flag}: give {limit_flag} too")
+        maximum[r] = _bandwidth(text, flag)
+        if maximum[r] < start[r]:
+            raise UserError(f"{flag} {text} is below {limit_flag} ({start[r]:.0f} bytes/s)")
     return Bounds(minimum=minimum, maximum=maximum)
 
 
@@ -104,8 +140,10 @@ def cmd_run(args) -> int:
     profile = load_profile(args.profile, args.stage) if args.profile else None
     cpu, memory = _allocation(args, profile)
     require = args.require_cgroups or os.environ.get("AIRFLOW_ADAPTIVE_REQUIRE_CGROUPS") == "1"
+    disk = _disk_limits(args)
     spec = RunSpec(command=command, cpu=cpu, memory=memory, profile=profile, resize=not args.no_resize,
-                   interval_s=args.interval, bounds=_bounds(args), require_cgroups=require)
+                   interval_s=args.interval, bounds=_bounds(args), require_cgroups=require,
+                   disk_read_bps=disk.get("disk_read"), disk_write_bps=disk.get("disk_write"))
     # GPUs: the runner opens NVML for the workload's processes itself (runtime/gpu.py).
     report = run_local(spec, usage_log=_usage_log(args))
     if args.json:
@@ -174,11 +212,19 @@ def _common(p: argparse.ArgumentParser, env: bool) -> None:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("run", help="run a command in its own cgroup with predicted limits, resized in place",
-                       usage="airflow-adaptive run --cpu 2 --memory 1Gi [--profile PROFILE.json] [--no-resize] [--json OUT.json] -- CMD ARGS...")
+                       usage="airflow-adaptive run --cpu 2 --memory 1Gi [--profile PROFILE.json] [--no-resize] [--disk-read-limit 8Mi] [--json OUT.json] -- CMD ARGS...")
     _common(p, env=False)
     p.add_argument("--no-resize", action="store_true", help="keep the starting limits (observe and recommend only)")
     p.add_argument("--json", metavar="OUT.json", help="write the machine-readable run report")
     p.add_argument("--require-cgroups", action="store_true", help="fail instead of running monitor-only without cgroups")
+    p.add_argument("--disk-read-limit", metavar="BYTES/S",
+                   help="disk read bandwidth limit at start (8Mi = 8 MiB/s) on the disk holding the working directory; "
+                        "raised in place while the stage is held at it")
+    p.add_argument("--disk-write-limit", metavar="BYTES/S",
+                   help="disk write bandwidth limit at start; on cgroup v1 only writes the stage itself sends to the disk "
+                        "(O_DIRECT, fsync) are limited, not buffered writes the kernel writes back later")
+    p.add_argument("--max-disk-read", metavar="BYTES/S", help="upper bound for raises of --disk-read-limit (default: none)")
+    p.add_argument("--max-disk-write", metavar="BYTES/S", help="upper bound for raises of --disk-write-limit (default: none)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after --")
     p.set_defaults(func=cmd_run)
 

@@ -26,6 +26,15 @@ one sample can raise memory and lower CPU. Allocation = the limit in force (0 or
   This is what lets a profile reserve less than the worst run's peak without waiting to be short
   (on the shared GenAI pods: 1.22x reserved/used at 30 kills, against static history's 1.34x). While usage is above the phase's upper + margin, that resource follows the
   reactive rules below alone (against the phase's estimate); back in the band, the phases again.
+- **Disk bandwidth** (``disk_read``/``disk_write`` with a limit in force and in ``resizable``: the
+  local runner's cgroup throttling): judged with CPU by ``logic/io_bottleneck.py`` over the last
+  ``disk_samples`` samples. I/O-bound at the limit (mean rate at ``up_threshold`` of it, CPU with room)
+  -> that limit x ``disk_step``, bounded by the maximum; a CPU-bound loader (CPU at its limit,
+  disk below) is left to the CPU rule above, whose reason then names the loader. No cooldown but
+  a fresh window: a raised limit shows at the next sample (the kernel re-times throttled I/O at
+  once; a reader's rest ran at the new rate within 0.22 s), so after a raise the verdict waits
+  for ``disk_samples`` samples taken at the new limit. Never lowered: a bandwidth cap reserves
+  nothing, so a lower one would only slow the stage.
 - The prediction: an increase goes straight to the predicted upper when usage is still within
   it (the model expects that much; no creeping); usage above the upper for ``up_samples`` is a
   ``hold`` that explains it, again at each ``min_change`` rise. gpu and gpu_memory cannot change
@@ -50,6 +59,8 @@ one sample can raise memory and lower CPU. Allocation = the limit in force (0 or
 | ``resizable`` | cpu, memory | the resources Kubernetes in-place resize and cgroups can change while running |
 | ``lead_s`` | 2 x interval + 0.3 s | a predicted rise is acted on this early: two samples (the one that sees it coming may land just after the resize was due) plus a resize's actuation (p99 0.27 s on a real kubelet); the runners derive it from their sampling interval (``for_interval``), 2.3 s when none is known |
 | ``phase_margin`` | 0.10 | over a predicted phase's upper (already the profiler's covering quantile): the operator's sizing margin at start, not the 20% over a peak seen so far |
+| ``disk_samples`` | 4 | disk rates are counted as requests are submitted (``/proc/<pid>/io``, and the v1 blkio counters alike, measured), and buffered reads are submitted a readahead window at a time: on this virtio disk (``read_ahead_kb`` 8192) a reader held at 4 MiB/s showed 8, 0, 8, 0 MiB/s at 1 s samples. Over 2 samples one window more or less moves the mean by 4 MiB/s, enough to call a reader that needs 1 MiB/s I/O-bound at 4; over 4 samples (4 s at the default interval) by 2 MiB/s, under the 10% band only from 8 MiB/s up. The price: a raise every 4 samples, not 2 |
+| ``disk_step`` | 2.0 | a throttled stage's true bandwidth demand is unseen: probed up like CPU, but steeper, since a bandwidth cap reserves nothing (``logic/io_bottleneck.py``) |
 """
 
 from __future__ import annotations
@@ -59,9 +70,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal, Mapping
 
-from airflow_adaptive.domain.features import RESOURCES
+from airflow_adaptive.domain.features import BANDWIDTH_RESOURCES, RESOURCES
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+from airflow_adaptive.logic.io_bottleneck import DISK, IoBottleneckConfig, IoLimits, IoSample, classify
 
 Action = Literal["increase", "decrease", "hold"]
 GPU_RESOURCES = ("gpu", "gpu_memory")
@@ -90,6 +102,8 @@ class DeviationConfig:
     resizable: tuple[str, ...] = ("cpu", "memory")
     lead_s: float | None = None  # None: two samples + ACTUATION_S, once the interval is known
     phase_margin: float = 0.10
+    disk_samples: int = 4
+    disk_step: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resizable", tuple(self.resizable))
@@ -114,6 +128,8 @@ class DeviationConfig:
             "resizable": (all(r in RESOURCES for r in self.resizable), f"within {RESOURCES}"),
             "lead_s": (self.lead_s is None or self.lead_s >= 0, ">= 0 or None"),
             "phase_margin": (self.phase_margin >= 0, ">= 0"),
+            "disk_samples": (self.disk_samples >= 1, ">= 1"),
+            "disk_step": (self.disk_step > 1, "> 1"),
         }
         wrong = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
         if wrong:
@@ -187,6 +203,8 @@ class PolicyState:
     tracks: Mapping[str, Track]
     profile: PredictedProfile | None = None
     started: float | None = None  # the first sample's time: elapsed time places the run in its phases
+    #: the samples since the last disk limit change (the last ``disk_samples`` at most), for the I/O verdict
+    io_window: tuple[IoSample, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tracks", MappingProxyType(dict(self.tracks)))
@@ -216,7 +234,10 @@ def decide(
     increases and decreases returned are applied. Holds come only with a deviation to explain."""
     tracks, decisions = dict(state.tracks), []
     started = sample.time if state.started is None else state.started
+    disk = [r for r in DISK if r in config.resizable and tracks.get(r, Track(0.0)).allocation > 0]
     for r in [*sample.values, *sorted((set(urgent) & set(tracks)) - set(sample.values))]:
+        if r in disk:
+            continue  # judged with CPU, below
         track = tracks.get(r, Track(0.0))
         elapsed = sample.time - started
         phases = state.profile.phases.get(r) if state.profile is not None else None
@@ -228,7 +249,50 @@ def decide(
                                      now, ahead, waiting)
         if decision is not None:
             decisions.append(decision)
-    return replace(state, tracks=tracks, started=started), decisions
+    io_window = state.io_window
+    if disk:
+        io_window = _judge_disk(disk, state.tracks.get("cpu"), tracks, decisions,
+                                (*state.io_window, _io_sample(sample))[-max(config.disk_samples, config.up_samples):],
+                                sample.time, config, bounds)
+    return replace(state, tracks=tracks, started=started, io_window=io_window), decisions
+
+
+def _io_sample(sample: UsageSample) -> IoSample:
+    v = sample.values
+    return IoSample(cpu=v.get("cpu"), disk_read=v.get("disk_read"), disk_write=v.get("disk_write"))
+
+
+def _judge_disk(disk: list[str], cpu: Track | None, tracks: dict[str, Track], decisions: list[ResourceDecision],
+                window, now: float, cfg: DeviationConfig, bounds: Bounds) -> tuple[IoSample, ...]:
+    """Disk limits, judged with CPU (``logic/io_bottleneck``): raise a limit the stage is held at;
+    name a CPU-bound loader in the CPU rule's increase. ``cpu``: its track as the samples saw it
+    (before this sample's decisions). Updates ``tracks`` and ``decisions``; returns the I/O window
+    to keep (empty after a raise: a fresh streak at the new limit)."""
+    limits = IoLimits(cpu=cpu.allocation if cpu is not None and cpu.allocation > 0 else None,
+                      **{r: tracks[r].allocation for r in disk})
+    verdict = classify(window, limits, bounds.maximum,
+                       IoBottleneckConfig(at_limit=cfg.up_threshold, cpu_samples=cfg.up_samples,
+                                          disk_samples=cfg.disk_samples, disk_step=cfg.disk_step, cpu_step=cfg.cpu_step))
+    for r in disk:
+        used = getattr(window[-1], r) if window else None
+        if used is not None:
+            tracks[r] = replace(tracks[r], peak=max(tracks[r].peak, used))
+    raised = False
+    for up in verdict.raises:
+        if up.resource in disk:
+            tracks[up.resource] = replace(tracks[up.resource], allocation=up.new, last_change=now, short=0, low=0)
+            decisions.append(ResourceDecision(up.resource, "increase", up.old, up.new, up.reason))
+            raised = True
+    for r in verdict.at_maximum:
+        if r in disk:  # constant text: the monitor says each new hold reason once
+            decisions.append(ResourceDecision(r, "hold", tracks[r].allocation, tracks[r].allocation,
+                                              f"{r} at bound: I/O-bound at the limit {_fmt(r, tracks[r].allocation)}, "
+                                              f"the maximum the request allows"))
+    if verdict.bottleneck in ("cpu", "both"):
+        for i, d in enumerate(decisions):
+            if d.resource == "cpu" and d.action == "increase":
+                decisions[i] = replace(d, reason=f"{verdict.reason}; {d.reason}")
+    return () if raised else tuple(window)
 
 
 def _phase_clock(phases, elapsed: float, t: Track, used: float, margin: float) -> float:
@@ -509,6 +573,8 @@ def _fmt(r: str, value: float | None) -> str:
         return "none"
     if r in ("memory", "gpu_memory"):
         value, unit = (value / 2**30, "GiB") if abs(value) >= 2**30 else (value / 2**20, "MiB")
+    elif r in BANDWIDTH_RESOURCES:
+        value, unit = value / 2**20, "MiB/s"
     else:
         unit = {"cpu": "cores"}.get(r, "GPUs")
     return f"{value:.2f}".rstrip("0").rstrip(".") + f" {unit}"

@@ -11,6 +11,17 @@ killer is switched back on when the policy cannot give more (at the bound).
 Without permission to create cgroups it runs monitor-only (procfs sampling, resizes only
 recommended) and says so once.
 
+Disk bandwidth (``RunSpec.disk_read_bps`` / ``disk_write_bps``, ``--disk-read-limit``): the
+stage's cgroup gets a throttle rule on the disk that holds the working directory (v1 blkio, v2
+io; the whole disk, as the kernel throttles no partition: ``adapters/cgroups/blockdev``), and the
+deviation policy raises it in place when the stage is held at it (``logic/io_bottleneck``),
+bounded by ``Bounds.maximum["disk_read"]``. What cannot be enforced here: buffered writes on
+cgroup v1 (the kernel's flusher writes them back outside the stage's cgroup), page-cache hits
+(no I/O at all), and network bandwidth (a stage in the runner's network namespace shares the
+host's interfaces; shaping it would need a namespace and a qdisc of its own). Where the limit
+cannot be set (no blkio/io controller, a working directory on tmpfs or overlayfs, monitor-only)
+the runner says so once and runs without it (``require_cgroups``: fails instead).
+
 GPUs: unless told otherwise (``gpu=``), the runner opens NVML itself for the run
 (``runtime/gpu.local_gpu_reader``) and samples the GPU memory and SM utilisation of the
 workload's own processes (its cgroup's, else its process tree's), which become ``gpu`` and
@@ -28,10 +39,11 @@ import signal
 import threading
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from airflow_adaptive.adapters.cgroups import CgroupUnavailable, ManagedCgroup, MemoryPressureWatch
+from airflow_adaptive.adapters.cgroups import (BlockDevice, CgroupUnavailable, ManagedCgroup, MemoryPressureWatch,
+                                               NoBlockDevice, block_device_of)
 from airflow_adaptive.adapters.io_counters import IoReport, StageIoMeter, exited
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
@@ -46,7 +58,9 @@ from airflow_adaptive.runtime.sampling import CgroupSampler, GpuReader, ProcfsSa
 
 log = logging.getLogger(__name__)
 
-RESIZABLE = ("cpu", "memory")
+RESIZABLE = ("cpu", "memory", "disk_read", "disk_write")
+#: disk resource -> the throttle rule's direction
+DISK_DIRECTIONS = {"disk_read": "read", "disk_write": "write"}
 #: ``LocalRunner(gpu=AUTO)``, the default: open NVML for the run (PID mode) and close it after.
 AUTO = "auto"
 #: A kernel wake-up acts only when usage is this close to the limit (just under the 90% at
@@ -106,6 +120,9 @@ class RunSpec:
     require_cgroups: bool = False  # fail instead of falling back to monitor-only
     container: str = "workload"
     try_number: int = 1
+    #: disk bandwidth limits at start, bytes/s, on the disk holding the working directory (None: none)
+    disk_read_bps: float | None = None
+    disk_write_bps: float | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -114,6 +131,10 @@ class RunSpec:
             value = getattr(self, name)
             if not value > 0:
                 raise UserError(f"--{name} must be greater than 0, got {value}")
+        for name, flag in (("disk_read_bps", "--disk-read-limit"), ("disk_write_bps", "--disk-write-limit")):
+            value = getattr(self, name)
+            if value is not None and not value >= 1:
+                raise UserError(f"{flag} must be at least 1 byte/s, got {value}")
         if not self.interval_s > 0:
             raise UserError(f"--interval must be greater than 0 seconds, got {self.interval_s}")
 
@@ -134,6 +155,9 @@ class RunReport:
     loop_seconds: dict[str, float] = field(default_factory=dict)
     #: disk, network and working-directory storage: top-level keys of ``to_dict`` (adapters/io_counters)
     io: IoReport = field(default_factory=IoReport.not_sampled)
+    #: the disk bandwidth limits asked for: {"device", "disk_read", "disk_write"} as set at start,
+    #: or {"not_enforced": why}; empty when none was asked for (the final ones: ``final_allocation``)
+    disk_limits: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "io"}
@@ -169,6 +193,8 @@ class LocalRunner:
         self._rearm = False
         self._resizes: list[dict[str, Any]] = []
         self._reserved: dict[str, _Reservation] = {}
+        self.disk: BlockDevice | None = None  # where the disk limits are in force
+        self._disk_report: dict[str, Any] = {}
 
     # -- setup --------------------------------------------------------------------------
     def _make_cgroup(self) -> None:
@@ -183,6 +209,7 @@ class LocalRunner:
             group.remove()
             return self._no_cgroup(f"the kernel refused the starting limits ({exc.strerror} on {exc.filename})")
         self.group = group
+        self._limit_disk(group)
         if self.spec.resize:
             group.set_oom_kill_disable(True)
             self._arm(self.spec.memory)
@@ -191,6 +218,51 @@ class LocalRunner:
         if self.spec.require_cgroups:
             raise UserError(f"cannot create a cgroup and cgroups are required: {why}")
         log.warning("cannot create a cgroup (%s): running monitor-only, no limits enforced, resizes only recommended", why)
+        self._no_disk_limits("monitor-only: there is no cgroup to hold them")
+
+    def _disk_asked(self) -> dict[str, float]:
+        return {r: v for r, v in (("disk_read", self.spec.disk_read_bps), ("disk_write", self.spec.disk_write_bps))
+                if v is not None}
+
+    def _limit_disk(self, group: ManagedCgroup) -> None:
+        """The starting disk bandwidth limits, on the disk that holds the working directory."""
+        asked = self._disk_asked()
+        if not asked:
+            return
+        why = group.disk_limits_unavailable()
+        disk = None
+        if why is None:
+            try:
+                disk = block_device_of(os.getcwd())
+            except (NoBlockDevice, OSError) as exc:
+                why = f"the working directory {os.getcwd()}: {exc}"
+        if disk is not None:
+            try:
+                for r, bps in asked.items():
+                    group.set_disk_limit(disk, DISK_DIRECTIONS[r], bps)
+            except (OSError, ValueError) as exc:
+                why = f"the kernel refused a limit on {disk.describe()} ({getattr(exc, 'strerror', None) or exc})"
+                try:
+                    group.clear_disk_limits()
+                except (OSError, ValueError):
+                    pass
+        if why is not None:
+            if self.spec.require_cgroups:
+                group.remove()
+                raise UserError(f"cannot set the disk bandwidth limits and cgroups are required: {why}")
+            return self._no_disk_limits(why)
+        self.disk = disk
+        self._disk_report = {"device": disk.describe(), **asked}
+        log.info("disk bandwidth limits on %s: %s", disk.describe(),
+                 ", ".join(f"{DISK_DIRECTIONS[r]} {v / 2**20:g} MiB/s" for r, v in asked.items()))
+        if "disk_write" in asked and group.version == "v1":
+            log.warning("cgroup v1 throttles only the writes the stage itself sends to the disk (O_DIRECT, fsync, "
+                        "O_SYNC): buffered writes that the kernel's flusher writes back are not limited")
+
+    def _no_disk_limits(self, why: str) -> None:
+        if self._disk_asked():
+            log.warning("cannot set the disk bandwidth limits (%s): running without them", why)
+            self._disk_report = {"not_enforced": why}
 
     def _arm(self, limit: float) -> None:
         """(Re)register the kernel's memory warnings; without them the runner still polls."""
@@ -217,11 +289,15 @@ class LocalRunner:
     def _apply(self, sig: ResizeSignal) -> float | None:
         if self.group is None or sig.resource not in RESIZABLE:
             return None
+        if sig.resource in DISK_DIRECTIONS and (self.disk is None or sig.resource not in self._reserved):
+            return None
         try:
             if sig.resource == "memory":
                 in_force = self.group.set_memory_limit(sig.new)
                 if self.watch:
                     self._arm(in_force)
+            elif sig.resource in DISK_DIRECTIONS:
+                in_force = self.group.set_disk_limit(self.disk, DISK_DIRECTIONS[sig.resource], sig.new)
             else:
                 in_force = self.group.set_cpu_limit(sig.new)
         except OSError as exc:
@@ -258,6 +334,11 @@ class LocalRunner:
         proc = self._start()
         start = time.time()
         self._reserved = {"memory": _Reservation(spec.memory, start), "cpu": _Reservation(spec.cpu, start)}
+        disk = {r: v for r, v in self._disk_asked().items() if self.disk is not None}
+        self._reserved.update({r: _Reservation(v, start) for r, v in disk.items()})
+        config = spec.config
+        if disk:  # the deviation policy judges the limits in force, with CPU (logic/io_bottleneck)
+            config = replace(config, resizable=(*config.resizable, *(r for r in disk if r not in config.resizable)))
         if self.group:
             primary = CgroupSampler(self.group.reader)
             channel = InProcessChannel(self._apply) if spec.resize else RecommendOnlyChannel()
@@ -267,8 +348,8 @@ class LocalRunner:
         v2_dir = self.group.paths.dirs.get("unified") if self.group else None
         io = StageIoMeter(proc.pid, primary.pids, workdir=os.getcwd(), cgroup_v2_dir=v2_dir)
         monitor = Monitor(
-            WorkloadSampler(io.alongside(primary), self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory},
-            profile=spec.profile, config=spec.config, bounds=spec.bounds, usage_log=self.usage_log,
+            WorkloadSampler(io.alongside(primary), self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory, **disk},
+            profile=spec.profile, config=config, bounds=spec.bounds, usage_log=self.usage_log,
             container=spec.container, keep_samples=True, started=start, interval_s=spec.interval_s,
         )
         self._loop(proc, monitor)
@@ -390,10 +471,13 @@ class LocalRunner:
             oom_kills=oom_kills,
             loop_seconds=dict(monitor.times.total),
             io=io,
+            disk_limits=dict(self._disk_report),
         )
 
 
 def _fmt(resource: str, value: float) -> str:
+    if resource in DISK_DIRECTIONS:
+        return f"{value / 2**20:g} MiB/s"
     return format_memory(value) if resource == "memory" else format_cpu(value)
 
 

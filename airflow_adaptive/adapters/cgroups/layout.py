@@ -20,7 +20,12 @@ Version = Literal["v1", "v2"]
 
 #: v1 controllers the runner needs: limits (memory, cpu) and CPU accounting (cpuacct).
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct")
+#: v1 controllers the runner uses where they are mounted, and goes without where not: blkio
+#: (disk bandwidth limits, ``blkio.throttle.*``).
+V1_OPTIONAL = ("blkio",)
 V2_CONTROLLERS = ("memory", "cpu")
+#: v2 controllers the runner enables for its cgroups where the parent offers them: io (``io.max``).
+V2_OPTIONAL = ("io",)
 
 
 class CgroupUnavailable(RuntimeError):
@@ -57,7 +62,7 @@ class Mounts:
                 v2 = v2 or mount_point
             elif fstype == "cgroup":
                 for opt in tail[2].split(","):
-                    if opt in V1_CONTROLLERS:
+                    if opt in V1_CONTROLLERS or opt in V1_OPTIONAL:
                         v1.setdefault(opt, mount_point)
         return cls(v1=v1, v2=v2, roots=roots)
 
@@ -78,7 +83,7 @@ def parse_proc_cgroup(text: str) -> tuple[dict[str, str], str | None]:
         if controllers == "":
             v2 = path
         for c in controllers.split(","):
-            if c in V1_CONTROLLERS:
+            if c in V1_CONTROLLERS or c in V1_OPTIONAL:
                 v1[c] = path
     return v1, v2
 
@@ -92,13 +97,18 @@ def v2_controllers(directory: str) -> set[str]:
 
 @dataclass(frozen=True)
 class CgroupPaths:
-    """The directories of one cgroup: v2 -> {"unified": dir}; v1 -> one dir per controller."""
+    """The directories of one cgroup: v2 -> {"unified": dir}; v1 -> one dir per controller (the
+    optional ones, such as blkio, only where their hierarchy is mounted)."""
 
     version: Version
     dirs: Mapping[str, str]
 
     def dir(self, controller: str) -> str:
         return self.dirs["unified"] if self.version == "v2" else self.dirs[controller]
+
+    def has(self, controller: str) -> bool:
+        """v1: whether the controller's hierarchy is part of this cgroup (v2: always a directory)."""
+        return self.version == "v2" or controller in self.dirs
 
 
 def detect_version(mounts: Mounts, v2_path: str | None = None) -> Version:
@@ -143,7 +153,8 @@ def cgroup_of(pid: int | str = "self", *, through_root: bool = False) -> CgroupP
 
     if version == "v2":
         return CgroupPaths("v2", {"unified": place(mounts.v2 or "/sys/fs/cgroup", v2_path or "/")})
-    return CgroupPaths("v1", {c: place(mounts.v1[c], v1_paths.get(c, "/")) for c in V1_CONTROLLERS})
+    controllers = [*V1_CONTROLLERS, *(c for c in V1_OPTIONAL if c in mounts.v1)]
+    return CgroupPaths("v1", {c: place(mounts.v1[c], v1_paths.get(c, "/")) for c in controllers})
 
 
 def _prefixed(mounts: Mounts, prefix: str) -> Mounts:
