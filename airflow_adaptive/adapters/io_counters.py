@@ -17,9 +17,9 @@ on a virtio disk, root), with a child that writes 32 MiB and fsyncs, writes 32 M
 
 So the local runner takes disk figures per task (``/proc/<pid>/io`` summed over the workload's
 live processes, plus the totals of those that exited, plus the root's final counters from
-``wait4``), not from the v1 blkio cgroup: the runner's v1 cgroups have no ``blkio`` hierarchy,
-the workload shares the runner's blkio cgroup, and that counter is blind until some throttle
-rule exists. Where the stage has a v2 cgroup of its own with ``io.stat``, the larger of the two
+``wait4``), not from the v1 blkio cgroup: the stage's v1 cgroup joins the blkio hierarchy only
+for its bandwidth limits (``adapters/cgroups/throttle``), and its counters there are blind until
+some throttle rule exists on the disk and charge buffered writeback to the kernel's flusher. Where the stage has a v2 cgroup of its own with ``io.stat``, the larger of the two
 is taken (the cgroup also sees I/O by processes that came and went between samples).
 
 ``disk_read_ops``/``disk_write_ops`` are the read and write system calls (``syscr``/``syscw``)
