@@ -32,6 +32,12 @@ class Sampler(Protocol):
     def pids(self) -> list[int]: ...
 
 
+#: A CPU rate over less wall time than this is not taken (the baseline is kept): the sampler's
+#: first reading comes milliseconds after its creation's, and a rate over a few milliseconds read
+#: 0.4 to 3 cores for a stage held at 0.25 (scheduler ticks), enough to start the CPU rule's streak.
+MIN_RATE_INTERVAL_S = 0.1
+
+
 class _CpuRate:
     """Cores in use from a cumulative CPU-seconds counter: delta CPU time / delta wall time."""
 
@@ -39,7 +45,10 @@ class _CpuRate:
         self._last: tuple[float, float] | None = None
 
     def update(self, now: float, cpu_seconds: float) -> float | None:
-        last, self._last = self._last, (now, cpu_seconds)
+        last = self._last
+        if last is not None and 0 < now - last[0] < MIN_RATE_INTERVAL_S:
+            return None  # too short to be a rate: measure the next one from the same baseline
+        self._last = (now, cpu_seconds)
         if last is None or now <= last[0]:
             return None
         return max(0.0, (cpu_seconds - last[1]) / (now - last[0]))
