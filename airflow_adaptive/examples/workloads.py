@@ -1,6 +1,6 @@
 """Real workloads for runtime tests and benchmarks: they allocate, write and burn for real.
 
-    python -m airflow_adaptive.examples.workloads grow --to-mib 600 --rate-mib-s 200 [--hold-s 1]
+    python -m airflow_adaptive.examples.workloads grow --to-mib 600 --rate-mib-s 200 [--hold-s 1] [--scratch-mib 64]
     python -m airflow_adaptive.examples.workloads tmpfs --mib 64 --dir /dev/shm [--hold-s 2]
     python -m airflow_adaptive.examples.workloads spin --seconds 2 [--processes 2]
     python -m airflow_adaptive.examples.workloads steady --mib 100 --seconds 3 [--spike-mib 300 --spike-at 1.5]
@@ -25,7 +25,22 @@ def touch(n_mib: int) -> bytearray:
     return block
 
 
+def scratch(n_mib: int) -> None:
+    """``n_mib`` MiB written and fsync'd to a file in the temporary directory (``TMPDIR``), left
+    there: what a stage spills to its scratch space (on Kubernetes, its ephemeral storage)."""
+    import tempfile
+
+    fd, _ = tempfile.mkstemp(prefix="spill-")
+    chunk = os.urandom(MIB)
+    for _ in range(n_mib):
+        os.write(fd, chunk)
+    os.fsync(fd)
+    os.close(fd)
+
+
 def grow(args) -> None:
+    if args.scratch_mib:
+        scratch(args.scratch_mib)
     held, step = [], 16
     t0 = time.monotonic()
     while len(held) * step < args.to_mib:
@@ -96,6 +111,7 @@ def main() -> None:
     p.add_argument("--to-mib", type=int, required=True)
     p.add_argument("--rate-mib-s", type=float, default=200.0)
     p.add_argument("--hold-s", type=float, default=0.5)
+    p.add_argument("--scratch-mib", type=int, default=0, help="first write this much to a file in TMPDIR, and keep it")
     p = sub.add_parser("tmpfs")
     p.add_argument("--mib", type=int, required=True)
     p.add_argument("--dir", default="/dev/shm")

@@ -6,6 +6,12 @@ cgroup's starting limits, its bounds the user's limits, and in ``adaptive`` mode
 resizes in place. Afterwards the usage series, the resizes, an OOM kill (before Airflow can
 retry) and the summary go to the stage's MLflow run.
 
+Each try runs in a scratch directory of its own, created empty and removed afterwards: its
+working directory and its ``TMPDIR``, as a container's writable layer is a pod's. What the stage
+leaves there is its ephemeral storage, measured by the runner's walks (``ephemeral_storage``);
+data that must outlive the try goes to a path the task names (the example pipeline's
+``--workdir``), as on Kubernetes it goes to a volume.
+
 GPUs: the runner samples NVML for the workload's own processes (``runtime/gpu.py``), so
 ``gpu`` and ``gpu_memory`` reach the usage series and the observed peaks the profiler learns
 from; on a worker without NVML the task log says so once and no GPU usage is recorded.
@@ -14,6 +20,8 @@ from; on a worker without NVML the task log says so once and no GPU usage is rec
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +71,6 @@ def _host_limits() -> tuple[float, float]:
 def run_stage_locally(operator, context, plan: StagePlan, state: TryState, run_log=None) -> LocalResult:
     """Run the task's command under the local Resource Manager; ``run_log`` (a ``StageRunLog``)
     writes the try's usage to ``state.stage_run`` afterwards (none: nothing is recorded)."""
-    from airflow_adaptive.operators.training import python_command
-    from airflow_adaptive.runtime.local_runner import RunSpec, run_local
-
     log = operator.log
     log.info("no Kubernetes configured: running the stage's command under the local Resource Manager; "
              "image %s is not used (the worker's own Python environment runs it)", operator.image)
@@ -75,14 +80,28 @@ def run_stage_locally(operator, context, plan: StagePlan, state: TryState, run_l
     if not (plan.size.requests.memory or plan.size.limits.memory):
         log.warning("task '%s' has no memory request or prediction: starting at the host's %s", operator.task_id, format_memory(host_memory))
     ti = context["ti"]
+    scratch = tempfile.mkdtemp(prefix=f"airflow-adaptive-{ti.dag_id}.{operator.task_id}.try{state.try_number}-")
+    try:
+        return _run_in(scratch, operator, plan, state, run_log, cpu, memory, maximum, ti)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the try's ephemeral storage goes with it, as a pod's
+
+
+def _run_in(scratch: str, operator, plan: StagePlan, state: TryState, run_log, cpu: float, memory: float,
+            maximum: dict[str, float], ti) -> LocalResult:
+    from airflow_adaptive.operators.training import python_command
+    from airflow_adaptive.runtime.local_runner import RunSpec, run_local
+
+    log = operator.log
     spec = RunSpec(
         command=python_command(operator.cmds, operator.arguments), cpu=cpu, memory=memory,
         profile=plan.profile, resize=plan.resizable, interval_s=operator.monitor_interval,
         bounds=Bounds(minimum={"memory": plan.memory_floor} if plan.memory_floor else {}, maximum=maximum), container=operator.base_container_name,
-        try_number=state.try_number,
+        try_number=state.try_number, workdir=scratch,
     )
     usage = _CapturedUsage()
-    report = run_local(spec, usage_log=usage, env={**os.environ, **_env(operator)})
+    scratch_env = {"TMPDIR": scratch, "TMP": scratch, "TEMP": scratch}
+    report = run_local(spec, usage_log=usage, env={**os.environ, **scratch_env, **_env(operator)})
     for r in report.resizes:
         log.info("resize %s %s -> %s: %s", r["resource"], r["old"], r["new"], r["reason"])
     _emit_metrics(plan, report, usage, ti.dag_id, operator.task_id)

@@ -123,6 +123,9 @@ class RunSpec:
     #: disk bandwidth limits at start, bytes/s, on the disk holding the working directory (None: none)
     disk_read_bps: float | None = None
     disk_write_bps: float | None = None
+    #: the stage's working directory (None: the runner's own): its cwd, the directory whose size
+    #: is its ephemeral storage, and where the disk limits' disk is looked for
+    workdir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -220,6 +223,9 @@ class LocalRunner:
         log.warning("cannot create a cgroup (%s): running monitor-only, no limits enforced, resizes only recommended", why)
         self._no_disk_limits("monitor-only: there is no cgroup to hold them")
 
+    def _workdir(self) -> str:
+        return self.spec.workdir or os.getcwd()
+
     def _disk_asked(self) -> dict[str, float]:
         return {r: v for r, v in (("disk_read", self.spec.disk_read_bps), ("disk_write", self.spec.disk_write_bps))
                 if v is not None}
@@ -233,9 +239,9 @@ class LocalRunner:
         disk = None
         if why is None:
             try:
-                disk = block_device_of(os.getcwd())
+                disk = block_device_of(self._workdir())
             except (NoBlockDevice, OSError) as exc:
-                why = f"the working directory {os.getcwd()}: {exc}"
+                why = f"the working directory {self._workdir()}: {exc}"
         if disk is not None:
             try:
                 for r, bps in asked.items():
@@ -279,7 +285,8 @@ class LocalRunner:
     def _start(self) -> subprocess.Popen:
         preexec: Callable[[], None] | None = self.group.join_current_process if self.group else None
         try:
-            return subprocess.Popen(self.spec.command, preexec_fn=preexec, stdout=self.stdout, stderr=self.stderr, env=self.env)
+            return subprocess.Popen(self.spec.command, preexec_fn=preexec, stdout=self.stdout, stderr=self.stderr, env=self.env,
+                                    cwd=self.spec.workdir)
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             raise UserError(f"cannot start {self.spec.command[0]!r}: {exc.strerror}") from exc
         except subprocess.SubprocessError as exc:  # the child could not join the cgroup
@@ -346,7 +353,7 @@ class LocalRunner:
             primary = ProcfsSampler(proc.pid)
             channel = RecommendOnlyChannel()
         v2_dir = self.group.paths.dirs.get("unified") if self.group else None
-        io = StageIoMeter(proc.pid, primary.pids, workdir=os.getcwd(), cgroup_v2_dir=v2_dir)
+        io = StageIoMeter(proc.pid, primary.pids, workdir=self._workdir(), cgroup_v2_dir=v2_dir)
         monitor = Monitor(
             WorkloadSampler(io.alongside(primary), self.gpu), channel, {"cpu": spec.cpu, "memory": spec.memory, **disk},
             profile=spec.profile, config=config, bounds=spec.bounds, usage_log=self.usage_log,
@@ -455,6 +462,8 @@ class LocalRunner:
         events = [OomEvent(end, self.spec.container, self._reserved["memory"].value, self.spec.try_number)] if oom_killed else []
         outcome = "oom_killed" if oom_killed else ("success" if returncode == 0 else "failed")
         extra = {"memory": kernel_peak} if kernel_peak else {}
+        if io.ephemeral_storage_peak_bytes is not None:  # the walks between samples and the one after the exit
+            extra["ephemeral_storage"] = float(io.ephemeral_storage_peak_bytes)
         summary = monitor.summary(outcome, events, extra_peak=extra, io=io.measured())
         monitor.finish(summary)
         return RunReport(

@@ -26,7 +26,8 @@ with DAG("{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
     AdaptiveTrainingOperator(
         task_id="stage",
         cmds=["python", "-m", "airflow_adaptive.examples.workloads", "grow"],
-        arguments=["--to-mib", "{{{{ dag_run.conf.get('mib', 200) }}}}", "--rate-mib-s", "400", "--hold-s", "0.5"],
+        arguments=["--to-mib", "{{{{ dag_run.conf.get('mib', 200) }}}}", "--rate-mib-s", "400", "--hold-s", "0.5",
+                   "--scratch-mib", "{{{{ dag_run.conf.get('scratch_mib', 0) }}}}"],
         features={features},
         container_resources={resources},
         sizing_mode="{{{{ dag_run.conf.get('mode', 'adaptive') }}}}",
@@ -173,6 +174,22 @@ def test_mlflow_down_falls_back_and_the_stage_still_runs(run_dag, closed_port):
     assert code == 0 and dag_succeeded(log), log[-4000:]
     assert "did not answer" in log and "using the user's own request" in log
     assert "usage of this try is not recorded" in log
+
+
+def test_a_try_runs_in_a_scratch_directory_whose_size_is_its_ephemeral_storage(run_dag, private_mlflow_server, tmp_path):
+    """The stage spills 48 MiB to its TMPDIR: the try's scratch directory (its cwd too) holds it,
+    the stage run records it as ``ephemeral_storage`` beside the disk write bandwidth, and the
+    directory is gone after the try, as a pod's writable layer is."""
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    code, log = run_dag("scratch", {"mib": 64, "scratch_mib": 48}, env={"TMPDIR": str(worker_tmp)})
+    assert code == 0 and dag_succeeded(log), log[-4000:]
+    (run,) = stage_runs(private_mlflow_server, "scratch")
+    metrics = run.data.metrics
+    assert 48 * MiB <= metrics["observed.ephemeral_storage.peak"] <= 56 * MiB, metrics
+    assert metrics["observed.ephemeral_storage_peak_bytes"] >= 48 * MiB
+    assert metrics["observed.disk_write.peak"] > 0 and metrics["observed.disk_write_bytes"] >= 48 * MiB
+    assert not [p for p in worker_tmp.iterdir() if p.name.startswith("airflow-adaptive-")], list(worker_tmp.iterdir())
 
 
 def test_kill_switch_restores_plain_sizing(run_dag, private_mlflow_server):
