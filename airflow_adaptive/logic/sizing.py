@@ -29,6 +29,18 @@ data-parallel replica needs the same per device whatever the count). A MIG profi
 compute than the stage keeps busy (``<g>g``: g of a full GPU's 7 compute slices on A100/H100/H200)
 is skipped. GPU fractions by time-slicing are not offered: NVIDIA's time-slicing shares a GPU
 without memory isolation, so no size can be promised to fit.
+
+Ephemeral storage (``ephemeral-storage``: the container's writable layer, its logs and its
+emptyDirs, as the kubelet counts them) is sized like memory but carried beside the
+:class:`ResourceVector` (:class:`StorageSize` in :attr:`ContainerSize.ephemeral`), because it is
+set at pod start only: Kubernetes cannot resize it in place, so it is never in a resize patch.
+
+| what | request | limit | bound |
+|---|---|---|---|
+| predicted | median (``guaranteed``: the limit) | upper x (1 + margin), at least ``EPHEMERAL_FLOOR`` | the user's ephemeral-storage limit (else request); none when the user gave neither |
+| not predicted, or not known (``storage=None``) | the user's, unchanged | the user's, unchanged | |
+
+A try the kubelet evicted for exceeding its limit is retried larger (``logic/stage_plan.escalate``).
 """
 
 from __future__ import annotations
@@ -49,6 +61,12 @@ PRESETS = ("burstable", "guaranteed")
 DEFAULT_MARGIN = 0.10
 
 
+#: The least ephemeral storage a sized stage gets (request and limit; never above the user's limit).
+#: The kubelet counts the container's own log files against the limit (rotated at 10 MiB with 5
+#: files kept by default, ``containerLogMaxSize``/``containerLogMaxFiles``: up to 50 MiB), while a
+#: prediction covers the files the stage writes; 64 MiB keeps a quiet stage from being evicted
+#: for its log.
+EPHEMERAL_FLOOR = 64 * 2**20
 #: Compute slices of a full GPU in MIG mode (A100, H100, H200: 7); a ``<g>g.<mem>gb`` profile has g.
 MIG_COMPUTE_SLICES = 7
 _MIG_PROFILE = re.compile(r"^(?:(\d+)c\.)?(\d+)g\.\d+gb(?:[.-][a-z0-9]+)*$")
@@ -199,11 +217,49 @@ def policy_from(preset: str, margin: float, min_resources: Mapping[str, str] | N
                         gpu_types_from(gpu_types, f"{where}.gpu_types"), elastic_from(elastic_gpus, where))
 
 
+EPHEMERAL_STORAGE = "ephemeral-storage"  # the Kubernetes resource name
+
+
+@dataclass(frozen=True)
+class StorageSize:
+    """A container's ``ephemeral-storage`` request and limit in bytes (0: unset). Not part of
+    :class:`ResourceVector`: it is set at pod start only and never resized in place."""
+
+    request: float = 0.0
+    limit: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("request", "limit"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"ephemeral-storage {name} must be a finite number of bytes >= 0, got {v!r}")
+            object.__setattr__(self, name, float(v))
+
+    @property
+    def bound(self) -> float:
+        """The user's bound: the limit, else the request (as ``limited.max(requested)`` for memory); 0: none."""
+        return max(self.request, self.limit)
+
+    @property
+    def is_set(self) -> bool:
+        return self.request > 0 or self.limit > 0
+
+    def to_kubernetes(self) -> tuple[dict[str, str], dict[str, str]]:
+        """({"ephemeral-storage": ...} or {}, the same for the limit): exact bytes, rounded up."""
+        from airflow_adaptive.domain.quantities import format_memory
+
+        def one(v: float) -> dict[str, str]:
+            return {EPHEMERAL_STORAGE: format_memory(v)} if v > 0 else {}
+
+        return one(self.request), one(self.limit)
+
+
 @dataclass(frozen=True)
 class ContainerSize:
     """``gpu_type``: the node label value of the full GPU chosen (None: any, or a MIG profile);
     ``gpu_resource``: the extended resource the GPU count is requested as (``nvidia.com/gpu``, or
-    ``nvidia.com/mig-<profile>``); ``gpu_advice``: the more-GPUs decision or recommendation."""
+    ``nvidia.com/mig-<profile>``); ``gpu_advice``: the more-GPUs decision or recommendation;
+    ``ephemeral``: the ``ephemeral-storage`` request and limit (unset: the user's own stay as written)."""
 
     requests: ResourceVector
     limits: ResourceVector
@@ -211,6 +267,7 @@ class ContainerSize:
     reasons: tuple[str, ...]
     gpu_resource: str = GPU_RESOURCE
     gpu_advice: GpuAdvice | None = None
+    ephemeral: StorageSize = field(default_factory=StorageSize)
 
     @property
     def mig(self) -> str | None:
@@ -218,23 +275,29 @@ class ContainerSize:
         return self.gpu_resource[len(prefix):] if self.gpu_resource.startswith(prefix) else None
 
     def to_kubernetes(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(requests, limits) as Kubernetes maps, the GPU count under ``gpu_resource``."""
+        """(requests, limits) as Kubernetes maps, the GPU count under ``gpu_resource``, and
+        ``ephemeral-storage`` when the size sets it."""
         def rename(m: dict[str, str]) -> dict[str, str]:
             if self.gpu_resource != GPU_RESOURCE and GPU_RESOURCE in m:
                 m[self.gpu_resource] = m.pop(GPU_RESOURCE)
             return m
 
-        return rename(self.requests.to_kubernetes()), rename(self.limits.to_kubernetes())
+        storage_requests, storage_limits = self.ephemeral.to_kubernetes()
+        return ({**rename(self.requests.to_kubernetes()), **storage_requests},
+                {**rename(self.limits.to_kubernetes()), **storage_limits})
 
 
 def size_container(profile: PredictedProfile | None, requested: ResourceVector, limited: ResourceVector,
-                   policy: SizingPolicy = SizingPolicy()) -> ContainerSize:
-    """Requests and limits for one stage. ``requested``/``limited`` are the user's own (0 = unset)."""
+                   policy: SizingPolicy = SizingPolicy(), storage: StorageSize | None = None) -> ContainerSize:
+    """Requests and limits for one stage. ``requested``/``limited`` are the user's own (0 = unset);
+    ``storage`` the user's own ephemeral-storage (None: not known, so it is not sized: the user's
+    stays as written in the pod)."""
     user_limit = limited.max(requested)
     # The policy's maximum, else the user's limit; an unset (0) bound is no bound.
     ceiling = {r: v if v > 0 else math.inf for r, v in (policy.maximum or user_limit).as_dict().items()}
     if profile is None or not profile.resources:
-        return ContainerSize(requested, user_limit, None, ("no prediction; the user's request is used as is",))
+        return ContainerSize(requested, user_limit, None, ("no prediction; the user's request is used as is",),
+                             ephemeral=storage or StorageSize())
 
     median = _vector(profile, "median", requested)
     upper = _vector(profile, "upper", user_limit, factor=1 + policy.margin)
@@ -256,9 +319,37 @@ def size_container(profile: PredictedProfile | None, requested: ResourceVector, 
     busy = profile.resources["gpu"].upper / ref if "gpu" in profile.resources else None
     kind, notes = choose_gpu_type(per_device, policy.gpu_types, gpus, busy) if gpus else (None, [])
     reasons.extend(notes)
+    ephemeral = size_storage(profile, storage, policy, reasons) if storage is not None else StorageSize()
     if kind is not None and kind.mig:
-        return ContainerSize(requests, limits, None, tuple(reasons), kind.resource, advice)
-    return ContainerSize(requests, limits, kind.label if kind else None, tuple(reasons), GPU_RESOURCE, advice)
+        return ContainerSize(requests, limits, None, tuple(reasons), kind.resource, advice, ephemeral)
+    return ContainerSize(requests, limits, kind.label if kind else None, tuple(reasons), GPU_RESOURCE, advice, ephemeral)
+
+
+def size_storage(profile: PredictedProfile | None, user: StorageSize, policy: SizingPolicy, reasons: list[str]) -> StorageSize:
+    """The stage's ephemeral-storage (see the module docstring's table); the user's own when the
+    profile does not predict it. Appends its reasons."""
+    est = profile.resources.get("ephemeral_storage") if profile is not None else None
+    if est is None:
+        return user
+    ceiling = user.bound if user.bound > 0 else math.inf
+    upper = est.upper * (1 + policy.margin)
+    limit = max(upper, EPHEMERAL_FLOOR)
+    note = f"from the predicted upper {_size(est.upper)} + {policy.margin:.0%}"
+    if limit > ceiling:
+        limit = ceiling
+        note = f"capped at the user's ephemeral-storage {_size(ceiling)} (the bound) below the prediction {_size(max(upper, EPHEMERAL_FLOOR))}"
+    elif upper < EPHEMERAL_FLOOR:
+        note = (f"the floor {_size(EPHEMERAL_FLOOR)} (the predicted upper {_size(est.upper)} + {policy.margin:.0%} is less; "
+                "the kubelet counts the container's logs too)")
+    if policy.preset == "guaranteed":
+        request, why = limit, "the limit (guaranteed)"
+    else:
+        request = min(max(est.median, EPHEMERAL_FLOOR), limit)
+        why = "the predicted median" if request == est.median else (
+            "the limit" if request == limit else f"the floor {_size(EPHEMERAL_FLOOR)}")
+    reasons.append(f"ephemeral-storage: request {_size(request)} ({why}), limit {_size(limit)} ({note}); "
+                   "set at pod start only (Kubernetes cannot resize it in place)")
+    return StorageSize(request, limit)
 
 
 def gpu_count(profile: PredictedProfile, user_gpus: int, ref: int, policy: SizingPolicy, reasons: list[str]
@@ -332,10 +423,12 @@ def choose_gpu_type(per_device: float, types: Sequence[GpuType], gpus: int, busy
 
 
 def _vector(profile: PredictedProfile, stat: str, fallback: ResourceVector, factor: float = 1.0) -> ResourceVector:
-    """The profile's ``stat`` (times ``factor``) per resource; one it does not predict keeps the user's value."""
+    """The profile's ``stat`` (times ``factor``) per container resource (``CONTAINER_RESOURCES``: the
+    others are sized by their own means); one it does not predict keeps the user's value."""
     values = fallback.as_dict()
     for r, est in profile.resources.items():
-        values[r] = getattr(est, stat) * factor
+        if r in values:
+            values[r] = getattr(est, stat) * factor
     return ResourceVector.from_dict(values)
 
 
@@ -359,3 +452,11 @@ def _devices(gpu: float) -> int:
 
 def _gib(amount: float) -> str:
     return f"{amount / 2**30:.1f} GiB"
+
+
+def _size(amount: float) -> str:
+    """Bytes for a reason: "64 MiB", "1.5 GiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if amount >= scale:
+            return f"{amount / scale:.4g} {unit}"
+    return f"{amount:.0f} B"

@@ -14,8 +14,10 @@ runner, prints as a table and pushes to XCom.
 A prediction that cannot be made (a bad feature, no model, MLflow down) makes the plan a
 *fallback*: the user's request, with the reason kept. In ``adaptive`` mode a retry after an OOM
 kill raises memory from the recorded kill with the deviation policy's rule (repeating a size
-that was just killed is never the right plan); ``shadow`` only says what it would have done,
-because shadow mode changes nothing.
+that was just killed is never the right plan), and a retry after an ephemeral-storage eviction
+raises the ephemeral-storage limit by the same factor (``OomEvent`` kind ``ephemeral_storage``,
+``logic/eviction.py``), within the user's own ephemeral-storage limit; ``shadow`` only says what
+it would have done, because shadow mode changes nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping, Sequence
 
 from airflow_adaptive.domain.profile import PredictedProfile
+from airflow_adaptive.domain.features import BANDWIDTH_RESOURCES
 from airflow_adaptive.domain.quantities import format_cpu, format_memory
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.deviation import DeviationConfig, escalate_after_oom
-from airflow_adaptive.logic.sizing import ContainerSize, GpuType, SizingPolicy, choose_gpu_type, size_container
+from airflow_adaptive.logic.sizing import (
+    ContainerSize, GpuType, SizingPolicy, StorageSize, choose_gpu_type, size_container,
+)
 
 Mode = Literal["adaptive", "shadow", "off"]
 MODES = ("adaptive", "shadow", "off")
@@ -50,6 +55,9 @@ class StagePlan:
     #: A retry after an OOM kill never runs with less memory than its escalated limit: the kill
     #: showed the need is above the old one, so the monitor may not release below it.
     memory_floor: float = 0.0
+    #: The user's own ephemeral-storage request/limit (the prior and the bound); None: not known
+    #: (the caller did not read it), so ephemeral storage is not sized and the pod keeps the user's.
+    storage: StorageSize | None = None
 
     @property
     def sizing(self) -> str:
@@ -85,12 +93,14 @@ class StagePlan:
                 out["gpu_advice"] = s.gpu_advice.to_dict()
             return out
 
+        user_storage = self.storage.to_kubernetes() if self.storage is not None else ({}, {})
         return {
             "mode": self.mode,
             "sizing": self.sizing,
             "allocated": size(self.size),
             "policy": size(self.policy_size),
-            "requested": {"requests": self.requested.to_kubernetes(), "limits": self.limited.to_kubernetes()},
+            "requested": {"requests": {**self.requested.to_kubernetes(), **user_storage[0]},
+                          "limits": {**self.limited.to_kubernetes(), **user_storage[1]}},
             "predicted": self.profile.to_dict() if self.profile else None,
             "reasons": self.reasons(),
             "memory_floor": self.memory_floor or None,
@@ -122,10 +132,11 @@ def default_request(requested: ResourceVector, limited: ResourceVector, limit_ra
                           f"{_fmt('memory', stated.memory)} (no LimitRange default in the namespace)")
 
 
-def user_size(requested: ResourceVector, limited: ResourceVector, why: str) -> ContainerSize:
+def user_size(requested: ResourceVector, limited: ResourceVector, why: str,
+              storage: StorageSize | None = None) -> ContainerSize:
     """The user's request exactly as written: a limit left out stays out (0), so the pod is the
     one the user would have had; the local runner starts such a stage at its request."""
-    return ContainerSize(requested, limited, None, (why,))
+    return ContainerSize(requested, limited, None, (why,), ephemeral=storage or StorageSize())
 
 
 def plan_stage(
@@ -139,30 +150,39 @@ def plan_stage(
     config: DeviationConfig = DeviationConfig(),
     deferred: Mapping[str, float] | None = None,
     in_place: bool = True,
+    storage: StorageSize | None = None,
 ) -> StagePlan:
     """``in_place``: the monitor may resize the running stage; a profile with phases then starts
-    it at its first phase (the monitor raises it ahead of the next), else at its peak."""
+    it at its first phase (the monitor raises it ahead of the next), else at its peak.
+    ``storage``: the user's own ephemeral-storage (None: not read, so not sized)."""
     if mode not in MODES:
         raise ValueError(f"sizing mode must be one of {MODES}, got {mode!r}")
     if mode == "off":
-        return StagePlan(mode, user_size(requested, limited, "adaptive sizing is switched off"), None, requested, limited, None)
+        return StagePlan(mode, user_size(requested, limited, "adaptive sizing is switched off", storage), None, requested,
+                         limited, None, storage=storage)
     policy_size = None
     if profile is not None and not fallback:
         start = first_phase(profile, config) if in_place and mode == "adaptive" else None
-        policy_size = size_container(start or profile, requested, limited, policy)
+        policy_size = size_container(start or profile, requested, limited, policy, storage)
         if start is not None:
             policy_size = replace(policy_size, reasons=(*policy_size.reasons, *start.notes[len(profile.notes):]))
     if mode == "shadow":
-        size = user_size(requested, limited, "shadow mode: the user's request is used; the prediction is only logged")
+        size = user_size(requested, limited, "shadow mode: the user's request is used; the prediction is only logged", storage)
     elif policy_size is None:
-        size = user_size(requested, limited, "the user's request is used as is")
+        size = user_size(requested, limited, "the user's request is used as is", storage)
     else:
         size = policy_size
-    plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback, in_place=in_place)
+    plan = StagePlan(mode, size, policy_size, requested, limited, profile, fallback, in_place=in_place, storage=storage)
     if mode == "shadow":
         would = carry_deferred(escalate(plan, earlier_ooms, policy, config), deferred or {}, policy)
         if would.escalation:
-            return replace(plan, escalation=f"shadow mode, not applied: {would.escalation} (would use {_fmt('memory', would.size.limits.memory)})")
+            storage_evicted = any(e.kind == "ephemeral_storage" for e in earlier_ooms)
+            uses = []
+            if any(e.kind != "ephemeral_storage" for e in earlier_ooms) or not storage_evicted:
+                uses.append(_fmt("memory", would.size.limits.memory))
+            if storage_evicted:
+                uses.append(f"{_fmt('memory', would.size.ephemeral.limit)} ephemeral-storage")
+            return replace(plan, escalation=f"shadow mode, not applied: {would.escalation} (would use {', '.join(uses)})")
         return plan
     return carry_deferred(escalate(plan, earlier_ooms, policy, config), deferred or {}, policy)
 
@@ -221,12 +241,17 @@ def first_phase(profile: PredictedProfile, config: DeviationConfig) -> Predicted
 
 
 def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, config: DeviationConfig) -> StagePlan:
-    """Raise memory (or GPU memory) above the size the last OOM kill happened at."""
+    """Raise memory (or GPU memory, or ephemeral storage) above the size the last OOM kill (or
+    ephemeral-storage eviction) happened at."""
     kernel = [e for e in ooms if e.kind == "kernel" and e.limit_bytes > 0]
     gpu = [e for e in ooms if e.kind == "gpu"]
-    if not kernel and not gpu:
+    storage = [e for e in ooms if e.kind == "ephemeral_storage" and e.limit_bytes > 0]
+    if not kernel and not gpu and not storage:
         return plan
     size, notes = plan.size, []
+    if storage:
+        size, note = escalate_storage(plan, size, storage[-1], policy, config)
+        notes.append(note)
     bound = plan.limited.memory if plan.limited.memory > 0 else (policy.maximum.memory if policy.maximum and policy.maximum.memory > 0 else None)
     if kernel:
         last = kernel[-1]
@@ -259,8 +284,36 @@ def escalate(plan: StagePlan, ooms: Sequence[OomEvent], policy: SizingPolicy, co
             notes.append(f"try {last.try_number} ran out of GPU memory: {what}")
     elif gpu:
         notes.append(f"try {gpu[-1].try_number} ran out of GPU memory; no GPU types are configured to move to")
+    if not kernel and not gpu:
+        return replace(plan, size=size, escalation="; ".join(notes))
     floor = max(plan.memory_floor, size.limits.memory) if kernel else plan.memory_floor
     return replace(plan, size=size, escalation="; ".join(notes), memory_floor=floor)
+
+
+def escalate_storage(plan: StagePlan, size: ContainerSize, last: OomEvent, policy: SizingPolicy,
+                     config: DeviationConfig) -> tuple[ContainerSize, str]:
+    """``size`` with its ephemeral-storage limit above the one ``last`` was evicted at (x the
+    deviation policy's ``oom_factor``, as memory after a kernel OOM kill), within the user's own
+    ephemeral-storage limit (else request) when given; and the reason."""
+    evicted = f"try {last.try_number} was evicted for ephemeral storage at {_fmt('memory', last.limit_bytes)}"
+    bound = plan.storage.bound if plan.storage is not None and plan.storage.bound > 0 else None
+    if bound is not None and last.limit_bytes >= bound:
+        new = bound
+        note = (f"{evicted}, already the user's ephemeral-storage limit {_fmt('memory', bound)}: the stage cannot get "
+                "more; raise its ephemeral-storage limit or make it write less (an emptyDir or a volume for large files)")
+    else:
+        want = last.limit_bytes * config.oom_factor
+        new = want if bound is None else min(want, bound)
+        note = f"{evicted}: retry with {_fmt('memory', new)} (x{config.oom_factor:g})"
+        if new < want:
+            note += f", capped at the user's ephemeral-storage limit {_fmt('memory', bound)} (wanted {_fmt('memory', want)})"
+    current = size.ephemeral
+    if new <= current.limit:
+        return size, note
+    request = current.request
+    if policy.preset == "guaranteed" or plan.policy_size is None or request <= 0:
+        request = new
+    return replace(size, ephemeral=StorageSize(min(request, new), new)), note
 
 
 def _current_type(size: ContainerSize, types: Sequence[GpuType]) -> GpuType | None:
@@ -292,7 +345,9 @@ def local_allocation(plan: StagePlan, host: ResourceVector, policy_maximum: Reso
 
 
 def prediction_table(plan: StagePlan) -> str:
-    """Predicted vs requested vs allocated, per resource, for the task log."""
+    """Predicted vs requested vs allocated, per resource, for the task log. Bandwidths (bytes/s)
+    are predicted only (allocated, if at all, by the network-bandwidth annotations); ephemeral
+    storage is sized at pod start. A row with nothing to show is left out."""
     rows = [("resource", "predicted median", "predicted upper", "user request", "user limit", "request", "limit")]
     profile = plan.profile
     for r in ("cpu", "memory", "gpu", "gpu_memory"):
@@ -302,6 +357,17 @@ def prediction_table(plan: StagePlan) -> str:
         if est is None and all(c == "-" for c in cells):
             continue
         rows.append((r, _fmt(r, est.median) if est else "-", _fmt(r, est.upper) if est else "-", *cells))
+    for r in BANDWIDTH_RESOURCES:
+        est = profile.resources.get(r) if profile else None
+        if est is not None and (est.median > 0 or est.upper > 0):
+            rows.append((r, _fmt(r, est.median), _fmt(r, est.upper), "-", "-", "-", "-"))
+    est = profile.resources.get("ephemeral_storage") if profile else None
+    user = plan.storage or StorageSize()
+    cells = [_fmt("memory", user.request), _fmt("memory", user.limit),
+             _fmt("memory", plan.size.ephemeral.request or user.request), _fmt("memory", plan.size.ephemeral.limit or user.limit)]
+    if est is not None or any(c != "-" for c in cells):
+        rows.append(("ephemeral_storage", _fmt("memory", est.median) if est else "-",
+                     _fmt("memory", est.upper) if est else "-", *cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -328,8 +394,21 @@ def phase_lines(profile: PredictedProfile | None) -> list[str]:
 def _fmt(resource: str, value: float | None) -> str:
     if value is None or value <= 0:
         return "-"
-    if resource in ("memory", "gpu_memory"):
+    if resource in BANDWIDTH_RESOURCES:
+        return format_rate(value)
+    if resource in ("memory", "gpu_memory", "ephemeral_storage"):
         return format_memory(round(value / 2**20) * 2**20) if value >= 2**20 else format_memory(value)
     if resource == "cpu":
         return format_cpu(value)
     return f"{value:g}"
+
+
+def format_rate(bytes_per_s: float) -> str:
+    """A bandwidth for the task log: "12.5 MiB/s", "800 KiB/s", "12 B/s" (3 significant digits)."""
+    def digits(v: float) -> str:
+        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+    for unit, scale in (("GiB/s", 2**30), ("MiB/s", 2**20), ("KiB/s", 2**10)):
+        if bytes_per_s >= scale:
+            return f"{digits(bytes_per_s / scale)} {unit}"
+    return f"{digits(bytes_per_s)} B/s"

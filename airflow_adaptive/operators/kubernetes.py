@@ -1,17 +1,18 @@
 """The operator's Kubernetes path: the pod narrowed to the plan, resizes applied while KPO waits,
-OOM kills recorded before KPO deletes the pod.
+OOM kills and ephemeral-storage evictions recorded before KPO deletes the pod.
 
 The operator hands each try's :class:`~airflow_adaptive.operators.try_state.TryState` to a
 :class:`KubernetesTry` (its ``adaptive_try``), which holds what the try observes and writes. Only narrow hooks of KubernetesPodOperator are used:
 
 | KPO hook | what airflow-adaptive does there |
 |---|---|
-| ``build_pod_request_obj`` | :func:`shape_stage_pod`: sized container, monitor sidecar (with :func:`monitor_gpu_env` for a GPU stage), GPU-type affinity |
+| ``build_pod_request_obj`` | :func:`shape_stage_pod`: sized container (ephemeral-storage included), monitor sidecar (with :func:`monitor_gpu_env` for a GPU stage), GPU-type affinity, bandwidth annotations (``network_bandwidth``) |
 | callback ``on_pod_creation`` (sync mode) | start following the monitor's log; each signal -> ``pods/resize`` |
-| callback ``on_pod_completion`` (both modes) | stop following; OOMKilled / CUDA out-of-memory -> the stage's MLflow run |
+| callback ``on_pod_completion`` (both modes) | stop following; OOMKilled / CUDA out-of-memory / evicted for ephemeral storage (``logic/eviction.py``) -> the stage's MLflow run |
 | callback ``on_pod_cleanup`` | stop following (also when the pod never started) |
 | ``defer`` | the provider's pod trigger becomes :class:`~airflow_adaptive.triggers.pod.AdaptivePodTrigger` (same kwargs, plus the monitor's) |
 | ``trigger_reentry`` | log the trigger's resize decisions, keep the last signal sequence for a re-deferral |
+| ``await_pod_completion`` (sync mode) | an evicted pod's vanished log (an API error mid-follow) ends the wait, so ``on_pod_completion`` still records the eviction (:func:`evicted_while_following`) |
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from airflow_adaptive import metrics
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.signals import UNAVAILABLE, MonitorStatus
 from airflow_adaptive.domain.stage_run import OomEvent
+from airflow_adaptive.logic.eviction import eviction_note, read_eviction
 from airflow_adaptive.logic.oom import gpu_out_of_memory, kernel_oom_killed, try_outcome
 from airflow_adaptive.logic.monitor_trust import MonitorLines, TrustConfig
 from airflow_adaptive.logic.stage_plan import deferred_sizes
@@ -82,13 +84,17 @@ def shape_stage_pod(operator, pod: k8s.V1Pod, plan) -> k8s.V1Pod:
     )
     # No MLflow address for the monitor: it prints its samples beside its signals and the operator
     # writes the stage run (one writer; no credentials, network or spool in the pod).
-    return shape_pod(
+    shaped = shape_pod(
         pod, container=operator.base_container_name, size=plan.size, monitor=monitor,
         run_id=None, tracking_uri=None,
         profile_json=json.dumps(plan.profile.to_dict()) if plan.profile else None,
         service_account=operator.service_account_name, maximum=plan.limited if plan.limited.memory > 0 else None,
         minimum=ResourceVector(memory=plan.memory_floor) if plan.memory_floor else None,
     )
+    bandwidth = getattr(operator, "_bandwidth", None)
+    if bandwidth:  # network_bandwidth: checked and logged in execute, before any pod
+        shaped.metadata.annotations = {**(shaped.metadata.annotations or {}), **bandwidth}
+    return shaped
 
 
 class AdaptivePodCallbacks(KubernetesPodOperatorCallback):
@@ -215,18 +221,27 @@ class KubernetesTry:
         return float(self.state.limits.get(resource, 0.0))
 
     def record_outcome(self, pod: k8s.V1Pod, client) -> None:
-        """The try's outcome, and its OOM kills (kernel, or CUDA out of memory in the log), go to its
-        MLflow run now: KPO deletes the pod next, and Airflow clears XCom before the retry."""
+        """The try's outcome, and its OOM kills (kernel, CUDA out of memory in the log, or an eviction
+        for passing the workload's ephemeral-storage limit), go to its MLflow run now: KPO deletes
+        the pod next, and Airflow clears XCom before the retry."""
         if self.state.stage_run is None or self.run_log is None:
             return
         run_id, run_log, container, try_number = self.state.stage_run.run_id, self.run_log, self.container, self.state.try_number
         statuses = (pod.status.container_statuses or []) if pod.status else []
         status = next((s for s in statuses if s.name == container), None)
         events = []
+        eviction = read_eviction(pod.status.phase, pod.status.reason, pod.status.message) if pod.status else None
+        if eviction is not None:
+            self.log.warning("try %d of task '%s' was %s", try_number, self.task_id, eviction_note(eviction))
         if status is not None and kernel_oom_killed(status):
             limit = _memory_limit_in_spec(pod, container) or self.killed_at("memory")
             events.append(OomEvent(time.time(), container, limit, try_number, "kernel"))
-        else:
+        elif eviction is not None and eviction.storage_limit and eviction.container in (None, container):
+            # The limit the API server stored for the workload, else this try's plan, else the kubelet's figure.
+            limit = storage_limit_in_spec(pod, container) or self.killed_at("ephemeral_storage") or eviction.limit_bytes
+            if limit > 0:
+                events.append(OomEvent(time.time(), container, limit, try_number, "ephemeral_storage"))
+        elif eviction is None:
             try:
                 tail = client.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=container,
                                                       tail_lines=LOG_TAIL_LINES)
@@ -237,10 +252,13 @@ class KubernetesTry:
                 events.append(OomEvent(time.time(), container, self.killed_at("gpu_memory"), try_number, "gpu"))
         try:
             if events:
-                metrics.record(metrics.oom_kill, events[0].kind, self.dag_id, self.task_id)
+                if events[0].kind in ("kernel", "gpu"):  # the metric's kinds (an eviction is said in the log)
+                    metrics.record(metrics.oom_kill, events[0].kind, self.dag_id, self.task_id)
                 run_log.record_oom(run_id, events)
-                self.log.warning("try %d of task '%s': %s out of memory, recorded in MLflow run %s for the next try",
-                                 try_number, self.task_id, events[0].kind, run_id)
+                what = ("evicted for ephemeral storage" if events[0].kind == "ephemeral_storage"
+                        else f"{events[0].kind} out of memory")
+                self.log.warning("try %d of task '%s': %s, recorded in MLflow run %s for the next try",
+                                 try_number, self.task_id, what, run_id)
             if self.resizes:
                 run_log.log_resizes(run_id, self.resizes)
             pending = not_actuated(pod, container)
@@ -321,6 +339,29 @@ def _memory_limit_in_spec(pod: k8s.V1Pod, container: str) -> float:
         return container_resources(pod, container)[1].memory if pod.spec else 0.0
     except ValueError:  # no such container
         return 0.0
+
+
+def evicted_while_following(operator, pod: k8s.V1Pod, exc: Exception) -> bool:
+    """Whether the pod an API error came from has been evicted by the kubelet (said in the log);
+    False when it has not or cannot be read (the error stands)."""
+    try:
+        remote = operator.pod_manager.read_pod(pod)
+    except Exception:  # noqa: BLE001 - cannot tell: the provider's error stands
+        return False
+    status = remote.status if remote is not None else None
+    eviction = read_eviction(status.phase, status.reason, status.message) if status is not None else None
+    if eviction is None:
+        return False
+    operator.log.warning("the workload's log ended with the pod's eviction (%s: %s); recording the try",
+                         getattr(exc, "status", type(exc).__name__), getattr(exc, "reason", exc))
+    return True
+
+
+def storage_limit_in_spec(pod: k8s.V1Pod, container: str) -> float:
+    """The workload's ephemeral-storage limit as the API server stored it (0: none)."""
+    from airflow_adaptive.adapters.kubernetes.pod_spec import container_storage_limit
+
+    return container_storage_limit(pod, container)
 
 
 def not_actuated(pod: k8s.V1Pod, container: str) -> tuple[dict[str, float], str] | None:

@@ -25,6 +25,11 @@ Switches:
 | on a sizing error | ``on_sizing_error="fallback"`` (default) or ``"fail"`` | the user's request with a warning, or a failed task |
 | where it runs | ``runner="auto"`` / ``"kubernetes"`` / ``"local"``, or ``AIRFLOW_ADAPTIVE_RUNNER`` | auto: Kubernetes when a kube config is found |
 | phases off | ``follow_phases=False`` (templated) | the constant profile: sized for the peak, the monitor's reactive rules only |
+| network bandwidth | ``network_bandwidth=True`` (Kubernetes) | ``kubernetes.io/ingress-bandwidth`` / ``egress-bandwidth`` from the predicted network rates (``adapters/kubernetes/bandwidth.py``; needs the CNI bandwidth plugin) |
+
+Ephemeral storage is sized from the prediction at pod start (``logic/sizing.size_storage``), and a
+try the kubelet evicts for passing its ephemeral-storage limit is recorded like an OOM kill
+(``logic/eviction.py``) so the retry starts with a larger limit.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
-from airflow_adaptive.adapters.kubernetes.pod_spec import resources_from
+from airflow_adaptive.adapters.kubernetes.pod_spec import resources_from, storage_from
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.stage_run import STAGE_FEATURES, OomEvent, StageIdentity, check_feature_names
 from airflow_adaptive import metrics
@@ -117,6 +122,10 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
     :param follow_phases: size by the profile's predicted phases (default); False (templated:
         ``"False"`` too) drops them, so the stage runs on the constant profile and the monitor's
         reactive rules alone (the profile's notes say ``phases: off (follow_phases=False)``).
+    :param network_bandwidth: set the pod's ``kubernetes.io/ingress-bandwidth`` and
+        ``kubernetes.io/egress-bandwidth`` (bits/s) from the predicted ``network_rx`` / ``network_tx``
+        upper (Kubernetes only; off by default). Annotations the user gave are the bound. Only
+        shapes traffic where the cluster's CNI chain has the bandwidth plugin.
     """
 
     template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "features", "sizing_mode", "follow_phases")
@@ -142,6 +151,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         monitor_interval: float = 1.0,
         in_place_resize: bool = True,
         follow_phases: bool | str = True,
+        network_bandwidth: bool = False,
         **kwargs: Any,
     ) -> None:
         from airflow_adaptive.operators.kubernetes import AdaptivePodCallbacks
@@ -156,11 +166,12 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
             min_resources=min_resources, max_resources=max_resources, gpu_types=gpu_types, elastic_gpus=elastic_gpus,
             sizing_mode=sizing_mode, on_sizing_error=on_sizing_error, runner=runner, mlflow_conn_id=mlflow_conn_id,
             experiment=experiment, monitor_image=monitor_image, monitor_interval=monitor_interval,
-            in_place_resize=in_place_resize, follow_phases=follow_phases)
+            in_place_resize=in_place_resize, follow_phases=follow_phases, network_bandwidth=network_bandwidth)
 
     def configure_sizing(self, *, features, model_uri, sizing_preset, sizing_margin, min_resources, max_resources,
                          gpu_types, elastic_gpus, sizing_mode, on_sizing_error, runner, mlflow_conn_id, experiment,
-                         monitor_image, monitor_interval, in_place_resize, follow_phases) -> None:
+                         monitor_image, monitor_interval, in_place_resize, follow_phases,
+                         network_bandwidth: bool = False) -> None:
         """Validate and keep ``__init__``'s own arguments; the cluster policy (``airflow_adaptive.policy``)
         calls it too, on an existing KubernetesPodOperator task it turns adaptive."""
         if on_sizing_error not in ON_ERROR:
@@ -185,7 +196,10 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         self.monitor_interval = monitor_interval
         self.in_place_resize = in_place_resize
         self.follow_phases = follow_phases
+        self.network_bandwidth = _flag(network_bandwidth, f"{self.task_id}: network_bandwidth", ValueError)
         self._plan: StagePlan | None = None
+        #: The pod's bandwidth annotations for this try (``network_bandwidth``), set in execute.
+        self._bandwidth: dict[str, str] = {}
         self._run_log = None  # the stage runs' writer, made once per try
         self._profiler_hook: ProfilerHook | None = None
         #: The running try on Kubernetes (its state, what it observed), None when sizing is off.
@@ -229,6 +243,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
     def plan(self, context) -> StagePlan:
         """Predict, size and explain this try (no pod, no process yet)."""
         requested, limited = resources_from(self.container_resources, f"task '{self.task_id}' container_resources")
+        storage = storage_from(self.container_resources, f"task '{self.task_id}' container_resources")
         mode = str(self.sizing_mode).strip()
         if mode not in MODES:
             raise UserError(f"task '{self.task_id}': sizing_mode rendered to {mode!r}; expected one of {MODES}")
@@ -265,8 +280,25 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         earlier = self._earlier_ooms(hook.tracking_uri, identity)
         deferred = self._earlier_deferred(hook.tracking_uri, identity)
         return plan_stage(requested, limited, profile, self.policy, mode, fallback, earlier, deferred=deferred,
-                          in_place=bool(self.in_place_resize),
+                          in_place=bool(self.in_place_resize), storage=storage,
                           config=DeviationConfig().for_interval(float(self.monitor_interval)))
+
+    def _bandwidth_annotations(self, plan: StagePlan) -> dict[str, str]:
+        """``network_bandwidth``: the pod's bandwidth annotations (adaptive mode; shadow only logs
+        them); a user annotation Kubernetes would refuse is a UserError naming it."""
+        from airflow_adaptive.adapters.kubernetes.bandwidth import plan_bandwidth
+
+        if not self.network_bandwidth or plan.mode == "off":
+            return {}
+        bandwidth = plan_bandwidth(plan.profile if not plan.fallback else None, self.annotations, self.policy.margin,
+                                   f"task '{self.task_id}'")
+        if plan.mode == "shadow":
+            for reason in bandwidth.reasons:
+                self.log.info("network bandwidth (shadow mode, not applied): %s", reason)
+            return {}
+        for reason in bandwidth.reasons:
+            self.log.info("network bandwidth: %s", reason)
+        return dict(bandwidth.annotations)
 
     def _limit_range(self):
         """The stage namespace's LimitRange defaults, None when there are none or they cannot be read."""
@@ -373,6 +405,7 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         try:
             plan = self.plan(context)
             runner = self._runner()
+            self._bandwidth = self._bandwidth_annotations(plan) if runner == "kubernetes" else {}
         except UserError as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -432,6 +465,22 @@ class AdaptiveTrainingOperator(KubernetesPodOperator):
         if self._plan is not None and self._plan.mode != "off":
             wait_for_monitor(self, pod)
         return super().await_pod_start(pod)
+
+    def await_pod_completion(self, pod: k8s.V1Pod):
+        """The provider's wait (it follows the workload's log); when the kubelet evicts the pod, the
+        log can vanish mid-read (400 "container ... is terminated") and the provider would raise
+        before its ``on_pod_completion`` callbacks: the eviction would go unrecorded and the retry
+        would not be larger. An evicted pod's wait ends here instead; the provider then fails the try."""
+        from kubernetes.client.exceptions import ApiException
+
+        from airflow_adaptive.operators.kubernetes import evicted_while_following
+
+        try:
+            return super().await_pod_completion(pod)
+        except ApiException as exc:
+            if self.adaptive_try is None or not evicted_while_following(self, pod, exc):
+                raise
+            return None
 
     def defer(self, *, trigger, method_name, kwargs=None, timeout=None):
         """The provider's pod trigger, as the project's trigger that also applies resizes."""

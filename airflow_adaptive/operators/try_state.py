@@ -40,7 +40,8 @@ class TryState:
     """What the rest of a try needs from its sizing.
 
     :param try_number: Airflow's try number (OOM records name it; a retry escalates from them).
-    :param limits: the size in force at start (a limit left out: its request), for OOM records.
+    :param limits: the size in force at start (a limit left out: its request), for OOM records;
+        ``ephemeral_storage`` too when the plan sets it (an eviction's record).
     :param resizable: the monitor's signals are applied in place (adaptive mode, ``in_place_resize``).
     :param maximum: the user's limits on cpu and memory; a monitor line asking beyond them is refused.
     :param stage_run: the stage's MLflow run; None when it could not be opened (nothing is recorded).
@@ -61,7 +62,11 @@ class TryState:
     @classmethod
     def for_plan(cls, plan, try_number: int, stage_run: StageRunRef | None) -> "TryState":
         """The state of a try sized by ``plan`` (a :class:`~airflow_adaptive.logic.stage_plan.StagePlan`)."""
-        return cls(try_number=try_number, limits=plan.size.limits.max(plan.size.requests).as_dict(),
+        limits = plan.size.limits.max(plan.size.requests).as_dict()
+        storage = plan.size.ephemeral
+        if storage.limit > 0:
+            limits["ephemeral_storage"] = storage.limit
+        return cls(try_number=try_number, limits=limits,
                    resizable=plan.resizable, maximum=plan.limited.as_dict(), stage_run=stage_run)
 
     def handled(self, sequence: int | None) -> "TryState":

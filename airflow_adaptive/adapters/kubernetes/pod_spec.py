@@ -20,6 +20,7 @@ log, which the operator (or its trigger) reads and applies through ``pods/resize
 | monitor ``AIRFLOW_ADAPTIVE_MIN_MEMORY`` | ``minimum`` when given | a retry after an OOM kill: the monitor never releases memory below its escalated limit |
 | GPUs | the size's count under its ``gpu_resource`` (requests = limits) | ``nvidia.com/gpu``, or ``nvidia.com/mig-<profile>`` (NVIDIA's mixed MIG strategy) replacing the user's ``nvidia.com/gpu`` |
 | GPU-type node affinity | ``gpu_label_key In [gpu_type]`` for a full GPU type only | a MIG profile needs none: only nodes with that profile advertise its resource |
+| ``ephemeral-storage`` | the size's request/limit when it sets them (``ContainerSize.ephemeral``), else the user's as written | set at pod start only: not in ``resizePolicy`` nor in a resize patch (Kubernetes cannot resize it in place) |
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from airflow_adaptive.domain.monitor_protocol import WORKLOAD_ENV
 from airflow_adaptive.domain.quantities import format_cpu, format_memory, parse, parse_quantity
 from airflow_adaptive.domain.resources import GPU_RESOURCE, ResourceVector
 from airflow_adaptive.logic.resize_plan import RESIZABLE, ResizeCondition, ResizeState
-from airflow_adaptive.logic.sizing import ContainerSize
+from airflow_adaptive.logic.sizing import EPHEMERAL_STORAGE, ContainerSize, StorageSize
 
 ANNOTATION_PREFIX = "airflow-adaptive/"
 ANNOTATION_SIZE = ANNOTATION_PREFIX + "size"
@@ -143,16 +144,23 @@ def _container(spec: k8s.V1PodSpec, name: str) -> k8s.V1Container:
 def _size_container(c: k8s.V1Container, size: ContainerSize, name: str) -> None:
     gpus = max(size.requests.gpu, size.limits.gpu)
     gpu = _gpu(gpus, size.gpu_resource)
-    requests = {**ResourceVector(size.requests.cpu, size.requests.memory).to_kubernetes(), **gpu}
-    limits = {**ResourceVector(size.limits.cpu, size.limits.memory).to_kubernetes(), **gpu}
+    storage_requests, storage_limits = size.ephemeral.to_kubernetes()
+    requests = {**ResourceVector(size.requests.cpu, size.requests.memory).to_kubernetes(), **gpu, **storage_requests}
+    limits = {**ResourceVector(size.limits.cpu, size.limits.memory).to_kubernetes(), **gpu, **storage_limits}
     for r in ("cpu", "memory"):
         lim = getattr(size.limits, r)
         if 0 < lim < getattr(size.requests, r):
             raise ValueError(f"container {name!r}: {r} request {requests[r]} is above its limit {limits[r]}")
+    if 0 < size.ephemeral.limit < size.ephemeral.request:
+        raise ValueError(f"container {name!r}: {EPHEMERAL_STORAGE} request {requests[EPHEMERAL_STORAGE]} is above its "
+                         f"limit {limits[EPHEMERAL_STORAGE]}")
     old = c.resources or k8s.V1ResourceRequirements()
     # A size with GPUs sets the one GPU resource the container gets (a container cannot use
     # nvidia.com/gpu and a MIG slice together); without, a MIG request the user wrote is theirs.
-    sized = lambda k: k in _SIZED or (bool(gpu) and k.startswith(MIG_RESOURCE_PREFIX))  # noqa: E731
+    # A size that sets ephemeral-storage sets both its request and limit; else the user's stay.
+    storage = size.ephemeral.is_set
+    sized = lambda k: (k in _SIZED or (bool(gpu) and k.startswith(MIG_RESOURCE_PREFIX))  # noqa: E731
+                       or (storage and k == EPHEMERAL_STORAGE))
     keep = lambda m: {k: v for k, v in (m or {}).items() if not sized(k)}  # noqa: E731 (ephemeral-storage etc.)
     c.resources = k8s.V1ResourceRequirements(requests={**keep(old.requests), **requests} or None,
                                              limits={**keep(old.limits), **limits} or None, claims=old.claims)
@@ -301,8 +309,46 @@ def resources_from(value: Any, where: str) -> tuple[ResourceVector, ResourceVect
             ResourceVector.from_kubernetes(limits, f"{where}.limits"))
 
 
+def storage_from(value: Any, where: str) -> StorageSize:
+    """The user's own ``ephemeral-storage`` request and limit (bytes; 0: unset) from the same
+    ``container_resources`` as :func:`resources_from`; a bad quantity names the field."""
+    from airflow_adaptive.domain.quantities import memory_bytes
+
+    if value is None:
+        return StorageSize()
+    resources_from(value, where)  # the same shape checks and messages
+    if isinstance(value, k8s.V1ResourceRequirements):
+        requests, limits = value.requests or {}, value.limits or {}
+    else:
+        requests, limits = value.get("requests") or {}, value.get("limits") or {}
+    amounts = []
+    for what, mapping in (("requests", requests), ("limits", limits)):
+        text = mapping.get(EPHEMERAL_STORAGE) if isinstance(mapping, Mapping) else None
+        amounts.append(float(memory_bytes(text, f"{where}.{what}.{EPHEMERAL_STORAGE}")) if text is not None else 0.0)
+    request, limit = amounts
+    if 0 < limit < request:
+        raise UserError(f"{where}: {EPHEMERAL_STORAGE} request {requests[EPHEMERAL_STORAGE]!r} is above its limit "
+                        f"{limits[EPHEMERAL_STORAGE]!r}; Kubernetes refuses such a pod")
+    return StorageSize(request, limit)
+
+
 # --- reading: a live pod as the resize plan's inputs ------------------------------------
 # Duck-typed on purpose: the sync client's and kubernetes_asyncio's models have the same fields.
+
+
+def container_storage_limit(pod: Any, container: str) -> float:
+    """The ``ephemeral-storage`` limit of ``container`` in the pod's spec, as the API server
+    stored it (bytes; 0: none, or no such container)."""
+    from airflow_adaptive.domain.quantities import memory_bytes
+
+    for c in (pod.spec.containers or []) if pod.spec else []:
+        if c.name == container:
+            text = ((c.resources and c.resources.limits) or {}).get(EPHEMERAL_STORAGE)
+            try:
+                return float(memory_bytes(text, f"{container}.resources.limits.{EPHEMERAL_STORAGE}")) if text else 0.0
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def container_resources(pod: Any, container: str) -> tuple[ResourceVector, ResourceVector]:

@@ -223,3 +223,74 @@ def test_bad_elastic_gpus_are_refused_naming_the_task_and_field(value, match):
 def test_bad_policy_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SizingPolicy(**kwargs)
+
+
+# --- ephemeral storage: sized at pod start, beside the ResourceVector -----------------------
+
+from airflow_adaptive.logic.sizing import EPHEMERAL_FLOOR, StorageSize, size_container as _size  # noqa: E402
+
+_MiB, _GiB = 2**20, 2**30
+_REQ, _LIM = ResourceVector(cpu=1, memory=_GiB), ResourceVector(cpu=2, memory=4 * _GiB)
+
+
+def _with_storage(median, upper, **more):
+    return PredictedProfile({"memory": ResourceEstimate(_GiB, 2 * _GiB), "ephemeral_storage": ResourceEstimate(median, upper),
+                             **more}, coverage=0.99)
+
+
+@pytest.mark.parametrize("median,upper,user,preset,req,limit,says", [
+    # median / upper x 1.1, no user bound
+    (300 * _MiB, 500 * _MiB, StorageSize(), "burstable", 300 * _MiB, 550 * _MiB, "predicted upper"),
+    # the user's limit is the bound
+    (300 * _MiB, 500 * _MiB, StorageSize(0, 400 * _MiB), "burstable", 300 * _MiB, 400 * _MiB, "capped at the user's"),
+    # the user's request alone bounds, as for memory (limited.max(requested))
+    (300 * _MiB, 500 * _MiB, StorageSize(350 * _MiB, 0), "burstable", 300 * _MiB, 350 * _MiB, "capped"),
+    # a small prediction: the floor (logs count too)
+    (1 * _MiB, 2 * _MiB, StorageSize(), "burstable", EPHEMERAL_FLOOR, EPHEMERAL_FLOOR, "the floor"),
+    # the floor never passes the user's bound
+    (1 * _MiB, 2 * _MiB, StorageSize(0, 32 * _MiB), "burstable", 32 * _MiB, 32 * _MiB, "capped"),
+    # the prediction may go below the user's request: it is the prior, not a floor
+    (100 * _MiB, 200 * _MiB, StorageSize(_GiB, 2 * _GiB), "burstable", 100 * _MiB, 220 * _MiB, "predicted median"),
+    # guaranteed: request = limit
+    (300 * _MiB, 500 * _MiB, StorageSize(), "guaranteed", 550 * _MiB, 550 * _MiB, "guaranteed"),
+])
+def test_ephemeral_storage_from_the_prediction_within_the_users_bound(median, upper, user, preset, req, limit, says):
+    size = _size(_with_storage(median, upper), _REQ, _LIM, SizingPolicy(preset=preset), user)
+    assert size.ephemeral.request == pytest.approx(req)
+    assert size.ephemeral.limit == pytest.approx(limit)
+    (reason,) = [r for r in size.reasons if r.startswith("ephemeral-storage")]
+    assert says in reason and "pod start only" in reason
+    # the container's vector is untouched by it
+    assert set(size.requests.as_dict()) == {"cpu", "memory", "gpu", "gpu_memory"}
+
+
+@pytest.mark.parametrize("profile,user", [
+    (None, StorageSize(_GiB, 2 * _GiB)),  # no prediction at all
+    (PredictedProfile({"memory": ResourceEstimate(_GiB, 2 * _GiB)}, coverage=0.99), StorageSize(_GiB, 2 * _GiB)),  # not of storage
+    (PredictedProfile({"memory": ResourceEstimate(_GiB, 2 * _GiB)}, coverage=0.99), StorageSize()),
+])
+def test_without_a_storage_prediction_the_users_values_are_kept(profile, user):
+    size = _size(profile, _REQ, _LIM, SizingPolicy(), user)
+    assert size.ephemeral == user
+    assert not [r for r in size.reasons if r.startswith("ephemeral-storage")]
+
+
+def test_storage_not_known_is_not_sized():
+    """A caller that did not read the user's ephemeral-storage (storage=None) must not override it."""
+    size = _size(_with_storage(300 * _MiB, 500 * _MiB), _REQ, _LIM, SizingPolicy())
+    assert size.ephemeral == StorageSize() and not size.ephemeral.is_set
+
+
+def test_bandwidth_and_disk_predictions_do_not_enter_the_container_vector():
+    est = ResourceEstimate(10 * _MiB, 20 * _MiB)
+    profile = _with_storage(300 * _MiB, 500 * _MiB, disk_read=est, disk_write=est, network_rx=est, network_tx=est)
+    size = _size(profile, _REQ, _LIM, SizingPolicy(), StorageSize())
+    requests, limits = size.to_kubernetes()
+    assert requests == {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "300Mi"}
+    assert limits == {"cpu": "2", "memory": "2362232013", "ephemeral-storage": "550Mi"}
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "1Gi", True])
+def test_storage_size_refuses_what_is_not_bytes(bad):
+    with pytest.raises(ValueError, match="ephemeral-storage"):
+        StorageSize(bad, 0)

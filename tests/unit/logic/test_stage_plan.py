@@ -317,3 +317,98 @@ def test_a_stage_with_no_request_and_no_prediction_gets_a_default(requested, lim
     req, lim, why = default_request(requested, limited, ranges[limit_range])
     assert req == want_req and lim == want_lim
     assert (why is None) if says is None else (says in why)
+
+
+# --- ephemeral storage: sized at start, escalated after an eviction -------------------------
+
+from airflow_adaptive.logic.sizing import StorageSize  # noqa: E402
+from airflow_adaptive.logic.stage_plan import format_rate  # noqa: E402
+
+STORAGE_PROFILE = PredictedProfile({**PROFILE.resources, "ephemeral_storage": ResourceEstimate(30 * MiB, 50 * MiB)},
+                                   coverage=0.99, model_version="3")
+
+
+def evicted(limit, try_number=1):
+    return OomEvent(time=1.0, container="base", limit_bytes=limit, try_number=try_number, kind="ephemeral_storage")
+
+
+@pytest.mark.parametrize("user,mode,events,preset,req,limit,says", [
+    # first try: the floor (64 MiB) above the predicted 55 MiB
+    (StorageSize(), "adaptive", [], "burstable", 64 * MiB, 64 * MiB, None),
+    # evicted at 64 MiB: x2
+    (StorageSize(), "adaptive", [evicted(64 * MiB)], "burstable", 64 * MiB, 128 * MiB, "retry with 128Mi (x2)"),
+    # the last eviction counts
+    (StorageSize(), "adaptive", [evicted(64 * MiB), evicted(128 * MiB, 2)], "burstable", 64 * MiB, 256 * MiB, "try 2 was evicted"),
+    # within the user's limit
+    (StorageSize(0, 100 * MiB), "adaptive", [evicted(64 * MiB)], "burstable", 64 * MiB, 100 * MiB, "capped at the user's"),
+    # already at the user's limit: says what to do, stays there
+    (StorageSize(0, 64 * MiB), "adaptive", [evicted(64 * MiB)], "burstable", 64 * MiB, 64 * MiB, "write less"),
+    # guaranteed: request follows the limit
+    (StorageSize(), "adaptive", [evicted(64 * MiB)], "guaranteed", 128 * MiB, 128 * MiB, "retry with 128Mi"),
+])
+def test_an_ephemeral_storage_eviction_raises_the_next_tries_limit(user, mode, events, preset, req, limit, says):
+    plan = plan_stage(REQ, LIM, STORAGE_PROFILE, SizingPolicy(preset=preset), mode, earlier_ooms=events, storage=user)
+    assert plan.size.ephemeral.request == pytest.approx(req) and plan.size.ephemeral.limit == pytest.approx(limit)
+    if says:
+        assert says in plan.escalation
+    else:
+        assert not plan.escalation
+    # memory is not touched by a storage eviction, nor its floor
+    assert plan.size.limits.memory == pytest.approx(880 * MiB) and plan.memory_floor == 0
+    assert plan.to_dict()["allocated"]["limits"]["ephemeral-storage"]
+
+
+def test_an_eviction_of_the_users_own_size_retries_within_the_users_limit():
+    plan = plan_stage(REQ, LIM, None, SizingPolicy(), fallback="MLflow down", earlier_ooms=[evicted(4 * GiB)],
+                      storage=StorageSize(GiB, 4 * GiB))
+    assert plan.size.ephemeral == StorageSize(GiB, 4 * GiB)  # the user's size: already at its bound
+    assert "already the user's ephemeral-storage limit 4Gi" in plan.escalation
+    plan = plan_stage(REQ, LIM, None, SizingPolicy(), fallback="MLflow down", earlier_ooms=[evicted(GiB)],
+                      storage=StorageSize(0, 0))  # evicted at a limit the user did not give (another container's): no bound
+    assert plan.size.ephemeral == StorageSize(2 * GiB, 2 * GiB)  # a user's size: the request follows, as memory
+
+
+def test_shadow_says_what_it_would_do_after_an_eviction():
+    plan = plan_stage(REQ, LIM, STORAGE_PROFILE, SizingPolicy(), "shadow", earlier_ooms=[evicted(64 * MiB)],
+                      storage=StorageSize(GiB, 2 * GiB))
+    assert plan.size.ephemeral == StorageSize(GiB, 2 * GiB)  # the user's, as written
+    assert plan.escalation.startswith("shadow mode, not applied: try 1 was evicted")
+    assert "retry with 128Mi (x2) (would use 2Gi ephemeral-storage)" in plan.escalation  # the user's 2Gi is more
+
+
+def test_a_kernel_oom_and_an_eviction_are_escalated_each_on_its_own():
+    kill = OomEvent(time=1.0, container="base", limit_bytes=880 * MiB, try_number=1)
+    plan = plan_stage(REQ, LIM, STORAGE_PROFILE, SizingPolicy(), earlier_ooms=[kill, evicted(64 * MiB, 2)], storage=StorageSize())
+    assert plan.size.limits.memory == pytest.approx(1760 * MiB) and plan.size.ephemeral.limit == 128 * MiB
+    assert "OOM-killed" in plan.escalation and "evicted for ephemeral storage" in plan.escalation
+
+
+def test_off_and_unknown_storage_leave_the_users_own():
+    assert plan_stage(REQ, LIM, STORAGE_PROFILE, SizingPolicy(), "off", storage=StorageSize(GiB, 0)).size.ephemeral == StorageSize(GiB, 0)
+    assert not plan_stage(REQ, LIM, STORAGE_PROFILE, SizingPolicy()).size.ephemeral.is_set
+
+
+@pytest.mark.parametrize("rate,text", [(12.5 * MiB, "12.5 MiB/s"), (800 * 1024, "800 KiB/s"), (1000 * 1024, "1000 KiB/s"),
+                                       (12, "12 B/s"), (3 * GiB, "3 GiB/s"), (150.4 * MiB, "150 MiB/s")])
+def test_rates_are_bytes_per_second(rate, text):
+    assert format_rate(rate) == text
+
+
+def test_the_table_shows_the_new_resources_and_hides_empty_rows():
+    est = ResourceEstimate(10 * MiB, 12.5 * MiB)
+    profile = PredictedProfile({**STORAGE_PROFILE.resources, "disk_read": est, "network_tx": ResourceEstimate(0.5 * MiB, MiB)},
+                               coverage=0.99)
+    plan = plan_stage(REQ, LIM, profile, SizingPolicy(), storage=StorageSize(0, GiB))
+    rows = {line.split()[0]: line.split() for line in prediction_table(plan).splitlines()[3:] if line and not line.startswith(" ")}
+    assert rows["disk_read"][1:] == ["10", "MiB/s", "12.5", "MiB/s", "-", "-", "-", "-"]
+    assert rows["network_tx"][1:5] == ["512", "KiB/s", "1", "MiB/s"]
+    assert rows["ephemeral_storage"][1:] == ["30Mi", "50Mi", "-", "1Gi", "64Mi", "64Mi"]
+    assert "disk_write" not in rows and "network_rx" not in rows and "gpu" not in rows
+    assert any("ephemeral-storage: request 64 MiB" in line for line in prediction_table(plan).splitlines())
+
+
+def test_the_table_shows_the_users_own_storage_without_a_prediction():
+    plan = plan_stage(REQ, LIM, PROFILE, SizingPolicy(), storage=StorageSize(GiB, 2 * GiB))
+    row = next(line for line in prediction_table(plan).splitlines() if line.startswith("ephemeral_storage"))
+    assert row.split()[1:] == ["-", "-", "1Gi", "2Gi", "1Gi", "2Gi"]
+    assert "ephemeral_storage" not in prediction_table(plan_stage(REQ, LIM, PROFILE, SizingPolicy()))

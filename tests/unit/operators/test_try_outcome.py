@@ -167,3 +167,99 @@ def test_every_decision_is_logged_and_a_refused_increase_is_kept_for_the_next_tr
     (_, logged), = op.run_log.resizes
     assert logged == op.resizes  # deferred and refused decisions too, with their reasons
     assert op.run_log.deferred == [("run-1", {"memory": 900 * MiB})]  # increases of cpu/memory only
+
+
+# --- an ephemeral-storage eviction is recorded like an OOM kill ------------------------------
+
+
+def evicted_pod(message, limit="64Mi"):
+    terminated = k8s.V1ContainerStateTerminated(exit_code=137, reason="ContainerStatusUnknown")
+    status = k8s.V1ContainerStatus(name="base", image="x", image_id="", ready=False, restart_count=0,
+                                   state=k8s.V1ContainerState(terminated=terminated))
+    resources = k8s.V1ResourceRequirements(limits={"ephemeral-storage": limit}) if limit else None
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p", namespace="ml"),
+                     spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", resources=resources)]),
+                     status=k8s.V1PodStatus(phase="Failed", reason="Evicted", message=message, container_statuses=[status]))
+
+
+POD_LIMIT = "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi. "
+
+
+class NoLog:
+    def read_namespaced_pod_log(self, *a, **kw):
+        raise AssertionError("an eviction's record needs no log tail")
+
+
+@pytest.mark.parametrize("message,spec_limit,limit", [
+    (POD_LIMIT, "64Mi", 64 * MiB),
+    ('Container base exceeded its local ephemeral storage limit "64Mi". ', "64Mi", 64 * MiB),
+    # the spec's limit (as the API server stored it) is the record, else the kubelet's figure
+    (POD_LIMIT, None, 64 * MiB),
+])
+def test_an_ephemeral_storage_eviction_is_recorded_for_the_next_try(op, caplog, message, spec_limit, limit):
+    with caplog.at_level(logging.WARNING):
+        op.record_outcome(evicted_pod(message, spec_limit), NoLog())
+    (run_id, events), = op.run_log.ooms
+    assert run_id == "run-1" and len(events) == 1
+    assert (events[0].kind, events[0].limit_bytes, events[0].try_number, events[0].container) == (
+        "ephemeral_storage", limit, 2, "base")
+    assert op.run_log.outcomes == [("run-1", "oom_killed")]
+    assert "evicted by the kubelet for ephemeral storage" in caplog.text and message.strip() in caplog.text
+
+
+def test_the_starting_size_is_the_fallback_record():
+    state = TryState(try_number=1, limits={"ephemeral_storage": 100 * MiB},
+                     stage_run=StageRunRef("run-1", "http://mlflow:5000", "airflow-adaptive-stages"))
+    op = KubernetesTry(state, RecordingRunLog(), logging.getLogger("test"), "base", "train")
+    op.record_outcome(evicted_pod("Pod ephemeral local storage usage exceeds the total limit of containers 1e9999. ", None), NoLog())
+    (_, events), = op.run_log.ooms
+    assert events[0].limit_bytes == 100 * MiB
+
+
+@pytest.mark.parametrize("message", [
+    'Usage of EmptyDir volume "scratch" exceeds the limit "1Gi". ',
+    'Container other exceeded its local ephemeral storage limit "64Mi". ',  # another container's limit: not the workload's
+    "The node was low on resource: ephemeral-storage. Threshold quantity: 1Gi, available: 10Mi. ",
+])
+def test_other_evictions_are_said_but_not_escalated(op, caplog, message):
+    with caplog.at_level(logging.WARNING):
+        op.record_outcome(evicted_pod(message), NoLog())
+    assert op.run_log.ooms == [] and op.run_log.outcomes == [("run-1", "failed")]
+    assert "evicted by the kubelet" in caplog.text
+
+
+def test_the_plans_storage_limit_is_in_the_try_state():
+    from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+    from airflow_adaptive.logic.sizing import StorageSize
+
+    profile = PredictedProfile({"memory": ResourceEstimate(MiB, 2 * MiB), "ephemeral_storage": ResourceEstimate(MiB, 2 * MiB)},
+                               coverage=0.9)
+    plan = plan_stage(ResourceVector(cpu=1, memory=GiB), ResourceVector(), profile, SizingPolicy(), storage=StorageSize())
+    state = TryState.for_plan(plan, 1, None)
+    assert state.limits["ephemeral_storage"] == 64 * MiB
+    assert TryState.from_xcom(state.to_xcom()).limits["ephemeral_storage"] == 64 * MiB
+    assert "ephemeral_storage" not in TryState.for_plan(plan_stage(ResourceVector(cpu=1), ResourceVector(), None, SizingPolicy()),
+                                                        1, None).limits
+
+
+def test_an_evicted_pods_vanished_log_still_reaches_the_completion_callbacks(monkeypatch):
+    """Seen on the real node: KPO's log follower got 400 "container base in pod ... is terminated"
+    from an evicted pod and raised before on_pod_completion; the eviction went unrecorded."""
+    from kubernetes.client.exceptions import ApiException
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    def vanished(self, pod):
+        raise ApiException(status=400, reason="Bad Request")
+
+    monkeypatch.setattr(KubernetesPodOperator, "await_pod_completion", vanished)
+    task = AdaptiveTrainingOperator(task_id="t", cmds=["true"])
+    task.adaptive_try = KubernetesTry(STATE, RecordingRunLog(), logging.getLogger("test"), "base", "t")
+    pod = evicted_pod(POD_LIMIT)
+    task.__dict__["pod_manager"] = SimpleNamespace(read_pod=lambda p: pod)  # KPO's cached property, without a cluster
+    assert task.await_pod_completion(pod) is None
+    pod.status.reason, pod.status.phase = None, "Running"  # not evicted: the provider's error stands
+    with pytest.raises(ApiException):
+        task.await_pod_completion(pod)
+    task.adaptive_try = None  # sizing off: plain KPO behaviour
+    with pytest.raises(ApiException):
+        task.await_pod_completion(evicted_pod(POD_LIMIT))

@@ -11,14 +11,16 @@ from airflow_adaptive.adapters.kubernetes.pod_spec import (
     ANNOTATION_SIZE,
     MonitorSidecar,
     container_resources,
+    container_storage_limit,
     container_terminated,
     qos_class,
     resize_patch_body,
     resize_state,
     shape_pod,
+    storage_from,
 )
 from airflow_adaptive.domain.resources import ResourceVector
-from airflow_adaptive.logic.sizing import ContainerSize
+from airflow_adaptive.logic.sizing import ContainerSize, StorageSize
 
 GI = 2**30
 MI = 2**20
@@ -348,3 +350,68 @@ def test_a_native_sidecar_ends_with_its_pod_not_between_restarts():
         name="base", image="x", image_id="", ready=False, restart_count=0,
         state=k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=0)))]
     assert container_terminated(pod, "base")
+
+
+# --- ephemeral-storage: set at pod start from the size, never resized in place -------------
+
+
+@pytest.mark.parametrize("storage,requests,limits", [
+    # no storage in the size: the user's own ephemeral-storage stays as written
+    (StorageSize(), "1Gi", "2Gi"),
+    # a sized stage: both replaced
+    (StorageSize(300 * MI, 600 * MI), "300Mi", "600Mi"),
+])
+def test_ephemeral_storage_is_the_sizes_else_the_users(kpo_pod, storage, requests, limits):
+    from dataclasses import replace
+
+    pod = shaped(kpo_pod, size=replace(SIZE, ephemeral=storage))
+    (base,) = pod["spec"]["containers"]
+    assert base["resources"]["requests"]["ephemeral-storage"] == requests
+    assert base["resources"]["limits"]["ephemeral-storage"] == limits
+    # set at pod start only: never resizable in place
+    assert {p["resourceName"] for p in base["resizePolicy"]} == {"cpu", "memory"}
+    record = json.loads(pod["metadata"]["annotations"][ANNOTATION_SIZE])
+    assert ("ephemeral-storage" in record["limits"]) is storage.is_set
+
+
+def test_an_ephemeral_request_above_its_limit_is_refused(kpo_pod):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="ephemeral-storage request 2Gi is above its limit 1Gi"):
+        shaped(kpo_pod, size=replace(SIZE, ephemeral=StorageSize(2 * GI, GI)))
+
+
+def test_the_resize_body_never_carries_ephemeral_storage():
+    body = resize_patch_body("base", ResourceVector(cpu=1, memory=GI), ResourceVector(cpu=2, memory=2 * GI))
+    assert "ephemeral" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, StorageSize()),
+    ({"requests": {"cpu": "1"}}, StorageSize()),
+    ({"requests": {"ephemeral-storage": "1Gi"}}, StorageSize(GI, 0)),
+    ({"requests": {"ephemeral-storage": "1Gi"}, "limits": {"ephemeral-storage": "2Gi", "memory": "1Gi"}}, StorageSize(GI, 2 * GI)),
+    (k8s.V1ResourceRequirements(limits={"ephemeral-storage": "500M"}), StorageSize(0, 500e6)),
+])
+def test_storage_from_reads_the_users_ephemeral_storage(value, expected):
+    assert storage_from(value, "task 't' container_resources") == expected
+
+
+@pytest.mark.parametrize("value,says", [
+    ({"requests": {"ephemeral-storage": "lots"}}, "container_resources.requests.ephemeral-storage"),
+    ({"requests": {"ephemeral-storage": "2Gi"}, "limits": {"ephemeral-storage": "1Gi"}}, "above its limit"),
+    ({"request": {}}, "unknown key"),
+])
+def test_storage_from_names_a_bad_field(value, says):
+    from airflow_adaptive.domain.errors import UserError
+
+    with pytest.raises(UserError, match=says):
+        storage_from(value, "task 't' container_resources")
+
+
+def test_the_storage_limit_is_read_back_from_the_spec():
+    pod = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[
+        k8s.V1Container(name="base", resources=k8s.V1ResourceRequirements(limits={"ephemeral-storage": "64Mi"})),
+        k8s.V1Container(name="other")]))
+    assert container_storage_limit(pod, "base") == 64 * MI
+    assert container_storage_limit(pod, "other") == 0 and container_storage_limit(pod, "missing") == 0
