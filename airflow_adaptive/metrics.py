@@ -16,7 +16,7 @@ task metrics carry them too).
 | ``airflow_adaptive.prediction.ratio.<resource>`` | gauge | dag_id, task_id | a try ended: observed peak / predicted upper (1.0 = the covering quantile was met exactly) |
 | ``airflow_adaptive.prediction.under`` | counter | resource, dag_id, task_id | a try ended with its peak above the predicted upper |
 | ``airflow_adaptive.resize`` | counter | outcome, resource | a resize signal was applied or could not be |
-| ``airflow_adaptive.oom.kill`` | counter | kind (kernel / gpu), dag_id, task_id | a try was killed out of memory |
+| ``airflow_adaptive.oom.kill`` | counter | kind (kernel / gpu / ephemeral_storage), dag_id, task_id | a try was killed out of memory (or evicted past its ephemeral-storage limit) |
 | ``airflow_adaptive.oom.escalation`` | counter | dag_id, task_id | a retry starts with more memory after an OOM kill |
 
 | tag | values |
@@ -89,7 +89,7 @@ MODE_LABELS = ("adaptive", "shadow", "fallback", "off")
 REASON_LABELS = ("predicted", "oom_escalation", "shadow", "kill_switch", "mode_off",
                  "feature_mismatch", "model_not_found", "registry_error", "invalid_input", "error")
 RESIZE_OUTCOMES = ("applied", "capped", "deferred", "ignored", "rejected", "conflict", "gone", "unreachable", "forbidden", "other")
-OOM_KINDS = ("kernel", "gpu")
+OOM_KINDS = ("kernel", "gpu", "ephemeral_storage")
 
 
 @dataclass(frozen=True)

@@ -252,8 +252,7 @@ class KubernetesTry:
                 events.append(OomEvent(time.time(), container, self.killed_at("gpu_memory"), try_number, "gpu"))
         try:
             if events:
-                if events[0].kind in ("kernel", "gpu"):  # the metric's kinds (an eviction is said in the log)
-                    metrics.record(metrics.oom_kill, events[0].kind, self.dag_id, self.task_id)
+                metrics.record(metrics.oom_kill, events[0].kind, self.dag_id, self.task_id)
                 run_log.record_oom(run_id, events)
                 what = ("evicted for ephemeral storage" if events[0].kind == "ephemeral_storage"
                         else f"{events[0].kind} out of memory")

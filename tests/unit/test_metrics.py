@@ -260,3 +260,10 @@ def test_a_process_airflow_did_not_configure_is_configured_from_metrics_config(b
     m.emit(m.oom_kill("kernel", "d", "t"))
     impl = sys.modules[stats.initialize.__module__]
     assert impl._factory is not None and not m._EMITTER.warned
+
+
+@pytest.mark.parametrize("kind, label", [("kernel", "kernel"), ("gpu", "gpu"), ("ephemeral_storage", "ephemeral_storage"),
+                                         ("something else", "kernel")])
+def test_an_eviction_for_ephemeral_storage_is_its_own_kind_of_kill(kind, label):
+    (emission,) = m.oom_kill(kind, "dag", "task")
+    assert emission.metric is m.OOM_KILL and emission.tags["kind"] == label
