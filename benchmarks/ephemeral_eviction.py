@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "ephemeral-eviction.json"
+
+from real_node import wait  # noqa: E402 - the real-node benchmark's poll (this script's folder is on sys.path)
 MIB = 2**20
 
 
@@ -52,17 +54,6 @@ def storage_pod(name: str, image: str, write_mib: int, hold_s: float, limit_byte
         "containers": [{"name": "base", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["python3", "-c", script],
                         "resources": {"requests": {"cpu": "250m", "memory": "64Mi", "ephemeral-storage": limit},
                                       "limits": {"cpu": "1", "memory": "128Mi", "ephemeral-storage": limit}}}]}}
-
-
-def wait(read, check, timeout_s: float, interval_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout_s} s; last: {value!r:.800}")
-        time.sleep(interval_s)
 
 
 def container_started(status) -> float | None:
@@ -90,7 +81,7 @@ def one_round(core, ns: str, image: str, i: int, write_mib: int, limit_mib: int)
         started = started or container_started(st)
         return st
 
-    st = wait(status, lambda s: s.phase in ("Failed", "Succeeded"), timeout_s=120)
+    st = wait(status, lambda s: s.phase in ("Failed", "Succeeded"), timeout_s=120, interval_s=0.2)
     evicted_s = time.time() - t0
     eviction = read_eviction(st.phase, st.reason, st.message)
     if eviction is None or not eviction.storage_limit:
@@ -99,7 +90,8 @@ def one_round(core, ns: str, image: str, i: int, write_mib: int, limit_mib: int)
     retry = f"retry-{i}"
     t1 = time.time()
     core.create_namespaced_pod(ns, storage_pod(retry, image, write_mib, 25, new_limit))
-    rs = wait(lambda: core.read_namespaced_pod(retry, ns).status, lambda s: s.phase in ("Failed", "Succeeded"), timeout_s=180)
+    rs = wait(lambda: core.read_namespaced_pod(retry, ns).status, lambda s: s.phase in ("Failed", "Succeeded"),
+              timeout_s=180, interval_s=0.2)
     for pod in (name, retry):
         core.delete_namespaced_pod(pod, ns, grace_period_seconds=0)
     return {"write_mib": write_mib, "limit_mib": limit_mib, "cause": eviction.cause, "message": eviction.message.strip(),
@@ -133,7 +125,7 @@ def main() -> None:
                 core = client.CoreV1Api(api)
                 core.create_namespace({"metadata": {"name": "bench"}})
                 wait(lambda: [s.metadata.name for s in core.list_namespaced_service_account("bench").items],
-                     lambda names: "default" in names, timeout_s=60)
+                     lambda names: "default" in names, timeout_s=60, interval_s=0.2)
                 for i in range(args.rounds):
                     result["rounds"].append(one_round(core, "bench", images["stage"]["ref"], i, args.write_mib, args.limit_mib))
                     print(f"[eviction] round {i}: {result['rounds'][-1]}", flush=True)

@@ -531,8 +531,13 @@ class StageIoMeter:
     def rates(self, now: float) -> dict[str, float]:
         """The latest sample's I/O as resources (``BANDWIDTH_RESOURCES`` in bytes/s since the
         previous call, ``ephemeral_storage`` the working directory's size at its last complete
-        walk). A figure that is not measured, and every bandwidth on the first call, is absent."""
-        counters = self._counters()
+        walk). A figure that is not measured, and every bandwidth on the first call, is absent.
+        Never raises (as ``sample``): a fault costs only these figures."""
+        try:
+            counters = self._counters()
+        except Exception as exc:  # noqa: BLE001 - see sample()
+            self._once("rates", exc)
+            return {}
         last, self._last_counters = self._last_counters, (now, counters)
         out: dict[str, float] = {}
         if last is not None and now > last[0]:
@@ -654,12 +659,7 @@ class _SamplingAlongside:
     def read(self, now: float) -> dict[str, float]:
         self.meter.sample()
         values = self.primary.read(now)
-        try:
-            io = self.meter.rates(now)
-        except Exception as exc:  # noqa: BLE001 - as in StageIoMeter.sample: never cost the primary's figures
-            self.meter._once("rates", exc)
-            io = {}
-        return {**io, **values}
+        return {**self.meter.rates(now), **values}
 
     def pids(self) -> list[int]:
         return self.primary.pids()

@@ -40,6 +40,7 @@ __all__ = [
     "ParsedQuantity",
     "canonicalize",
     "cpu_cores",
+    "format_bandwidth",
     "format_cpu",
     "format_memory",
     "format_quantity",
@@ -511,6 +512,18 @@ def cpu_cores(text: str, field: str = "cpu") -> float:
 def memory_bytes(text: str, field: str = "memory") -> int:
     """Bytes in a memory quantity, rounded up to a whole byte ("0.5Ki" -> 512, "1m" -> 1)."""
     return math.ceil(_resource_amount(text, field))
+
+
+def format_bandwidth(bytes_per_s: float) -> str:
+    """A bandwidth for people (logs, reasons, the task log): "12.5 MiB/s", "800 KiB/s", "12 B/s"
+    (3 significant digits; not a Kubernetes quantity)."""
+    def digits(v: float) -> str:
+        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+    for unit, scale in (("GiB/s", 2**30), ("MiB/s", 2**20), ("KiB/s", 2**10)):
+        if bytes_per_s >= scale:
+            return f"{digits(bytes_per_s / scale)} {unit}"
+    return f"{digits(bytes_per_s)} B/s"
 
 
 def format_cpu(cores: Number) -> str:

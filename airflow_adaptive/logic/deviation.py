@@ -73,6 +73,7 @@ from typing import Literal, Mapping
 from airflow_adaptive.domain.features import BANDWIDTH_RESOURCES, RESOURCES
 from airflow_adaptive.domain.observation import UsageSample
 from airflow_adaptive.domain.profile import PredictedProfile, ResourceEstimate
+from airflow_adaptive.domain.quantities import format_bandwidth
 from airflow_adaptive.logic.io_bottleneck import DISK, IoBottleneckConfig, IoLimits, IoSample, classify
 
 Action = Literal["increase", "decrease", "hold"]
@@ -574,7 +575,7 @@ def _fmt(r: str, value: float | None) -> str:
     if r in ("memory", "gpu_memory"):
         value, unit = (value / 2**30, "GiB") if abs(value) >= 2**30 else (value / 2**20, "MiB")
     elif r in BANDWIDTH_RESOURCES:
-        value, unit = value / 2**20, "MiB/s"
+        return format_bandwidth(value)
     else:
         unit = {"cpu": "cores"}.get(r, "GPUs")
     return f"{value:.2f}".rstrip("0").rstrip(".") + f" {unit}"

@@ -41,6 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
+from airflow_adaptive.domain.quantities import format_bandwidth
+
 Bottleneck = Literal["disk", "cpu", "both", "device", "none"]
 DISK: tuple[str, ...] = ("disk_read", "disk_write")
 _WORD = {"disk_read": "read", "disk_write": "write"}
@@ -215,10 +217,7 @@ def _disk_text(window: Sequence[IoSample], limits: IoLimits) -> str:
 def _fmt(r: str, value: float) -> str:
     if r == "cpu":
         return f"{value:.2f}".rstrip("0").rstrip(".") + " cores"
-    for unit, size in (("GiB/s", 2**30), ("MiB/s", 2**20), ("KiB/s", 2**10)):
-        if value >= size:
-            return f"{value / size:.2f}".rstrip("0").rstrip(".") + f" {unit}"
-    return f"{value:.0f} B/s"
+    return format_bandwidth(value)
 
 
 __all__ = ["Bottleneck", "DISK", "IoBottleneckConfig", "IoLimits", "IoSample", "IoVerdict", "Raise", "classify"]

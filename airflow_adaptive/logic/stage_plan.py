@@ -29,7 +29,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from airflow_adaptive.domain.profile import PredictedProfile
 from airflow_adaptive.domain.features import BANDWIDTH_RESOURCES
-from airflow_adaptive.domain.quantities import format_cpu, format_memory
+from airflow_adaptive.domain.quantities import format_bandwidth, format_cpu, format_memory
 from airflow_adaptive.domain.resources import ResourceVector
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.deviation import DeviationConfig, escalate_after_oom
@@ -395,7 +395,7 @@ def _fmt(resource: str, value: float | None) -> str:
     if value is None or value <= 0:
         return "-"
     if resource in BANDWIDTH_RESOURCES:
-        return format_rate(value)
+        return format_bandwidth(value)
     if resource in ("memory", "gpu_memory", "ephemeral_storage"):
         return format_memory(round(value / 2**20) * 2**20) if value >= 2**20 else format_memory(value)
     if resource == "cpu":
@@ -403,12 +403,3 @@ def _fmt(resource: str, value: float | None) -> str:
     return f"{value:g}"
 
 
-def format_rate(bytes_per_s: float) -> str:
-    """A bandwidth for the task log: "12.5 MiB/s", "800 KiB/s", "12 B/s" (3 significant digits)."""
-    def digits(v: float) -> str:
-        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
-
-    for unit, scale in (("GiB/s", 2**30), ("MiB/s", 2**20), ("KiB/s", 2**10)):
-        if bytes_per_s >= scale:
-            return f"{digits(bytes_per_s / scale)} {unit}"
-    return f"{digits(bytes_per_s)} B/s"

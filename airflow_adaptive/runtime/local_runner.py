@@ -47,7 +47,7 @@ from airflow_adaptive.adapters.cgroups import (BlockDevice, CgroupUnavailable, M
 from airflow_adaptive.adapters.io_counters import IoReport, StageIoMeter, exited
 from airflow_adaptive.domain.errors import UserError
 from airflow_adaptive.domain.profile import PredictedProfile
-from airflow_adaptive.domain.quantities import format_cpu, format_memory
+from airflow_adaptive.domain.quantities import format_bandwidth, format_cpu, format_memory
 from airflow_adaptive.domain.signals import ResizeSignal
 from airflow_adaptive.domain.stage_run import OomEvent
 from airflow_adaptive.logic.deviation import Bounds, DeviationConfig
@@ -486,7 +486,7 @@ class LocalRunner:
 
 def _fmt(resource: str, value: float) -> str:
     if resource in DISK_DIRECTIONS:
-        return f"{value / 2**20:g} MiB/s"
+        return format_bandwidth(value)
     return format_memory(value) if resource == "memory" else format_cpu(value)
 
 

@@ -30,7 +30,7 @@ from typing import Mapping
 
 from airflow_adaptive.domain.errors import QuantityError, UserError
 from airflow_adaptive.domain.profile import PredictedProfile
-from airflow_adaptive.domain.quantities import DECIMAL_SI, format_quantity, parse_quantity
+from airflow_adaptive.domain.quantities import DECIMAL_SI, format_bandwidth, format_quantity, parse_quantity
 
 INGRESS = "kubernetes.io/ingress-bandwidth"
 EGRESS = "kubernetes.io/egress-bandwidth"
@@ -87,7 +87,7 @@ def plan_bandwidth(profile: PredictedProfile | None, annotations: Mapping[str, s
             continue
         want = est.upper * 8 * (1 + margin)
         bits = min(max(math.ceil(want / 1000) * 1000, MIN_BITS), MAX_BITS)
-        note = f"the predicted {resource} upper {_rate(est.upper)} + {margin:.0%}"
+        note = f"the predicted {resource} upper {format_bandwidth(est.upper)} + {margin:.0%}"
         if annotation in user and bits > user[annotation]:
             out[annotation] = (annotations or {})[annotation]
             reasons.append(f"{annotation}: the user's {out[annotation]} (the bound) below {note} ({_bits(bits)})")
@@ -95,12 +95,6 @@ def plan_bandwidth(profile: PredictedProfile | None, annotations: Mapping[str, s
         out[annotation] = format_quantity(bits, DECIMAL_SI)
         reasons.append(f"{annotation}: {out[annotation]} ({_bits(bits)}) from {note}")
     return BandwidthPlan(out, tuple(reasons))
-
-
-def _rate(bytes_per_s: float) -> str:
-    from airflow_adaptive.logic.stage_plan import format_rate
-
-    return format_rate(bytes_per_s)
 
 
 def _bits(bits: float) -> str:

@@ -322,7 +322,7 @@ def test_a_stage_with_no_request_and_no_prediction_gets_a_default(requested, lim
 # --- ephemeral storage: sized at start, escalated after an eviction -------------------------
 
 from airflow_adaptive.logic.sizing import StorageSize  # noqa: E402
-from airflow_adaptive.logic.stage_plan import format_rate  # noqa: E402
+from airflow_adaptive.domain.quantities import format_bandwidth as format_rate  # noqa: E402
 
 STORAGE_PROFILE = PredictedProfile({**PROFILE.resources, "ephemeral_storage": ResourceEstimate(30 * MiB, 50 * MiB)},
                                    coverage=0.99, model_version="3")
